@@ -1,0 +1,40 @@
+"""The one OVSDB error type; its tag is the protocol's own error string."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ujson
+
+
+class OVSDBError(Exception):
+    """An OVSDB error object: ``{"error": tag, "details": ..., "syntax": ...}``."""
+
+    def __init__(self, tag: str, details: str | None = None, syntax: Any = None,
+                 has_syntax: bool = False) -> None:
+        super().__init__(tag if details is None else f"{tag}: {details}")
+        self.tag = tag
+        self.details = details
+        self.syntax = syntax
+        self.has_syntax = has_syntax or syntax is not None
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"error": self.tag}
+        if self.details is not None:
+            obj["details"] = self.details
+        if self.has_syntax:
+            obj["syntax"] = syntax_text(self.syntax)
+        return obj
+
+
+def syntax_text(value: Any) -> str:
+    """The offending JSON as OVS quotes it: sorted keys, no spaces."""
+    return ujson.dumps(value, sort_keys=True, ensure_ascii=False, escape_forward_slashes=False)
+
+
+def syntax_error(details: str, syntax: Any = None, has_syntax: bool = True) -> OVSDBError:
+    return OVSDBError("syntax error", details, syntax, has_syntax)
+
+
+def constraint_violation(details: str, syntax: Any = None) -> OVSDBError:
+    return OVSDBError("constraint violation", details, syntax)

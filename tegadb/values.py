@@ -1,0 +1,333 @@
+"""OVSDB values: JSON notation <-> Python datums, and constraint checks.
+
+Representation (relied on everywhere):
+- atoms are ``int``, ``float``, ``bool``, ``str``; a uuid is its canonical
+  lowercase text;
+- a datum is always a tuple: sorted distinct atoms for scalars, optionals and
+  sets; sorted ``(key, value)`` pairs with distinct keys for maps.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid as uuidlib
+from typing import Any, Callable
+
+from .errors import OVSDBError, constraint_violation, syntax_error, syntax_text
+from .types import INT64_MAX, INT64_MIN, UNLIMITED, UUID_RE, BaseType, Type, format_real, is_id
+
+Datum = tuple
+
+
+class NamedUUIDs:
+    """The ``uuid-name`` symbol table of one transaction.
+
+    A name used before (or without) its ``insert`` gets a UUID at first use;
+    the insert that declares it later binds to that same UUID.
+    """
+
+    __slots__ = ("uuids", "declared")
+
+    def __init__(self) -> None:
+        self.uuids: dict[str, str] = {}
+        self.declared: set[str] = set()
+
+    def resolve(self, name: str) -> str:
+        found = self.uuids.get(name)
+        if found is None:
+            found = self.uuids[name] = str(uuidlib.uuid4())
+        return found
+
+    def declare(self, name: str, uuid: str | None = None) -> str:
+        """Bind ``name`` for an insert; returns the row's UUID."""
+        if name in self.declared:
+            raise OVSDBError(
+                "duplicate uuid-name",
+                'This "uuid-name" appeared on an earlier "insert" operation.', name)
+        self.declared.add(name)
+        if uuid is not None:
+            self.uuids[name] = uuid
+            return uuid
+        return self.resolve(name)
+
+
+# --- atoms ---------------------------------------------------------------
+
+def _parse_integer(json: Any, symtab: NamedUUIDs | None) -> int:
+    kind = type(json)
+    if kind is int:
+        if INT64_MIN <= json <= INT64_MAX:
+            return json
+    elif kind is float and json.is_integer() and INT64_MIN <= json <= INT64_MAX:
+        return int(json)
+    raise syntax_error("expected integer", json)
+
+
+def _parse_real(json: Any, symtab: NamedUUIDs | None) -> float:
+    kind = type(json)
+    if kind is float:
+        return json
+    if kind is int:
+        value = float(json)
+        if math.isfinite(value):
+            return value
+    raise syntax_error("expected real", json)
+
+
+def _parse_boolean(json: Any, symtab: NamedUUIDs | None) -> bool:
+    if type(json) is bool:
+        return json
+    raise syntax_error("expected boolean", json)
+
+
+def _parse_string(json: Any, symtab: NamedUUIDs | None) -> str:
+    if type(json) is str:
+        return json
+    raise syntax_error("expected string", json)
+
+
+def _parse_uuid(json: Any, symtab: NamedUUIDs | None) -> str:
+    if type(json) is list and len(json) == 2 and type(json[1]) is str:
+        tag, text = json
+        if tag == "uuid":
+            if UUID_RE.match(text):
+                return text.lower()
+            raise syntax_error(f'"{text}" is not a valid UUID', json)
+        if tag == "named-uuid" and symtab is not None:
+            if not is_id(text):
+                raise syntax_error("named-uuid string is not a valid <id>", json)
+            return symtab.resolve(text)
+    raise syntax_error('expected ["uuid", <string>]', json)
+
+
+ATOM_PARSERS: dict[str, Callable[[Any, NamedUUIDs | None], Any]] = {
+    "integer": _parse_integer,
+    "real": _parse_real,
+    "boolean": _parse_boolean,
+    "string": _parse_string,
+    "uuid": _parse_uuid,
+}
+
+
+def atom_to_json(base: BaseType, atom: Any) -> Any:
+    return ["uuid", atom] if base.type == "uuid" else atom
+
+
+def _string_needs_quotes(s: str) -> bool:
+    if not s or not (s[0].isascii() and (s[0].isalpha() or s[0] == "_")):
+        return True
+    for c in s[1:]:
+        if not (c.isascii() and (c.isalnum() or c in "_-.")):
+            return True
+    return s in ("true", "false") or UUID_RE.match(s) is not None
+
+
+def atom_to_string(base_type: str, atom: Any) -> str:
+    """An atom as OVS writes it in messages and in ovsdb-client's tables."""
+    if base_type == "real":
+        return format_real(atom)
+    if base_type == "boolean":
+        return "true" if atom else "false"
+    if base_type == "string":
+        return syntax_text(atom) if _string_needs_quotes(atom) else atom
+    return str(atom)
+
+
+def check_atom(base: BaseType, atom: Any) -> None:
+    """Raise ``constraint violation`` if ``atom`` breaks ``base``'s constraints."""
+    if base.enum is not None:
+        if atom not in base.enum:
+            allowed = ", ".join(atom_to_string(base.type, a) for a in base.enum)
+            raise constraint_violation(
+                f"{atom_to_string(base.type, atom)} is not one of the allowed values ([{allowed}])")
+        return
+    kind = base.type
+    if kind == "integer":
+        _check_range(atom, base.min_integer, base.max_integer, str)
+    elif kind == "real":
+        _check_range(atom, base.min_real, base.max_real, format_real)
+    elif kind == "string" and (base.min_length is not None or base.max_length is not None):
+        length = len(atom)
+        if base.min_length is not None and length < base.min_length:
+            raise constraint_violation(
+                f'"{atom}" length {length} is less than minimum allowed length {base.min_length}')
+        if base.max_length is not None and length > base.max_length:
+            raise constraint_violation(
+                f'"{atom}" length {length} is greater than maximum allowed length {base.max_length}')
+
+
+def _check_range(value: Any, lo: Any, hi: Any, show: Callable[[Any], str]) -> None:
+    if (lo is None or value >= lo) and (hi is None or value <= hi):
+        return
+    if lo is not None and hi is not None:
+        raise constraint_violation(
+            f"{show(value)} is not in the valid range {show(lo)} to {show(hi)} (inclusive)")
+    if lo is not None:
+        raise constraint_violation(f"{show(value)} is less than minimum allowed value {show(lo)}")
+    raise constraint_violation(f"{show(value)} is greater than maximum allowed value {show(hi)}")
+
+
+def _needs_check(base: BaseType) -> bool:
+    # refTable is the only uuid constraint, and it is checked at commit.
+    return base.enum is not None or (base.has_constraints and base.ref_table is None)
+
+
+# --- datums --------------------------------------------------------------
+
+def parse(type_: Type, json: Any, symtab: NamedUUIDs | None = None) -> Datum:
+    """Parse OVSDB JSON into a datum of ``type_``, checking every constraint."""
+    datum = parse_unchecked(type_, json, symtab)
+    check(type_, datum)
+    return datum
+
+
+def parse_unchecked(type_: Type, json: Any, symtab: NamedUUIDs | None = None) -> Datum:
+    """Parse with type and size checks but without atom constraints."""
+    if type_.is_map:
+        return _parse_map(type_, json, symtab)
+    if type(json) is list and len(json) and json[0] == "set":
+        return _parse_set(type_, json, symtab)
+    return (ATOM_PARSERS[type_.key.type](json, symtab),)
+
+
+def _size_message(kind: str, type_: Type, n: int) -> str:
+    if type_.n_min == 1 and type_.n_max == 1:
+        return f"{kind} must have exactly one member but {n} are present"
+    return f"{kind} must have {type_.n_min} to {type_.n_max} members but {n} are present"
+
+
+def _unwrap(json: Any, kind: str) -> list[Any]:
+    if type(json) is list and len(json) == 2 and json[0] == kind and type(json[1]) is list:
+        return json[1]
+    raise syntax_error(f'expected ["{kind}", <array>]', json)
+
+
+def _parse_set(type_: Type, json: Any, symtab: NamedUUIDs | None) -> Datum:
+    elements = _unwrap(json, "set")
+    n = len(elements)
+    if not type_.n_min <= n <= type_.n_max:
+        raise syntax_error(_size_message("set", type_, n), json)
+    parse_atom = ATOM_PARSERS[type_.key.type]
+    atoms = [parse_atom(e, symtab) for e in elements]
+    datum = tuple(sorted(set(atoms)))
+    if len(datum) != n:
+        raise OVSDBError("ovsdb error", "set contains duplicate")
+    return datum
+
+
+def _parse_map(type_: Type, json: Any, symtab: NamedUUIDs | None) -> Datum:
+    elements = _unwrap(json, "map")
+    n = len(elements)
+    if not type_.n_min <= n <= type_.n_max:
+        raise syntax_error(_size_message("map", type_, n), json)
+    assert type_.value is not None
+    parse_key = ATOM_PARSERS[type_.key.type]
+    parse_value = ATOM_PARSERS[type_.value.type]
+    pairs = {}
+    for element in elements:
+        if type(element) is not list or len(element) != 2:
+            raise syntax_error("expected 2-element array", element)
+        key = parse_key(element[0], symtab)
+        if key in pairs:
+            raise OVSDBError("ovsdb error", "map contains duplicate key")
+        pairs[key] = parse_value(element[1], symtab)
+    return tuple(sorted(pairs.items()))
+
+
+def check(type_: Type, datum: Datum) -> None:
+    """Atom constraint checks (enum, ranges, lengths) over a whole datum."""
+    key, value = type_.key, type_.value
+    if type_.is_map:
+        assert value is not None
+        check_key, check_value = _needs_check(key), _needs_check(value)
+        if check_key or check_value:
+            for k, v in datum:
+                if check_key:
+                    check_atom(key, k)
+                if check_value:
+                    check_atom(value, v)
+    elif _needs_check(key):
+        for atom in datum:
+            check_atom(key, atom)
+
+
+def check_size(type_: Type, datum: Datum) -> None:
+    """The size rule after a mutation, worded as OVS does."""
+    if not type_.n_min <= len(datum) <= type_.n_max:
+        raise constraint_violation(
+            f"Attempted to store {len(datum)} elements in {type_.english()}.")
+
+
+def to_json(type_: Type, datum: Datum) -> Any:
+    """OVSDB JSON notation: a 1-element set is a bare atom; maps always wrapped."""
+    key_is_uuid = type_.key.type == "uuid"
+    if type_.is_map:
+        value_is_uuid = type_.value is not None and type_.value.type == "uuid"
+        if not key_is_uuid and not value_is_uuid:
+            return ["map", [[k, v] for k, v in datum]]
+        return ["map", [[["uuid", k] if key_is_uuid else k,
+                         ["uuid", v] if value_is_uuid else v] for k, v in datum]]
+    if len(datum) == 1:
+        return ["uuid", datum[0]] if key_is_uuid else datum[0]
+    if key_is_uuid:
+        return ["set", [["uuid", a] for a in datum]]
+    return ["set", list(datum)]
+
+
+def default(type_: Type) -> Datum:
+    """The default datum: empty when min is 0, else one default atom (pair)."""
+    if type_.n_min == 0:
+        return ()
+    key = type_.key.default_atom()
+    if type_.value is not None:
+        return ((key, type_.value.default_atom()),)
+    return (key,)
+
+
+def diff(type_: Type, old: Datum, new: Datum) -> Datum:
+    """update2 / journal diff from ``old`` to ``new``."""
+    if not type_.is_composite:
+        return new
+    if not type_.is_map:
+        return tuple(sorted(set(old).symmetric_difference(new)))
+    old_map, new_map = dict(old), dict(new)
+    changes = [(k, v) for k, v in new_map.items() if old_map.get(k, _MISSING) != v]
+    changes += [(k, v) for k, v in old_map.items() if k not in new_map]
+    return tuple(sorted(changes))
+
+
+def apply_diff(type_: Type, old: Datum, change: Datum) -> Datum:
+    """Inverse of :func:`diff`: the new datum from ``old`` and a diff."""
+    if not type_.is_composite:
+        return change
+    if not type_.is_map:
+        return tuple(sorted(set(old).symmetric_difference(change)))
+    result = dict(old)
+    for k, v in change:
+        if result.get(k, _MISSING) == v:
+            del result[k]
+        else:
+            result[k] = v
+    return tuple(sorted(result.items()))
+
+
+_MISSING = object()
+
+
+# --- enums (used by the schema parser) ------------------------------------
+
+def parse_enum(atomic: str, json: Any) -> tuple[Any, ...]:
+    """The atoms of an ``enum`` constraint (a bare atom or a set)."""
+    return parse_unchecked(Type(BaseType(atomic), None, 1, UNLIMITED), json)
+
+
+def enum_to_json(base: BaseType) -> Any:
+    assert base.enum is not None
+    return to_json(Type(BaseType(base.type), None, 1, UNLIMITED), base.enum)
+
+
+__all__ = [
+    "Datum", "NamedUUIDs", "ATOM_PARSERS", "parse", "parse_unchecked", "check", "check_atom",
+    "check_size", "to_json", "default", "diff", "apply_diff", "atom_to_json", "atom_to_string",
+    "parse_enum", "enum_to_json",
+]
