@@ -1,0 +1,50 @@
+# The project's verbs: venv, peers, test, run, lint, clean.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstall only when the package metadata changes.
+STAMP := $(VENV)/.installed
+
+# The real OVSDB peers the tests compare against (Debian 12 packages).
+# ovn-central, not ovn-common, carries the OVN schemas on Debian 12.
+PEER_PACKAGES := openvswitch-switch openvswitch-common ovn-central
+PEER_FILES := /usr/sbin/ovsdb-server /usr/bin/ovsdb-client /usr/bin/ovsdb-tool \
+	/usr/share/openvswitch/vswitch.ovsschema \
+	/usr/share/ovn/ovn-nb.ovsschema /usr/share/ovn/ovn-sb.ovsschema
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: venv peers test run lint clean distclean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+	touch $@
+
+peers:
+	@missing=""; for f in $(PEER_FILES); do [ -e "$$f" ] || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing OVSDB peers; missing:$$missing"; \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			$(PEER_PACKAGES); \
+	fi
+
+test: venv peers
+	$(BIN)/pytest -q
+
+run: venv
+	$(BIN)/tegadb-server
+
+lint: venv
+	$(BIN)/ruff check --target-version py311 tegadb
+	$(BIN)/mypy tegadb
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find tegadb tests -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
