@@ -1,0 +1,471 @@
+"""tegadb-client: ovsdb-client's commands, arguments, options and output.
+
+``tegadb-client [OPTIONS] COMMAND [SERVER] [DATABASE] [ARGS]``.  SERVER is
+recognized as ovsdb-client does (it starts with a letter and contains a
+colon) and defaults to ``$TEGADB_REMOTE``, else ``unix:var/tegadb.sock``.
+DATABASE, where a command needs one, is taken from the arguments if the
+server has a database of that name, else it is ``Open_vSwitch`` if served,
+else the only database whose name does not start with ``_``.
+"""
+
+from __future__ import annotations
+
+import getopt
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import formats
+from .client import ProtocolError, RPCError, SyncConnection, ssl_context
+from .errors import OVSDBError
+from .formats import JsonCell, Style, Table
+from .schema import IMPLICIT_COLUMNS, DbSchema
+
+PROGRAM = "tegadb-client"
+DEFAULT_REMOTE = "unix:var/tegadb.sock"
+
+
+class Fatal(Exception):
+    """An error that ends the command: printed as ``tegadb-client: MESSAGE``, exit 1."""
+
+
+@dataclass
+class Options:
+    style: Style = field(default_factory=Style)
+    timeout: float | None = None
+    private_key: str | None = None
+    certificate: str | None = None
+    ca_cert: str | None = None
+
+
+# --- connecting ----------------------------------------------------------------
+
+def default_remote() -> str:
+    return os.environ.get("TEGADB_REMOTE") or DEFAULT_REMOTE
+
+
+def looks_like_remote(arg: str) -> bool:
+    """ovsdb-client's test: a letter first, and a colon somewhere."""
+    return arg[:1].isascii() and arg[:1].isalpha() and ":" in arg
+
+
+def connect(remote: str, options: Options) -> SyncConnection:
+    try:
+        context = None
+        if remote.startswith("ssl:"):
+            if not (options.private_key and options.certificate and options.ca_cert):
+                raise Fatal("SSL remotes need --private-key, --certificate and --ca-cert")
+            context = ssl_context(options.private_key, options.certificate, options.ca_cert)
+        return SyncConnection.open(remote, context, options.timeout)
+    except OSError as e:  # before ValueError: ssl's verification error is both
+        raise Fatal(f'failed to connect to "{remote}" ({e.strerror or e})') from None
+    except ValueError as e:
+        raise Fatal(str(e)) from None
+
+
+def call(conn: SyncConnection, method: str, params: list[Any], options: Options) -> Any:
+    """One request; an error reply or a lost connection ends the command."""
+    try:
+        return conn.request(method, params)
+    except RPCError as e:
+        raise Fatal("transaction returned error: "
+                    + formats.ovs_json(e.error, options.style.pretty)) from None
+    except (OSError, ProtocolError) as e:
+        raise Fatal(f"transaction failed ({e})") from None
+
+
+def list_dbs(conn: SyncConnection, options: Options) -> list[str]:
+    dbs = call(conn, "list_dbs", [], options)
+    if not isinstance(dbs, list):
+        raise Fatal("list_dbs response is not array")
+    for i, name in enumerate(dbs):
+        if not isinstance(name, str):
+            raise Fatal(f"list_dbs response {i} is not string")
+    return sorted(dbs)
+
+
+def open_rpc(args: list[str], min_args: int, need_db: bool, options: Options,
+             database: str | None = None) -> tuple[SyncConnection, str | None, list[str]]:
+    """Connect, settle SERVER and DATABASE; returns the remaining arguments."""
+    remote = default_remote()
+    if len(args) > min_args and looks_like_remote(args[0]):
+        remote, args = args[0], args[1:]
+    conn = connect(remote, options)
+    if need_db and database is None:
+        dbs = list_dbs(conn, options)
+        if len(args) > min_args and args[0] in dbs:
+            database, args = args[0], args[1:]
+        elif "Open_vSwitch" in dbs:
+            database = "Open_vSwitch"
+        else:
+            candidates = [db for db in dbs if not db.startswith("_")]
+            if len(candidates) != 1:
+                raise Fatal("could not find a default database, please specify a database name")
+            database = candidates[0]
+    return conn, database, args
+
+
+@dataclass
+class SchemaReply:
+    """A schema as get_schema returned it: parsed, plus the wire's member order."""
+
+    schema: DbSchema
+    wire: dict[str, Any]
+
+    def table_order(self) -> list[str]:
+        """Tables in the order ovsdb-client lists them.
+
+        It parses the reply into a JSON object (one shash), then adds the
+        tables, in that object's order, to the schema's own shash.
+        """
+        return formats.shash_order(formats.shash_order(self.wire["tables"]))
+
+    def column_order(self, table: str) -> list[str]:
+        """Columns likewise, but ``_uuid`` and ``_version`` go in first."""
+        parsed = formats.shash_order(self.wire["tables"][table]["columns"])
+        return formats.shash_order([*IMPLICIT_COLUMNS, *parsed])
+
+
+def fetch_schema(conn: SyncConnection, database: str, options: Options) -> SchemaReply:
+    wire = call(conn, "get_schema", [database], options)
+    try:
+        return SchemaReply(DbSchema.from_json(wire), wire)
+    except OVSDBError as e:
+        raise Fatal(str(e)) from None
+
+
+# --- commands --------------------------------------------------------------------
+
+Output = str  # what a command prints on stdout
+Handler = Callable[[SyncConnection, str, list[str], Options], Output]
+
+
+def do_list_dbs(conn: SyncConnection, database: str, args: list[str], options: Options) -> Output:
+    return "".join(db + "\n" for db in list_dbs(conn, options))
+
+
+def do_get_schema(conn: SyncConnection, database: str, args: list[str],
+                  options: Options) -> Output:
+    schema = fetch_schema(conn, database, options).schema
+    return formats.ovs_json(schema.to_json(), options.style.pretty) + "\n"
+
+
+def do_get_schema_version(conn: SyncConnection, database: str, args: list[str],
+                          options: Options) -> Output:
+    return fetch_schema(conn, database, options).schema.version + "\n"
+
+
+def do_get_schema_cksum(conn: SyncConnection, database: str, args: list[str],
+                        options: Options) -> Output:
+    return fetch_schema(conn, database, options).schema.cksum + "\n"
+
+
+def do_list_tables(conn: SyncConnection, database: str, args: list[str],
+                   options: Options) -> Output:
+    reply = fetch_schema(conn, database, options)
+    table = Table(["Table"], [[name] for name in reply.table_order()])
+    return formats.render([table], options.style)
+
+
+def do_list_columns(conn: SyncConnection, database: str, args: list[str],
+                    options: Options) -> Output:
+    reply = fetch_schema(conn, database, options)
+    only = args[0] if args else None
+    table = Table(["Column", "Type"] if only else ["Table", "Column", "Type"])
+    for name in reply.table_order():
+        if only not in (None, name):
+            continue
+        columns = reply.schema.tables[name].columns
+        for column in reply.column_order(name):
+            cells: list[formats.Cell] = [column, JsonCell(columns[column].type.to_json())]
+            table.rows.append(cells if only else [name, *cells])
+    return formats.render([table], options.style)
+
+
+def do_dump(conn: SyncConnection, database: str, args: list[str], options: Options) -> Output:
+    schema = fetch_schema(conn, database, options).schema
+    if args:
+        table = schema.tables.get(args[0])
+        if table is None:
+            raise Fatal(f'No table "{args[0]}" found.')
+        for column in args[1:]:
+            if column not in table.columns:
+                raise Fatal(f'Table "{args[0]}" has no column {column}.')
+        selected = {args[0]: args[1:] or list(table.columns)}
+    else:
+        selected = {name: list(schema.tables[name].columns) for name in sorted(schema.tables)}
+    ops = [{"op": "select", "table": name, "where": [],
+            "columns": [c for c in columns if c != "_version"]}
+           for name, columns in selected.items()]
+    results = call(conn, "transact", [database, *ops], options)
+    if not isinstance(results, list) or len(results) != len(ops):
+        raise Fatal(f"reply is not array of {len(ops)} elements: {formats.ovs_json(results)}")
+    tables = []
+    for (name, columns), result in zip(selected.items(), results):
+        rows = result.get("rows") if isinstance(result, dict) else None
+        if not isinstance(rows, list):
+            raise Fatal(f'{name} table reply is not an object with a "rows" member array: '
+                        f"{formats.ovs_json(result)}")
+        types = {c: schema.tables[name].columns[c].type for c in columns}
+        try:
+            tables.append(formats.dump_table(name, types, rows))
+        except (TypeError, ValueError, OVSDBError) as e:
+            raise Fatal(str(e)) from None
+    return formats.render(tables, options.style)
+
+
+def parse_transaction(text: str) -> Any:
+    """The TRANSACTION argument, with numbers as OVS's parser reads them."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise Fatal(f'"{text}": {e}') from None
+    if not isinstance(value, (list, dict)):
+        raise Fatal(f'"{text}": syntax error at beginning of input')
+    return formats.ovs_numbers(value)
+
+
+def transact(args: list[str], transaction: Any, options: Options) -> Any:
+    """Send TRANSACTION (params of "transact") to the SERVER in ``args``."""
+    if not (isinstance(transaction, list) and transaction and isinstance(transaction[0], str)):
+        raise Fatal("not a valid OVSDB query")
+    conn, _, _ = open_rpc(args, 1, True, options, database=transaction[0])
+    with conn:
+        return call(conn, "transact", transaction, options)
+
+
+def json_output(result: Any, options: Options) -> Output:
+    """A result as ovsdb-client prints the JSON it received."""
+    return formats.ovs_json(formats.ovs_numbers(result), options.style.pretty) + "\n"
+
+
+def do_transact(args: list[str], options: Options) -> Output:
+    return json_output(transact(args, parse_transaction(args[-1]), options), options)
+
+
+def do_query(args: list[str], options: Options) -> Output:
+    """transact, made read-only as ovsdb-client does: an "abort" op at the end."""
+    transaction = parse_transaction(args[-1])
+    if not isinstance(transaction, list):
+        raise Fatal("not a valid OVSDB query")
+    abort_index = len(transaction) - 1  # its place in the result array
+    result = transact(args, [*transaction, {"op": "abort"}], options)
+    # Hide the abort's own error when the transaction got as far as it.
+    if (isinstance(result, list) and len(result) == abort_index + 1
+            and isinstance(result[abort_index], dict)
+            and result[abort_index].get("error") == "aborted"):
+        result = result[:abort_index]
+    return json_output(result, options)
+
+
+@dataclass(frozen=True)
+class Command:
+    min_args: int
+    max_args: int
+    handler: Handler | None = None  # run after connecting (and finding the database)
+    need_db: bool = True
+    standalone: Callable[[list[str], Options], Output] | None = None  # connects itself
+
+
+UNLIMITED_ARGS = sys.maxsize
+COMMANDS = {
+    "list-dbs": Command(0, 0, do_list_dbs, need_db=False),
+    "get-schema": Command(0, 0, do_get_schema),
+    "get-schema-version": Command(0, 0, do_get_schema_version),
+    "get-schema-cksum": Command(0, 0, do_get_schema_cksum),
+    "list-tables": Command(0, 0, do_list_tables),
+    "list-columns": Command(0, 1, do_list_columns),
+    "transact": Command(1, 2, standalone=do_transact),
+    "query": Command(1, 2, standalone=do_query),
+    "dump": Command(0, UNLIMITED_ARGS, do_dump),
+}
+
+
+# --- options -------------------------------------------------------------------
+
+USAGE = f"""\
+{PROGRAM}: tegadb (OVSDB) command-line client
+usage: {PROGRAM} [OPTIONS] COMMAND [ARG...]
+
+Valid commands are:
+
+  list-dbs [SERVER]
+    list databases available on SERVER
+
+  get-schema [SERVER] [DATABASE]
+    retrieve schema for DATABASE from SERVER
+
+  get-schema-version [SERVER] [DATABASE]
+    retrieve schema for DATABASE from SERVER and report only its
+    version number on stdout
+
+  get-schema-cksum [SERVER] [DATABASE]
+    retrieve schema for DATABASE from SERVER and report only its
+    checksum on stdout
+
+  list-tables [SERVER] [DATABASE]
+    list tables for DATABASE on SERVER
+
+  list-columns [SERVER] [DATABASE] [TABLE]
+    list columns in TABLE (or all tables) in DATABASE on SERVER
+
+  transact [SERVER] TRANSACTION
+    run TRANSACTION (params for "transact" request) on SERVER
+    and print the results as JSON on stdout
+
+  query [SERVER] TRANSACTION
+    run TRANSACTION (params for "transact" request) on SERVER,
+    as read-only, and print the results as JSON on stdout
+
+  dump [SERVER] [DATABASE] [TABLE [COLUMN]...]
+    dump contents of DATABASE on SERVER to stdout
+
+The default SERVER is $TEGADB_REMOTE, else {DEFAULT_REMOTE}.
+The default DATABASE is Open_vSwitch, or the only one served.
+
+Active SERVER connection methods:
+  tcp:IP:PORT             PORT at remote IP
+  ssl:IP:PORT             SSL PORT at remote IP
+  unix:FILE               Unix domain socket named FILE
+PKI configuration (required to use SSL):
+  -p, --private-key=FILE  file with private key
+  -c, --certificate=FILE  file with certificate for private key
+  -C, --ca-cert=FILE      file with peer CA certificate
+
+Output formatting options:
+  -f, --format=FORMAT         set output formatting to FORMAT
+                              ("table", "list", "html", "csv", or "json")
+  -d, --data=FORMAT           set table cell output formatting to
+                              FORMAT ("string", "bare", or "json")
+  --no-headings               omit table heading row
+  --pretty                    pretty-print JSON in output
+  --bare                      equivalent to "--format=list --data=bare --no-headings"
+  --timestamp                 timestamp "monitor" output (accepted; no effect here)
+
+Other options:
+  -t, --timeout=SECS          give up after SECS seconds without an answer
+  -h, --help                  display this help message
+  -V, --version               display version information
+"""
+
+LONG_OPTIONS = ["format=", "data=", "no-headings", "pretty", "bare", "timestamp", "timeout=",
+                "private-key=", "certificate=", "ca-cert=", "help", "version"]
+
+
+def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
+    """GNU-style options, allowed anywhere on the line (as ovsdb-client's getopt)."""
+    try:
+        pairs, args = getopt.gnu_getopt(argv, "f:d:t:p:c:C:hV", LONG_OPTIONS)
+    except getopt.GetoptError as e:
+        raise Fatal(_getopt_message(e)) from None
+    options = Options()
+    style = options.style
+    for option, value in pairs:
+        if option in ("-f", "--format"):
+            if value not in formats.FORMATS:
+                raise Fatal(f'unknown output format "{value}"')
+            style = replace(style, format=value)
+        elif option in ("-d", "--data"):
+            if value not in formats.DATA_FORMATS:
+                raise Fatal(f'unknown data format "{value}"')
+            style = replace(style, data=value)
+        elif option == "--no-headings":
+            style = replace(style, headings=False)
+        elif option == "--pretty":
+            style = replace(style, pretty=True)
+        elif option == "--bare":
+            style = replace(style, format="list", data="bare", headings=False)
+        elif option in ("-t", "--timeout"):
+            options.timeout = _timeout(value)
+        elif option in ("-p", "--private-key"):
+            options.private_key = value
+        elif option in ("-c", "--certificate"):
+            options.certificate = value
+        elif option in ("-C", "--ca-cert"):
+            options.ca_cert = value
+        elif option in ("-h", "--help"):
+            raise SystemExit(_write(USAGE))
+        elif option in ("-V", "--version"):
+            from . import __version__
+            raise SystemExit(_write(f"{PROGRAM} (tegadb) {__version__}\n"))
+    options.style = style
+    return options, args
+
+
+def _getopt_message(error: getopt.GetoptError) -> str:
+    """GNU getopt's wording, as ovsdb-client prints it."""
+    name, msg = error.opt, error.msg
+    long = len(name) > 1
+    if msg.endswith("not recognized"):
+        return f"unrecognized option '--{name}'" if long else f"invalid option -- '{name}'"
+    if msg.endswith("requires argument"):
+        return (f"option '--{name}' requires an argument" if long
+                else f"option requires an argument -- '{name}'")
+    if msg.endswith("must not have an argument"):
+        return f"option '--{name}' doesn't allow an argument"
+    return msg
+
+
+def _timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise Fatal(f"value {value} on -t or --timeout is invalid")
+    return seconds
+
+
+def _write(text: str) -> int:
+    # Bytes, not the locale's encoding: data may hold any Unicode text.
+    sys.stdout.buffer.write(text.encode())
+    sys.stdout.flush()
+    return 0
+
+
+def run(argv: list[str]) -> Output:
+    options, args = parse_options(argv)
+    if not args:
+        raise Fatal("missing command name; use --help for help")
+    name, args = args[0], args[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        raise Fatal(f"unknown command '{name}'; use --help for help")
+    if command.standalone is not None:
+        _check_arg_count(name, command, args)
+        return command.standalone(args, options)
+    assert command.handler is not None
+    conn, database, args = open_rpc(args, command.min_args, command.need_db, options)
+    with conn:
+        _check_arg_count(name, command, args)
+        return command.handler(conn, database or "", args, options)
+
+
+def _check_arg_count(name: str, command: Command, args: list[str]) -> None:
+    if not command.min_args <= len(args) <= command.max_args:
+        raise Fatal(f"invalid syntax for '{name}' (use --help for help)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (0, or 1 after an error)."""
+    try:
+        output = run(sys.argv[1:] if argv is None else argv)
+    except Fatal as e:
+        sys.stdout.flush()
+        print(f"{PROGRAM}: {e}", file=sys.stderr)
+        return 1
+    try:
+        return _write(output)
+    except BrokenPipeError:
+        # The reader has gone (`| head`).  Point stdout at /dev/null so that
+        # Python does not fail again flushing it at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"{PROGRAM}: write to stdout failed", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

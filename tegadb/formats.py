@@ -1,0 +1,398 @@
+"""ovsdb-client's output, reproduced byte for byte.
+
+Everything here is pure text: tables of cells rendered as ``table``, ``list``,
+``html``, ``csv`` or ``json`` (OVS ``lib/table.c``), cell data as ``string``,
+``bare`` or ``json``, OVS's own JSON text (sorted members, its "pretty"
+layout, ``%.15g`` reals), the row order of ``dump`` and the hash order in
+which ovsdb-client lists tables and columns.  Verified against ovsdb-client
+3.1 by tests/test_cli_client.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import ujson
+
+from . import values
+from .errors import OVSDBError
+from .types import INT64_MAX, INT64_MIN, UUID_RE, Type, format_real
+
+FORMATS = ("table", "list", "html", "csv", "json")
+DATA_FORMATS = ("string", "bare", "json")
+
+
+@dataclass(frozen=True)
+class Style:
+    """The output options: ``--format``, ``--data``, ``--no-headings``, ``--pretty``."""
+
+    format: str = "table"
+    data: str = "string"
+    headings: bool = True
+    pretty: bool = False
+
+
+class JsonCell(NamedTuple):
+    """A cell holding OVSDB JSON; with a column type it is shown as the datum."""
+
+    json: Any
+    type: Type | None = None
+
+
+Cell = str | JsonCell  # a str is literal text, shown as it is in every style
+
+
+@dataclass
+class Table:
+    headings: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    caption: str | None = None
+
+
+# --- OVS JSON text -----------------------------------------------------------
+
+def ovs_json(value: Any, pretty: bool = False) -> str:
+    """JSON as OVS's ``json_to_string(value, JSSF_SORT [| JSSF_PRETTY])`` writes it."""
+    out: list[str] = []
+    _serialize(value, pretty, 0, out)
+    return "".join(out)
+
+
+def _quote(text: str) -> str:
+    # Same escapes as OVS: \" \\ \b \f \n \r \t, other controls as \u00xx.
+    return ujson.dumps(text, ensure_ascii=False, escape_forward_slashes=False)
+
+
+def _newline(pretty: bool, depth: int, out: list[str]) -> None:
+    if pretty:
+        out.append("\n" + "  " * depth)
+
+
+def _serialize(value: Any, pretty: bool, depth: int, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int):
+        out.append(str(value))
+    elif isinstance(value, float):
+        out.append(format_real(value))
+    elif isinstance(value, str):
+        out.append(_quote(value))
+    elif isinstance(value, dict):
+        # OVS breaks the line after "{" even for an empty object.
+        out.append("{")
+        _newline(pretty, depth + 1, out)
+        for i, key in enumerate(sorted(value)):
+            if i:
+                out.append(",")
+                _newline(pretty, depth + 1, out)
+            out.append(_quote(key) + (": " if pretty else ":"))
+            _serialize(value[key], pretty, depth + 1, out)
+        out.append("}")
+    else:
+        out.append("[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(",")
+            _newline(pretty, depth + 1, out)
+            _serialize(item, pretty, depth + 1, out)
+        out.append("]")
+
+
+def ovs_numbers(value: Any) -> Any:
+    """``value`` with numbers as OVS's JSON parser reads them.
+
+    OVS parses every integral number that fits in 64 bits as an integer, so
+    a real ``3.0`` or ``1e+15`` received from a server prints as ``3`` or
+    ``1000000000000000`` when ovsdb-client echoes the JSON back.
+    """
+    if isinstance(value, float):
+        if value.is_integer() and INT64_MIN <= value <= INT64_MAX:
+            return int(value)
+        return value
+    if isinstance(value, list):
+        return [ovs_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: ovs_numbers(v) for k, v in value.items()}
+    return value
+
+
+# --- cells -------------------------------------------------------------------
+
+def _atom_to_bare(base_type: str, atom: Any) -> str:
+    return atom if base_type == "string" else values.atom_to_string(base_type, atom)
+
+
+def datum_to_string(type_: Type, datum: values.Datum) -> str:
+    """``ovsdb_datum_to_string``: ``[a, b]``, ``{k=v}``, ``[]``, ``{}``, or a
+    lone element bare when the type holds at most one (``x``, ``k=v``)."""
+    key = type_.key.type
+    if type_.value is not None:
+        value = type_.value.type
+        body = ", ".join(f"{values.atom_to_string(key, k)}={values.atom_to_string(value, v)}"
+                         for k, v in datum)
+        brackets = "{}"
+    else:
+        body = ", ".join(values.atom_to_string(key, a) for a in datum)
+        brackets = "[]"
+    if type_.n_max > 1 or not datum:
+        return brackets[0] + body + brackets[1]
+    return body
+
+
+def datum_to_bare(type_: Type, datum: values.Datum) -> str:
+    """``ovsdb_datum_to_bare``: elements separated by spaces, strings unquoted."""
+    key = type_.key.type
+    if type_.value is not None:
+        value = type_.value.type
+        return " ".join(f"{_atom_to_bare(key, k)}={_atom_to_bare(value, v)}" for k, v in datum)
+    return " ".join(_atom_to_bare(key, a) for a in datum)
+
+
+def cell_text(cell: Cell, style: Style) -> str:
+    """A cell's text in ``style`` (OVS ``cell_to_text``)."""
+    if isinstance(cell, str):
+        return cell
+    if style.data == "json" or cell.type is None:
+        return ovs_json(cell.json)
+    try:
+        datum = values.parse(cell.type, cell.json)
+    except OVSDBError:
+        return ovs_json(cell.json)  # OVS falls back to the JSON text too
+    if style.data == "string":
+        return datum_to_string(cell.type, datum)
+    return datum_to_bare(cell.type, datum)
+
+
+# --- tables ------------------------------------------------------------------
+
+def render(tables: Iterable[Table], style: Style) -> str:
+    """All of ``tables`` as one ovsdb-client run prints them."""
+    texts = [_RENDERERS[style.format](table, style) for table in tables]
+    # table, list and csv put a blank line between consecutive tables.
+    return ("\n" if style.format in ("table", "list", "csv") else "").join(texts)
+
+
+def _width(text: str) -> int:
+    return len(text.encode())  # OVS pads to a width in bytes
+
+
+def _finish_line(line: str) -> str:
+    return line.rstrip(" ") + "\n"
+
+
+def _caption(table: Table) -> str:
+    return "" if table.caption is None else table.caption + "\n"
+
+
+def _render_table(table: Table, style: Style) -> str:
+    texts = [[cell_text(cell, style) for cell in row] for row in table.rows]
+    widths = []
+    for x, heading in enumerate(table.headings):
+        width = max((_width(row[x]) for row in texts), default=0)
+        widths.append(max(width, _width(heading)) if style.headings else width)
+
+    def line(cells: list[str]) -> str:
+        return _finish_line(" ".join(text + " " * (w - _width(text))
+                                     for text, w in zip(cells, widths)))
+
+    out = [_caption(table)]
+    if style.headings:
+        out.append(line(table.headings))
+        out.append(line(["-" * w for w in widths]))
+    out.extend(line(row) for row in texts)
+    return "".join(out)
+
+
+def _render_list(table: Table, style: Style) -> str:
+    rows = []
+    for row in table.rows:
+        lines = [cell_text(cell, style) + "\n" for cell in row]
+        if style.headings:
+            lines = [f"{heading:<20}: {text}" for heading, text in zip(table.headings, lines)]
+        rows.append("".join(lines))
+    return _caption(table) + "\n".join(rows)
+
+
+def _csv_cell(text: str) -> str:
+    if not any(c in text for c in '\n",'):
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _render_csv(table: Table, style: Style) -> str:
+    out = [_caption(table)]
+    if style.headings:
+        out.append(",".join(_csv_cell(h) for h in table.headings) + "\n")
+    for row in table.rows:
+        out.append(",".join(_csv_cell(cell_text(cell, style)) for cell in row) + "\n")
+    return "".join(out)
+
+
+_HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+
+
+def _html_escape(text: str) -> str:
+    return text.translate(_HTML_ESCAPES)
+
+
+def _html_cell(element: str, content: str) -> str:
+    """Escaped content, each UUID in it turned into a link to its row."""
+    out = []
+    pos = 0
+    while pos < len(content):
+        if UUID_RE.match(content[pos:pos + 36]):
+            uuid = content[pos:pos + 36]
+            out.append(f'<a href="#{uuid}">{uuid[:8]}</a>')
+            pos += 36
+        else:
+            out.append(_html_escape(content[pos]))
+            pos += 1
+    return f"    <{element}>{''.join(out)}</{element}>\n"
+
+
+def _render_html(table: Table, style: Style) -> str:
+    out = ["<table border=1>\n"]
+    if table.caption is not None:
+        out.append(_html_cell("caption", table.caption))
+    if style.headings:
+        out.append("  <tr>\n")
+        out.extend(_html_cell("th", heading) for heading in table.headings)
+        out.append("  </tr>\n")
+    for row in table.rows:
+        out.append("  <tr>\n")
+        for heading, cell in zip(table.headings, row):
+            text = cell_text(cell, style)
+            if heading == "_uuid":
+                # The row's anchor; OVS shows its first 8 bytes.
+                short = text.encode()[:8].decode(errors="ignore")
+                out.append(f'    <td><a name="{_html_escape(text)}">'
+                           f"{_html_escape(short)}</a></td>\n")
+            else:
+                out.append(_html_cell("td", text))
+        out.append("  </tr>\n")
+    out.append("</table>\n")
+    return "".join(out)
+
+
+def _render_json(table: Table, style: Style) -> str:
+    # Cells keep their JSON whatever --data says; literal text becomes a string.
+    obj: dict[str, Any] = {
+        "headings": table.headings,
+        "data": [[cell if isinstance(cell, str) else cell.json for cell in row]
+                 for row in table.rows],
+    }
+    if table.caption is not None:
+        obj["caption"] = table.caption
+    return ovs_json(obj, style.pretty) + "\n"
+
+
+_RENDERERS: dict[str, Callable[[Table, Style], str]] = {
+    "table": _render_table,
+    "list": _render_list,
+    "html": _render_html,
+    "csv": _render_csv,
+    "json": _render_json,
+}
+
+
+# --- dump --------------------------------------------------------------------
+
+def _datum_key(type_: Type, datum: values.Datum) -> tuple[Any, ...]:
+    # ovsdb_datum_compare_3way: size first, then keys, then values.
+    if type_.value is None:
+        return (len(datum), datum)
+    return (len(datum), tuple(k for k, _ in datum), tuple(v for _, v in datum))
+
+
+def dump_table(name: str, columns: dict[str, Type], rows: list[Any]) -> Table:
+    """The table ``ovsdb-client dump`` prints for one table's selected rows.
+
+    Columns are sorted by name (``_version`` left out).  Rows are sorted by
+    their non-uuid columns, then by their uuid columns, for reproducible
+    output.  Raises TypeError or ValueError on a malformed reply, OVSDBError
+    on bad data.
+    """
+    names = sorted(n for n in columns if n != "_version")
+    types = [columns[n] for n in names]
+    data = []
+    for y, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise TypeError(f"row {y} in table {name} response is not a JSON object: "
+                             f"{ovs_json(row)}")
+        datums = []
+        for column, type_ in zip(names, types):
+            if column not in row:
+                raise ValueError(f"row {y} in table {name} response lacks {column} column")
+            datums.append(values.parse_unchecked(type_, row[column]))
+        data.append(datums)
+    order = ([x for x, t in enumerate(types) if t.key.type != "uuid"]
+             + [x for x, t in enumerate(types) if t.key.type == "uuid"])
+    data.sort(key=lambda datums: [_datum_key(types[x], datums[x]) for x in order])
+    cells: list[list[Cell]] = [
+        [JsonCell(values.to_json(t, d), t) for t, d in zip(types, datums)] for datums in data]
+    return Table(names, cells, f"{name} table")
+
+
+# --- listing order -----------------------------------------------------------
+# ovsdb-client lists tables and columns in the iteration order of OVS's
+# string hash map (shash), not sorted.  That order depends only on the names
+# and the order they were inserted in (the order of the members on the wire),
+# so it can be reproduced: murmur-style hash_string() and hmap's buckets.
+
+_M32 = 0xFFFFFFFF
+
+
+def _rotl(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & _M32
+
+
+def _mhash_add(hash_: int, data: int) -> int:
+    if data:
+        data = _rotl((data * 0xCC9E2D51) & _M32, 15)
+        hash_ ^= (data * 0x1B873593) & _M32
+    return (_rotl(hash_, 13) * 5 + 0xE6546B64) & _M32
+
+
+def ovs_hash_string(text: str) -> int:
+    """OVS ``hash_string(text, 0)``."""
+    data = text.encode()
+    hash_ = 0
+    for i in range(0, len(data), 4):
+        hash_ = _mhash_add(hash_, int.from_bytes(data[i:i + 4], "little"))
+    hash_ ^= len(data)
+    hash_ ^= hash_ >> 16
+    hash_ = (hash_ * 0x85EBCA6B) & _M32
+    hash_ ^= hash_ >> 13
+    hash_ = (hash_ * 0xC2B2AE35) & _M32
+    return hash_ ^ (hash_ >> 16)
+
+
+def _hmap_mask(capacity: int) -> int:
+    mask = capacity // 2
+    for shift in (1, 2, 4, 8, 16, 32):
+        mask |= mask >> shift
+    return mask | (mask & 1) << 1
+
+
+def shash_order(names: Iterable[str]) -> list[str]:
+    """The order an OVS shash iterates ``names`` inserted in the given order."""
+    buckets: list[list[tuple[int, str]]] = [[]]
+    for count, name in enumerate(names, 1):
+        hash_ = ovs_hash_string(name)
+        buckets[hash_ & (len(buckets) - 1)].insert(0, (hash_, name))
+        mask = len(buckets) - 1
+        if count // 2 > mask and _hmap_mask(count) > mask:
+            # Rehash bucket by bucket, each node pushed onto its new bucket's head.
+            new_mask = _hmap_mask(count)
+            grown: list[list[tuple[int, str]]] = [[] for _ in range(new_mask + 1)]
+            for bucket in buckets:
+                for node in bucket:
+                    grown[node[0] & new_mask].insert(0, node)
+            buckets = grown
+    return [name for bucket in buckets for _, name in bucket]
