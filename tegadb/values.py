@@ -66,8 +66,9 @@ def _parse_integer(json: Any, symtab: NamedUUIDs | None) -> int:
 def _parse_real(json: Any, symtab: NamedUUIDs | None) -> float:
     kind = type(json)
     if kind is float:
-        return json
-    if kind is int:
+        if math.isfinite(json):
+            return json
+    elif kind is int:
         value = float(json)
         if math.isfinite(value):
             return value

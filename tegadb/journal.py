@@ -1,0 +1,453 @@
+"""The database journal: one JSON-lines file per database.
+
+This is the only module that touches database files.  Each line is one
+compact JSON object, so `jq` reads a journal as it is:
+
+    {"format":"tegadb-journal","version":1,"schema":<schema>}        header
+    {"seq":N,"txn":"<uuid>","date":<ms>,"snapshot":true,"changes":{..}}
+                                                   after compaction only
+    {"seq":N,"txn":"<uuid>","date":<ms>,"comment":..,"writer":..,"changes":{..}}
+                                                   one per transaction
+
+Rules:
+- `seq` grows strictly from record to record; a snapshot can only be the
+  first record.  The journal checks both and leaves the rest of a record's
+  content to its caller.
+- Appending buffers in memory; `flush` writes everything buffered with one
+  write (group commit) and fsyncs on request.  A failed write or fsync is
+  undone (the file is cut back to its last good record) and raised as
+  JournalError, so a later record is never glued to half of an earlier one.
+- Replay drops a damaged last line (a write cut short by a crash) with a
+  warning and cuts it off the file; damage anywhere else is an error naming
+  the file and line.  `check` and `repair` do the same for the offline tool.
+- Compaction writes `<file>.tmp`, fsyncs it, renames it over the file and
+  fsyncs the directory: a crash leaves either the old file or the new one.
+- The file is locked (flock) while a Journal or `repair` has it open for
+  writing.  A read-only Journal takes no lock, so tools can read a journal
+  that a server is writing; it reads the file as it was when opened.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from typing import IO, Any, TypeGuard
+
+import ujson
+
+FORMAT = "tegadb-journal"
+VERSION = 1
+MiB = 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+class JournalError(Exception):
+    """A journal file cannot be read, written or locked."""
+
+
+class _BadLine(Exception):
+    """Why one line of a journal is not a valid header or record."""
+
+
+def make_header(schema_json: dict[str, Any]) -> Record:
+    """The first line of a journal holding databases of this schema."""
+    return {"format": FORMAT, "version": VERSION, "schema": schema_json}
+
+
+def create(path: str, schema_json: dict[str, Any]) -> None:
+    """Creates a journal holding just the header (an empty database).
+    Fails if `path` exists."""
+    data = _line(make_header(schema_json))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as e:
+        raise _error(path, e) from None
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    except OSError as e:
+        _unlink_quietly(path)
+        raise _error(path, e) from None
+    finally:
+        os.close(fd)
+    _fsync_directory(path)
+
+
+class Journal:
+    """An open journal, appended to by one process at a time."""
+
+    def __init__(self, path: str, fd: int, header: Record, read_only: bool) -> None:
+        """Use `Journal.open`."""
+        self.path = path
+        self.header = header
+        self.read_only = read_only
+        self.last_seq = -1       # of the last record replayed or appended
+        self._fd = fd
+        self._pending: list[bytes] = []
+        self._written_seq = -1   # of the last record in the file
+        self._size = 0           # bytes written (pending ones excluded)
+        self._base_size = 0      # size after the last load or compaction
+        self._records = 0        # read or written since then
+        self._unsynced = False
+        self._ready = False      # replay finished
+        self._broken = False     # a failed write could not be undone
+
+    @classmethod
+    def open(cls, path: str, read_only: bool = False) -> tuple[Journal, Record, Iterator[Record]]:
+        """Opens a journal, and locks it unless `read_only`.  Returns the
+        journal, its header and its records in order.  Consume the records
+        before appending: a torn last line is dropped (with a warning, and
+        cut off the file unless `read_only`) once they have been read."""
+        try:
+            fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR | os.O_APPEND)
+        except OSError as e:
+            raise _error(path, e) from None
+        try:
+            if not read_only:
+                _lock(fd, path)
+            # A duplicate descriptor reads the same file that `fd` appends to.
+            reader = _Reader(path, os.fdopen(os.dup(fd), "rb"))
+        except BaseException:
+            os.close(fd)
+            raise
+        journal = cls(path, fd, reader.header, read_only)
+        return journal, reader.header, journal._replay(reader)
+
+    def _replay(self, reader: _Reader) -> Iterator[Record]:
+        good_end = reader.offset
+        try:
+            for lineno, start, record, problem in reader.lines():
+                if record is not None:
+                    good_end = reader.offset
+                    self.last_seq = self._written_seq = record["seq"]
+                    self._records += 1
+                    yield record
+                elif not reader.at_end:
+                    raise JournalError(f"{self.path}:{lineno}: {problem}")
+                else:
+                    log.warning("%s:%d: dropping torn last record (%d bytes): %s",
+                                self.path, lineno, reader.offset - start, problem)
+                    if not self.read_only:
+                        self._cut(good_end, fsync=True)
+                    break
+        finally:
+            reader.close()
+        self._size = self._base_size = good_end
+        self._ready = True
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file, not counting records still pending."""
+        return self._size
+
+    @property
+    def records_since_compaction(self) -> int:
+        """Records read at load or written since, or since the last compaction."""
+        return self._records
+
+    def append(self, record: Record) -> None:
+        """Adds a record to the pending buffer (no system call).  Its `seq`
+        must be greater than the last one."""
+        self._check_writable()
+        seq = record.get("seq")
+        if not _is_int(seq) or seq <= self.last_seq:
+            raise JournalError(f"{self.path}: record seq {seq!r} does not follow {self.last_seq}")
+        self._pending.append(self._encode(record))
+        self.last_seq = seq
+
+    def flush(self, fsync: bool) -> None:
+        """Writes all pending records with one write, then fsyncs if asked
+        (also when earlier writes were not synced).  On failure the pending
+        records are dropped, the file is cut back to its last good record
+        and JournalError is raised."""
+        self._check_writable()
+        if self._pending:
+            data = b"".join(self._pending)
+            count = len(self._pending)
+            self._pending.clear()
+            try:
+                _write_all(self._fd, data)
+                if fsync:
+                    os.fsync(self._fd)
+            except OSError as e:
+                self.last_seq = self._written_seq
+                self._undo()
+                raise _error(self.path, e) from None
+            self._written_seq = self.last_seq
+            self._size += len(data)
+            self._records += count
+            self._unsynced = not fsync
+        elif fsync and self._unsynced:
+            try:
+                os.fsync(self._fd)
+            except OSError as e:
+                raise _error(self.path, e) from None
+            self._unsynced = False
+
+    def should_compact(self, *, overdue: bool = False, min_size: int = 10 * MiB,
+                       min_records: int = 100) -> bool:
+        """The compaction rule of ovsdb-server (PROTOCOL.md 7.3): at least
+        `min_records` records since load or compaction, and the file above
+        `min_size` and more than twice its size back then.  The caller owns
+        the clock: it asks no sooner than the minimum interval, and passes
+        `overdue` once the maximum interval has passed, when any record
+        makes compaction worthwhile."""
+        if not self._records:
+            return False
+        if overdue:
+            return True
+        return (self._records >= min_records and self._size > min_size
+                and self._size > 2 * self._base_size)
+
+    def compact(self, header: Record, snapshot: Record) -> None:
+        """Replaces the file atomically with `header` and one `snapshot`
+        record (every row), then goes on appending to the new file.
+        Pending records are written to the old file first."""
+        self.flush(fsync=False)
+        seq = snapshot.get("seq")
+        if snapshot.get("snapshot") is not True or not _is_int(seq) or seq < self.last_seq:
+            raise JournalError(f"{self.path}: not a snapshot of the current state (seq {seq!r})")
+        data = self._encode(header) + self._encode(snapshot)
+        tmp = self.path + ".tmp"
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        except OSError as e:
+            raise _error(tmp, e) from None
+        try:
+            # Lock before the rename makes the new file visible.
+            _lock(fd, tmp)
+            _write_all(fd, data)
+            os.fsync(fd)
+            os.replace(tmp, self.path)
+        except BaseException as e:
+            os.close(fd)
+            _unlink_quietly(tmp)
+            if isinstance(e, OSError):
+                raise _error(self.path, e) from None
+            raise
+        os.close(self._fd)
+        self._fd = fd
+        self.header = header
+        self.last_seq = self._written_seq = seq
+        self._size = self._base_size = len(data)
+        self._records = 0
+        self._unsynced = False
+        _fsync_directory(self.path)
+
+    def close(self) -> None:
+        """Writes what is pending (without fsync) and closes the file."""
+        if self._fd < 0:
+            return
+        try:
+            if self._ready and not self._broken and not self.read_only:
+                self.flush(fsync=False)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _encode(self, record: Record) -> bytes:
+        try:
+            return _line(record)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise JournalError(f"{self.path}: cannot serialize {record.get('seq')!r}: {e}") from None
+
+    def _check_writable(self) -> None:
+        if self._fd < 0:
+            raise JournalError(f"{self.path}: journal is closed")
+        if self.read_only:
+            raise JournalError(f"{self.path}: opened read-only")
+        if not self._ready:
+            raise JournalError(f"{self.path}: records not replayed yet")
+        if self._broken:
+            raise JournalError(f"{self.path}: unusable after a failed write")
+
+    def _undo(self) -> None:
+        """Cuts off whatever part of a failed write reached the file, so the
+        next write starts on a clean line.  No fsync: a failing disk may
+        refuse it, and a crash before the next fsync can leave failed
+        records behind anyway, as any crash during a write can."""
+        try:
+            self._cut(self._size, fsync=False)
+        except JournalError:
+            self._broken = True
+            log.error("%s: cannot undo a failed write; journal unusable", self.path)
+
+    def _cut(self, size: int, fsync: bool) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+            if fsync:
+                os.fsync(self._fd)
+        except OSError as e:
+            raise _error(self.path, e) from None
+
+
+def check(path: str) -> list[str]:
+    """Problems found in a journal file, one line each (empty: none)."""
+    try:
+        with open(path, "rb") as file:
+            reader = _Reader(path, file)
+            problems = []
+            for lineno, start, _, problem in reader.lines():
+                if problem is None:
+                    continue
+                if reader.at_end:
+                    problem = (f"torn last record ({reader.offset - start} bytes,"
+                               f" repair removes it): {problem}")
+                problems.append(f"{path}:{lineno}: {problem}")
+            return problems
+    except OSError as e:
+        return [str(_error(path, e))]
+    except JournalError as e:
+        return [str(e)]
+
+
+def repair(path: str) -> int:
+    """Cuts the file just before its first damaged line, so that it holds
+    the header and the good records before that line.  Returns the number
+    of bytes removed.  A damaged header cannot be repaired."""
+    try:
+        with open(path, "r+b") as file:
+            _lock(file.fileno(), path)
+            reader = _Reader(path, file)
+            for _, start, _, problem in reader.lines():
+                if problem is not None:
+                    os.ftruncate(file.fileno(), start)
+                    os.fsync(file.fileno())
+                    return reader.size - start
+            return 0
+    except OSError as e:
+        raise _error(path, e) from None
+
+
+class _Reader:
+    """Reads a journal line by line, checking each record, for replay,
+    `check` and `repair` alike."""
+
+    def __init__(self, path: str, file: IO[bytes]) -> None:
+        self.path = path
+        self.size = os.fstat(file.fileno()).st_size
+        self._file = file
+        self._last_seq = -1
+        self._first = True         # the next record is the first one
+        first = file.readline()
+        self.offset = len(first)   # just after the line read last
+        try:
+            self.header = _parse_header(first)
+        except _BadLine as e:
+            file.close()
+            raise JournalError(f"{path}:1: {e}") from None
+
+    @property
+    def at_end(self) -> bool:
+        """The line read last is the last line of the file."""
+        return self.offset >= self.size
+
+    def lines(self) -> Iterator[tuple[int, int, Record | None, str | None]]:
+        """(line number, start offset, record or None, problem or None) for
+        each line after the header.  A bad line leaves the sequence check
+        to the records after it, so `check` can go on."""
+        for lineno, line in enumerate(self._file, start=2):
+            start = self.offset
+            if start >= self.size:
+                return  # written after the file was opened (read-only)
+            self.offset += len(line)
+            try:
+                record = self._parse_record(line)
+            except _BadLine as e:
+                yield lineno, start, None, str(e)
+            else:
+                yield lineno, start, record, None
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _parse_record(self, line: bytes) -> Record:
+        record = _parse_line(line)
+        seq = record.get("seq")
+        if not _is_int(seq):
+            raise _BadLine('record has no integer "seq"')
+        if seq <= self._last_seq:
+            raise _BadLine(f'"seq" {seq} does not follow {self._last_seq}')
+        if not isinstance(record.get("changes"), dict):
+            raise _BadLine('record has no "changes" object')
+        if record.get("snapshot") and not self._first:
+            raise _BadLine("snapshot record after the first record")
+        self._last_seq = seq
+        self._first = False
+        return record
+
+
+def _parse_header(line: bytes) -> Record:
+    header = _parse_line(line)
+    if header.get("format") != FORMAT:
+        raise _BadLine(f"not a {FORMAT} file")
+    if header.get("version") != VERSION:
+        raise _BadLine(f"unsupported {FORMAT} version {header.get('version')!r}")
+    if not isinstance(header.get("schema"), dict):
+        raise _BadLine('header has no "schema" object')
+    return header
+
+
+def _parse_line(line: bytes) -> Record:
+    if not line.endswith(b"\n"):
+        raise _BadLine("line does not end with a newline")
+    try:
+        value = ujson.loads(line)
+    except ValueError as e:
+        raise _BadLine(f"not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise _BadLine("not a JSON object")
+    return value
+
+
+def _line(value: Record) -> bytes:
+    text = ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
+    return text.encode() + b"\n"
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """One write(2) for the whole buffer unless the kernel takes less."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _lock(fd: int, path: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalError(f"{path}: in use by another process") from None
+    except OSError as e:
+        raise _error(path, e) from None
+
+
+def _fsync_directory(path: str) -> None:
+    """Makes a file's creation or renaming durable."""
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _error(path, e) from None
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # a leftover .tmp file is harmless: the next compaction truncates it
+
+
+def _error(path: str, e: OSError) -> JournalError:
+    return JournalError(f"{path}: {e.strerror or e}")

@@ -1,0 +1,205 @@
+"""The RPC methods and the per-session state behind them.
+
+jsonrpcserver is the method registry and the result types for both dialects,
+and dispatches JSON-RPC 2.0 requests. OVSDB's JSON-RPC 1.0 requests are the
+hot path: after the wire layer's shape checks they look the method up in the
+same registry and call it directly, skipping jsonrpcserver's per-request
+schema validation (~96 us, against a budget of ~15 us per transaction).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+from jsonrpcserver import Error, Result, Success, method
+from jsonrpcserver.main import dispatch_to_response
+from jsonrpcserver.methods import global_methods as METHODS
+from oslash.either import Right  # type: ignore[import-untyped]
+
+from . import wire
+from .errors import OVSDBError, syntax_error
+
+if TYPE_CHECKING:
+    from .service import DatabaseService, ServerDatabases
+
+log = logging.getLogger("tegadb.methods")
+
+# A method returns Success(DEFERRED) when its reply is sent later (a parked
+# or committing transaction).
+DEFERRED = object()
+
+CODE_UNKNOWN_METHOD = -32601
+CODE_INVALID = -32602
+CODE_OVSDB = -32000
+
+
+class Session:
+    """One client's state: its dialect, pending transactions, locks, monitors."""
+
+    def __init__(self, databases: ServerDatabases, peer: str,
+                 write: Callable[[bytes], None], close: Callable[[], None]) -> None:
+        self.databases = databases
+        self.peer = peer
+        self.write = write
+        self._close = close
+        self.dialect = 0          # dialect of the first request; 0 until then
+        self.request_id: Any = None
+        self.request_dialect = 1
+        self.closed = False
+        self.change_aware = False
+        self.locks: dict[str, bool] = {}
+        self.cleanups: list[Callable[[], None]] = []
+
+    # --- output -------------------------------------------------------------
+    def reply(self, request_id: Any, result: Any, dialect: int = 1) -> None:
+        self.write(wire.encode_reply(request_id, result, dialect))
+
+    def reply_error(self, request_id: Any, error: Any, dialect: int = 1) -> None:
+        self.write(wire.encode_error(request_id, error, dialect))
+
+    def notify(self, method_name: str, params: list[Any]) -> None:
+        self.write(wire.encode_notification(method_name, params, self.dialect or 1))
+
+    # --- state ----------------------------------------------------------------
+    def owns_lock(self, name: str) -> bool:
+        return self.locks.get(name, False)
+
+    def disconnect(self) -> None:
+        """Drop the connection (the shell calls close() when it is gone)."""
+        self._close()
+
+    def close(self) -> None:
+        """Forget everything this session held: the connection is gone."""
+        if self.closed:
+            return
+        self.closed = True
+        cleanups, self.cleanups = self.cleanups, []
+        for cleanup in cleanups:
+            cleanup()
+
+
+def handle_message(session: Session, raw: Any) -> None:
+    """Classify one parsed message and act on it (raises wire.ProtocolError)."""
+    message = wire.classify(raw)
+    kind = message.kind
+    if kind == "request":
+        if not session.dialect:
+            session.dialect = message.dialect
+        if message.dialect == 2:
+            _dispatch_jsonrpc2(session, raw)
+        else:
+            call_method(session, message.method, message.params, message.id, 1)
+    elif kind == "notification":
+        if message.method == "cancel":
+            cancel(session, message.params)
+    elif message.id != "echo":
+        raise wire.ProtocolError("received unexpected reply message")
+
+
+def call_method(session: Session, name: str, params: list[Any], request_id: Any,
+                dialect: int) -> None:
+    """The OVSDB hot path: registry lookup and a direct call."""
+    function = METHODS.get(name)
+    if function is None:
+        session.reply_error(request_id, "unknown method", dialect)
+        return
+    session.request_id = request_id
+    session.request_dialect = dialect
+    result = function(session, *params)
+    if type(result) is Right:
+        value = result._value.result
+        if value is not DEFERRED:
+            session.reply(request_id, value, dialect)
+    else:
+        session.reply_error(request_id, result._error.data, dialect)
+
+
+def _dispatch_jsonrpc2(session: Session, raw: dict[str, Any]) -> None:
+    """A JSON-RPC 2.0 request goes through jsonrpcserver's full dispatch."""
+    request_id = raw.get("id")
+    session.request_id = request_id
+    session.request_dialect = 2
+    response = dispatch_to_response(raw, METHODS, context=session,  # type: ignore[arg-type]
+                                    deserializer=lambda r: r)
+    if response is None:
+        return
+    if type(response) is Right:
+        if response._value.result is not DEFERRED:
+            session.reply(request_id, response._value.result, 2)
+        return
+    error = response._error
+    data = error.data if error.code != CODE_UNKNOWN_METHOD else "unknown method"
+    session.reply_error(request_id, data, 2)
+
+
+def ovsdb_error(error: OVSDBError) -> Result:
+    """An OVSDB error object as a jsonrpcserver Error (the object in ``data``)."""
+    code = CODE_INVALID if error.tag in ("syntax error", "invalid parameters") else CODE_OVSDB
+    return Error(code, error.tag, error.to_json())
+
+
+def bare_error(text: str) -> Result:
+    """One of the bare-string errors clients compare exactly."""
+    code = CODE_UNKNOWN_METHOD if text == "unknown method" else CODE_OVSDB
+    return Error(code, text, text)
+
+
+def lookup_database(session: Session, method_name: str, params: tuple[Any, ...],
+                    ) -> DatabaseService:
+    if not params or not isinstance(params[0], str):
+        raise syntax_error(f"{method_name} request params must begin with <db-name>",
+                           list(params))
+    service = session.databases.get(params[0])
+    if service is None:
+        raise OVSDBError("unknown database",
+                         f"{method_name} request specifies unknown database {params[0]}",
+                         list(params))
+    return service
+
+
+# --- methods ---------------------------------------------------------------
+
+@method
+def list_dbs(session: Session, *params: Any) -> Result:
+    return Success(session.databases.names())
+
+
+@method
+def get_schema(session: Session, *params: Any) -> Result:
+    try:
+        service = lookup_database(session, "get_schema", params[:1])
+    except OVSDBError as e:
+        return ovsdb_error(e)
+    return Success(service.schema_json)
+
+
+@method
+def transact(session: Session, *params: Any) -> Result:
+    try:
+        service = lookup_database(session, "transact", params)
+        results = service.transact(session, session.request_id, session.request_dialect,
+                                   list(params[1:]))
+    except OVSDBError as e:
+        return ovsdb_error(e)
+    return Success(DEFERRED if results is None else results)
+
+
+@method
+def echo(session: Session, *params: Any) -> Result:
+    return Success(list(params))
+
+
+@method
+def get_server_id(session: Session, *params: Any) -> Result:
+    return Success(session.databases.server_id)
+
+
+def cancel(session: Session, params: list[Any]) -> None:
+    """The ``cancel`` notification: abandon a parked transaction."""
+    if len(params) == 1:
+        session.databases.cancel(session, params[0])
+
+
+__all__ = ["Session", "handle_message", "call_method", "DEFERRED", "ovsdb_error", "bare_error",
+           "lookup_database"]

@@ -1,0 +1,319 @@
+"""tegadb-server: the asyncio shell around the databases.
+
+Only this module touches sockets, signals and the event loop: it feeds bytes
+to the wire framer, hands messages to the methods layer, writes replies, and
+runs the group-commit flush once per event-loop turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import uvloop
+
+from . import methods
+from .service import DatabaseService, ServerDatabases, create_database_file
+from .wire import Framer, ProtocolError
+
+log = logging.getLogger("tegadb.server")
+
+DEFAULT_REMOTES = ["ptcp:6640:127.0.0.1", "punix:var/tegadb.sock"]
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+READ_BACKLOG_LIMIT = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A passive remote in Open vSwitch syntax (ptcp:, punix:, pssl:)."""
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Remote:
+        kind, _, rest = text.partition(":")
+        if kind == "punix":
+            if not rest:
+                raise ValueError(f"{text}: punix: needs a path")
+            return cls(kind, path=rest)
+        if kind in ("ptcp", "pssl"):
+            port_text, _, host = rest.partition(":")
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            try:
+                port = int(port_text) if port_text else 6640
+            except ValueError:
+                raise ValueError(f"{text}: bad port {port_text!r}") from None
+            return cls(kind, host=host or "0.0.0.0", port=port)
+        raise ValueError(f"{text}: unknown remote type (use ptcp:, punix: or pssl:)")
+
+    def __str__(self) -> str:
+        if self.kind == "punix":
+            return f"punix:{self.path}"
+        return f"{self.kind}:{self.port}:{self.host}"
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: bytes in through the framer, bytes out to the transport."""
+
+    def __init__(self, server: Server, remote: Remote) -> None:
+        self.server = server
+        self.remote = remote
+        self.framer = Framer(server.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.session: methods.Session | None = None
+        self.held: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"unix:{self.remote.path}"
+        self.session = methods.Session(self.server.databases, name, self.send, self.close)
+        self.server.connections.add(self)
+        log.debug("%s: connected", name)
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        assert session is not None
+        try:
+            messages = self.framer.feed(data)
+        except ProtocolError as e:
+            log.warning("%s: %s, closing connection", session.peer, e)
+            self.close()
+            return
+        for message in messages:
+            try:
+                methods.handle_message(session, message)
+            except ProtocolError as e:
+                log.warning("%s: %s, closing connection", session.peer, e)
+                self.close()
+                return
+            if session.closed:
+                return
+
+    def send(self, data: bytes) -> None:
+        """Write now, or hold while the group-commit gate is closed."""
+        if self.server.gate_closed:
+            if not self.held:
+                self.server.held_connections.append(self)
+            self.held.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def release(self) -> None:
+        if self.held and self.transport is not None:
+            self.transport.write(b"".join(self.held))
+        self.held.clear()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.release()
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.session is not None:
+            log.debug("%s: disconnected", self.session.peer)
+            self.session.close()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        # A client that stops reading gets no more input processed (as in OVS).
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+
+class Server:
+    """The listeners, the open databases and the group-commit gate."""
+
+    def __init__(self, databases: ServerDatabases, max_message_size: int = DEFAULT_MAX_MESSAGE,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.databases = databases
+        self.max_message_size = max_message_size
+        self.ssl_context = ssl_context
+        self.connections: set[Connection] = set()
+        self.listeners: list[asyncio.AbstractServer] = []
+        self.gate_closed = False
+        self.held_connections: list[Connection] = []
+        self.loop = asyncio.get_running_loop()
+        databases.attach(self.request_flush, self.loop.call_later)
+
+    def request_flush(self) -> None:
+        """Called by a service when a commit is waiting to be written."""
+        if not self.gate_closed:
+            self.gate_closed = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Group commit: write (and fsync) every journal once, then release replies."""
+        try:
+            self.databases.flush()
+        finally:
+            self.gate_closed = False
+            held, self.held_connections = self.held_connections, []
+            for connection in held:
+                connection.release()
+
+    async def listen(self, remote: Remote) -> None:
+        def factory() -> Connection:
+            return Connection(self, remote)
+
+        if remote.kind == "punix":
+            path = Path(remote.path)
+            if path.is_socket():
+                path.unlink()
+            listener = await self.loop.create_unix_server(factory, str(path))
+        else:
+            context = self.ssl_context if remote.kind == "pssl" else None
+            if remote.kind == "pssl" and context is None:
+                raise ValueError(f"{remote}: pssl needs --private-key and --certificate")
+            listener = await self.loop.create_server(
+                factory, remote.host, remote.port, ssl=context, reuse_address=True)
+        self.listeners.append(listener)
+        log.info("listening on %s", remote)
+
+    async def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        for connection in list(self.connections):
+            connection.close()
+        self.databases.close()
+
+
+def build_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not (args.private_key and args.certificate):
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.certificate, args.private_key)
+    if args.ca_cert:
+        context.load_verify_locations(args.ca_cert)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def default_database_files(var_dir: Path, schema_dirs: list[Path]) -> list[Path]:
+    """The built-in default: one database under var/ per shipped schema."""
+    schema_dir = next((d for d in schema_dirs if d.is_dir()), None)
+    if schema_dir is None:
+        raise SystemExit("tegadb-server: no schemas/ directory found for the default databases")
+    var_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for schema in sorted(schema_dir.glob("*.ovsschema")):
+        db_file = var_dir / f"{schema.stem}.db"
+        if not db_file.exists():
+            create_database_file(db_file, schema)
+            log.info("created %s from %s", db_file, schema)
+        files.append(db_file)
+    return files
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tegadb-server", description="Serve OVSDB databases (RFC 7047) from JSON-lines files.")
+    parser.add_argument("databases", nargs="*", metavar="DBFILE")
+    parser.add_argument("--remote", action="append", default=[], metavar="REMOTE",
+                        help="ptcp:PORT[:IP], punix:PATH or pssl:PORT[:IP] (repeatable)")
+    parser.add_argument("--pidfile", nargs="?", const="var/tegadb-server.pid", metavar="FILE")
+    parser.add_argument("--log-file", nargs="?", const="var/tegadb-server.log", metavar="FILE")
+    parser.add_argument("--detach", action="store_true", help="run in the background")
+    parser.add_argument("--private-key", metavar="FILE")
+    parser.add_argument("--certificate", metavar="FILE")
+    parser.add_argument("--ca-cert", metavar="FILE")
+    parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE,
+                        metavar="BYTES", help="largest accepted message (default 64 MiB)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    return parser.parse_args(argv)
+
+
+def setup_logging(log_file: str | None, verbose: bool) -> None:
+    handler: logging.Handler = (logging.FileHandler(log_file) if log_file
+                                else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s.%(msecs)03dZ|%(name)s|%(levelname)s|%(message)s", "%Y-%m-%dT%H:%M:%S"))
+    logging.Formatter.converter = __import__("time").gmtime
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def detach() -> None:
+    """Classic double fork; the parent exits once the child is serving."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None) -> None:
+    if args.databases:
+        files = [Path(f) for f in args.databases]
+        remotes = args.remote
+    else:
+        here = Path(__file__).resolve().parent
+        files = default_database_files(
+            Path("var"), [Path("schemas"), here.parent / "schemas",
+                          Path(sys.prefix) / "share" / "tegadb" / "schemas"])
+        remotes = args.remote or DEFAULT_REMOTES
+    services = [DatabaseService.open(f) for f in files]
+    databases = ServerDatabases(services)
+    server = Server(databases, args.max_message_size, build_ssl_context(args))
+    for text in remotes:
+        await server.listen(Remote.parse(text))
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        server.loop.add_signal_handler(sig, stop.set)
+    if args.pidfile:
+        Path(args.pidfile).write_text(f"{os.getpid()}\n")
+    log.info("serving %s", ", ".join(s.name for s in services))
+    if ready is not None:
+        ready()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.close()
+        if args.pidfile:
+            Path(args.pidfile).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_file, args.verbose)
+    for text in args.remote:
+        try:
+            Remote.parse(text)
+        except ValueError as e:
+            print(f"tegadb-server: {e}", file=sys.stderr)
+            return 2
+    if args.detach:
+        detach()
+    try:
+        uvloop.run(serve(args))
+    except (OSError, ValueError) as e:
+        log.error("%s", e)
+        print(f"tegadb-server: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The read-only ``_Server`` database: one row per served database (PROTOCOL.md 2.11)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ujson
+
+from .engine import Database
+from .schema import DbSchema
+
+SERVER_DB_NAME = "_Server"
+
+SERVER_SCHEMA_JSON: dict[str, Any] = {
+    "name": SERVER_DB_NAME, "version": "1.2.0", "cksum": "3009684573 744",
+    "tables": {"Database": {"isRoot": True, "columns": {
+        "name": {"type": "string"},
+        "model": {"type": {"key": {"type": "string",
+                                   "enum": ["set", ["standalone", "clustered", "relay"]]}}},
+        "connected": {"type": "boolean"},
+        "leader": {"type": "boolean"},
+        "schema": {"type": {"key": {"type": "string"}, "min": 0, "max": 1}},
+        "cid": {"type": {"key": {"type": "uuid"}, "min": 0, "max": 1}},
+        "sid": {"type": {"key": {"type": "uuid"}, "min": 0, "max": 1}},
+        "index": {"type": {"key": {"type": "integer"}, "min": 0, "max": 1}},
+    }}},
+}
+
+
+def schema_text(schema_json: dict[str, Any]) -> str:
+    """The schema as ovsdb-server stores it in ``_Server``: sorted keys, no spaces."""
+    return ujson.dumps(schema_json, sort_keys=True, ensure_ascii=False,
+                       escape_forward_slashes=False)
+
+
+class ServerDatabase:
+    """The ``_Server`` database's schema and in-memory contents."""
+
+    def __init__(self) -> None:
+        self.schema = DbSchema.from_json(SERVER_SCHEMA_JSON)
+        self.database = Database(self.schema)
+        self.add(SERVER_DB_NAME, self.schema.to_json())
+
+    def add(self, name: str, schema_json: dict[str, Any]) -> None:
+        row = {"name": name, "model": "standalone", "connected": True, "leader": True,
+               "schema": schema_text(schema_json)}
+        self.database.insert_internal("Database", row)

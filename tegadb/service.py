@@ -1,0 +1,224 @@
+"""Served databases: each one's engine, journal and commit pipeline.
+
+No sockets and no event loop here: the server shell attaches two hooks, one
+that schedules the group-commit flush for the end of the loop turn and one
+that runs a callback later (wait timeouts).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import ujson
+
+from . import journal
+from .engine import Database
+from .errors import OVSDBError, syntax_error
+from .schema import DbSchema
+from .server_db import SERVER_DB_NAME, ServerDatabase
+
+if TYPE_CHECKING:
+    from .methods import Session
+
+log = logging.getLogger("tegadb.service")
+
+ZERO_TXN = "00000000-0000-0000-0000-000000000000"
+
+
+def read_schema_file(path: Path) -> DbSchema:
+    with open(path, "rb") as f:
+        return DbSchema.from_json(ujson.loads(f.read()))
+
+
+def create_database_file(db_file: Path, schema_file: Path) -> DbSchema:
+    """A new, empty database file from a schema file (``tegadb-tool create``)."""
+    schema = read_schema_file(schema_file)
+    journal.create(str(db_file), schema.to_json())
+    return schema
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _id_key(request_id: Any) -> str:
+    return ujson.dumps(request_id, sort_keys=True)
+
+
+class ParkedTransaction:
+    """A transaction whose ``wait`` is not yet satisfied."""
+
+    __slots__ = ("session", "request_id", "dialect", "ops", "arrived", "timer")
+
+    def __init__(self, session: Session, request_id: Any, dialect: int, ops: list[Any]) -> None:
+        self.session = session
+        self.request_id = request_id
+        self.dialect = dialect
+        self.ops = ops
+        self.arrived = time.monotonic()
+        self.timer: Any = None
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self.arrived) * 1000)
+
+
+class DatabaseService:
+    """One database served from one journal file."""
+
+    def __init__(self, schema: DbSchema, database: Database,
+                 log_file: journal.Journal | None, path: Path | None) -> None:
+        self.schema = schema
+        self.name = schema.name
+        self.schema_json = schema.to_json()
+        self.database = database
+        self.journal = log_file
+        self.path = path
+        self.seq = 0
+        self.last_txn = ZERO_TXN
+        self.durable_pending = False
+        self.parked: dict[tuple[int, str], ParkedTransaction] = {}
+        self.request_flush: Callable[[], None] = lambda: None
+        self.call_later: Callable[[float, Callable[[], None]], Any] | None = None
+
+    @classmethod
+    def open(cls, path: Path) -> DatabaseService:
+        """Open a database file and replay its journal into memory."""
+        log_file, header, records = journal.Journal.open(str(path))
+        schema = DbSchema.from_json(header["schema"])
+        service = cls(schema, Database(schema), log_file, path)
+        for record in records:
+            service.database.apply_journal_record(record)
+            service.seq = record["seq"]
+            service.last_txn = record["txn"]
+        log.info("%s: opened %s (%d transactions replayed)", schema.name, path, service.seq)
+        return service
+
+    # --- transactions -------------------------------------------------------
+    def transact(self, session: Session, request_id: Any, dialect: int,
+                 ops: list[Any]) -> list[Any] | None:
+        """Run a transaction; None means it is parked and answered later."""
+        key = (id(session), _id_key(request_id))
+        if key in self.parked:
+            raise syntax_error("transact: duplicate request ID", [self.name, *ops])
+        return self._run(ParkedTransaction(session, request_id, dialect, ops), key, first=True)
+
+    def _run(self, txn: ParkedTransaction, key: tuple[int, str], first: bool) -> list[Any] | None:
+        outcome = self.database.transact(txn.ops, txn.session, elapsed_ms=txn.elapsed_ms())
+        if outcome.wait_deadline_ms is not None:
+            if first:
+                self._park(txn, key, outcome.wait_deadline_ms)
+            return None
+        if outcome.changes:
+            self._commit(outcome, txn.session)
+        return outcome.results
+
+    def _park(self, txn: ParkedTransaction, key: tuple[int, str], deadline_ms: float) -> None:
+        self.parked[key] = txn
+        txn.session.cleanups.append(lambda: self._unpark(key))
+        if deadline_ms != float("inf") and self.call_later is not None:
+            delay = max(0.0, deadline_ms - txn.elapsed_ms()) / 1000.0
+            txn.timer = self.call_later(delay, lambda: self._retry(key))
+
+    def _unpark(self, key: tuple[int, str]) -> ParkedTransaction | None:
+        txn = self.parked.pop(key, None)
+        if txn is not None and txn.timer is not None:
+            txn.timer.cancel()
+        return txn
+
+    def _retry(self, key: tuple[int, str]) -> None:
+        txn = self.parked.get(key)
+        if txn is None:
+            return
+        results = self._run(txn, key, first=False)
+        if results is not None:
+            self._unpark(key)
+            txn.session.reply(txn.request_id, results, txn.dialect)
+
+    def cancel(self, session: Session, request_id: Any) -> bool:
+        txn = self._unpark((id(session), _id_key(request_id)))
+        if txn is None:
+            return False
+        session.reply_error(request_id, "canceled", txn.dialect)
+        return True
+
+    def _commit(self, outcome: Any, session: Session) -> None:
+        self.seq += 1
+        self.last_txn = str(uuid.uuid4())
+        record: dict[str, Any] = {"seq": self.seq, "txn": self.last_txn, "date": now_ms()}
+        if outcome.comment:
+            record["comment"] = outcome.comment
+        record["writer"] = session.peer
+        record["changes"] = self.database.changes_to_json(outcome.changes)
+        if self.journal is not None:
+            self.journal.append(record)
+        self.durable_pending |= outcome.durable
+        self.request_flush()
+        if self.parked:
+            for key in list(self.parked):
+                self._retry(key)
+
+    def flush(self) -> None:
+        """Write this loop turn's commits with one write (and one fsync if asked)."""
+        if self.journal is not None:
+            self.journal.flush(fsync=self.durable_pending)
+        self.durable_pending = False
+
+    def close(self) -> None:
+        for key in list(self.parked):
+            self._unpark(key)
+        if self.journal is not None:
+            self.journal.flush(fsync=True)
+            self.journal.close()
+
+
+class ServerDatabases:
+    """Every database this server serves, plus the ``_Server`` database."""
+
+    def __init__(self, services: list[DatabaseService]) -> None:
+        names = [s.name for s in services]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"database {sorted(duplicates)[0]} is served twice")
+        for name in names:
+            if name.startswith("_"):
+                raise ValueError(f'{name}: names beginning with "_" are reserved')
+        self.services = {s.name: s for s in services}
+        self.server_id = str(uuid.uuid4())
+        self.server_db = ServerDatabase()
+        for service in services:
+            self.server_db.add(service.name, service.schema_json)
+        self.services[SERVER_DB_NAME] = DatabaseService(
+            self.server_db.schema, self.server_db.database, None, None)
+
+    def attach(self, request_flush: Callable[[], None],
+               call_later: Callable[[float, Callable[[], None]], Any]) -> None:
+        for service in self.services.values():
+            service.request_flush = request_flush
+            service.call_later = call_later
+
+    def get(self, name: str) -> DatabaseService | None:
+        return self.services.get(name)
+
+    def names(self) -> list[str]:
+        return list(self.services)
+
+    def cancel(self, session: Session, request_id: Any) -> None:
+        for service in self.services.values():
+            if service.cancel(session, request_id):
+                return
+
+    def flush(self) -> None:
+        for service in self.services.values():
+            service.flush()
+
+    def close(self) -> None:
+        for service in self.services.values():
+            service.close()
+
+
+__all__ = ["DatabaseService", "ServerDatabases", "create_database_file", "read_schema_file",
+           "OVSDBError"]

@@ -1,0 +1,434 @@
+"""Unit tests for tegadb.journal: format, replay, group commit, compaction."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tegadb import journal as jmod
+from tegadb.journal import Journal, JournalError, check, create, make_header, repair
+
+SCHEMA = {"name": "Test", "version": "1.0.0", "tables": {"T": {"columns": {"n": {"type": "integer"}}}}}
+UUID = "2f5b6c70-8d4e-4b7b-9a55-2f3a3c4d5e6f"
+
+
+def txn(seq: int, **extra: Any) -> dict[str, Any]:
+    return {"seq": seq, "txn": f"00000000-0000-0000-0000-{seq:012d}", "date": 1700000000000 + seq,
+            **extra, "changes": {"T": {UUID: {"n": seq}}}}
+
+
+def snapshot(seq: int, rows: int = 1) -> dict[str, Any]:
+    changes = {"T": {f"{UUID[:-6]}{i:06d}": {"n": seq} for i in range(rows)}}
+    return {"seq": seq, "txn": f"00000000-0000-0000-0000-{seq:012d}", "date": 1700000009999,
+            "snapshot": True, "changes": changes}
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    p = str(tmp_path / "test.db")
+    create(p, SCHEMA)
+    return p
+
+
+def open_all(path: str) -> tuple[Journal, dict[str, Any], list[dict[str, Any]]]:
+    journal, header, records = Journal.open(path)
+    return journal, header, list(records)
+
+
+def lines(path: str) -> list[bytes]:
+    return Path(path).read_bytes().splitlines(keepends=True)
+
+
+def write_journal(path: str, records: list[dict[str, Any]]) -> None:
+    journal, _, _ = open_all(path)
+    for record in records:
+        journal.append(record)
+    journal.close()
+
+
+class Calls:
+    """Counts calls to an os function while still calling it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        self.count = 0
+        real = getattr(os, name)
+
+        def counted(*args: Any) -> Any:
+            self.count += 1
+            return real(*args)
+
+        monkeypatch.setattr(os, name, counted)
+
+
+# ---------------------------------------------------------------------------
+# Format and round trip
+
+def test_create_writes_just_the_header(path: str) -> None:
+    assert lines(path) == [json.dumps(make_header(SCHEMA), separators=(",", ":")).encode() + b"\n"]
+    journal, header, records = open_all(path)
+    assert header == {"format": "tegadb-journal", "version": 1, "schema": SCHEMA}
+    assert records == []
+    assert journal.size == os.path.getsize(path)
+    journal.close()
+
+
+def test_create_refuses_an_existing_file(path: str) -> None:
+    before = Path(path).read_bytes()
+    with pytest.raises(JournalError, match="exists"):
+        create(path, {"other": 1})
+    assert Path(path).read_bytes() == before
+
+
+def test_round_trip_and_every_line_is_plain_json(path: str) -> None:
+    written = [txn(1, comment="first\nsecond", writer="tcp:1.2.3.4:5"), txn(2),
+               {**txn(3), "changes": {"T": {UUID: None}}, "comment": "é/ü"}]
+    write_journal(path, written)
+    assert [json.loads(line) for line in lines(path)][1:] == written  # jq can read it
+    journal, header, records = open_all(path)
+    assert (header["schema"], records, journal.last_seq) == (SCHEMA, written, 3)
+    assert journal.size == os.path.getsize(path)
+    assert journal.records_since_compaction == 3
+    journal.close()
+
+
+def test_append_needs_growing_seq_and_serializable_records(path: str) -> None:
+    journal, _, _ = open_all(path)
+    journal.append(txn(5))
+    bad: dict[str, Any]
+    for bad in (txn(5), txn(4), {"changes": {}}, {**txn(6), "seq": True}):
+        with pytest.raises(JournalError, match="does not follow"):
+            journal.append(bad)
+    with pytest.raises(JournalError, match="cannot serialize"):
+        journal.append({**txn(6), "changes": {"T": object()}})
+    journal.append(txn(6))
+    journal.close()
+    assert [r["seq"] for r in open_all(path)[2]] == [5, 6]
+
+
+def test_nothing_is_appended_before_replay_is_done(path: str) -> None:
+    journal, _, records = Journal.open(path)
+    with pytest.raises(JournalError, match="not replayed"):
+        journal.append(txn(1))
+    assert list(records) == []
+    journal.append(txn(1))
+    journal.close()
+
+
+def test_close_writes_what_is_pending(path: str) -> None:
+    journal, _, _ = open_all(path)
+    journal.append(txn(1))
+    journal.close()
+    journal.close()  # twice is harmless
+    assert [r["seq"] for r in open_all(path)[2]] == [1]
+
+
+def test_a_journal_is_locked_while_open(path: str) -> None:
+    journal, _, _ = open_all(path)
+    with pytest.raises(JournalError, match="in use by another process"):
+        Journal.open(path)
+    with pytest.raises(JournalError, match="in use by another process"):
+        repair(path)
+    journal.close()
+    open_all(path)[0].close()
+
+
+# ---------------------------------------------------------------------------
+# Group commit and durability
+
+def test_group_commit_is_one_write(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal, _, _ = open_all(path)
+    writes = Calls(monkeypatch, "write")
+    for seq in range(1, 51):
+        journal.append(txn(seq))
+    assert writes.count == 0  # appending makes no system call
+    journal.flush(fsync=False)
+    assert writes.count == 1
+    journal.flush(fsync=False)  # nothing pending: nothing written
+    assert writes.count == 1
+    journal.close()
+    assert len(open_all(path)[2]) == 50
+
+
+def test_fsync_only_when_asked(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal, _, _ = open_all(path)
+    fsyncs = Calls(monkeypatch, "fsync")
+    journal.append(txn(1))
+    journal.flush(fsync=False)
+    assert fsyncs.count == 0
+    journal.append(txn(2))
+    journal.flush(fsync=True)
+    assert fsyncs.count == 1
+    journal.append(txn(3))
+    journal.flush(fsync=False)
+    journal.flush(fsync=True)  # syncs the earlier unsynced write
+    journal.flush(fsync=True)  # already synced
+    assert fsyncs.count == 2
+    journal.close()
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync"])
+def test_failed_write_is_undone(path: str, monkeypatch: pytest.MonkeyPatch,
+                                failing: str) -> None:
+    journal, _, _ = open_all(path)
+    journal.append(txn(1))
+    journal.flush(fsync=False)
+    good = Path(path).read_bytes()
+    real_write = os.write
+
+    def half_then_fail(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data[:len(data) // 2]))  # part of it reaches the file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def fail(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    if failing == "write":
+        monkeypatch.setattr(os, "write", half_then_fail)
+    else:
+        monkeypatch.setattr(os, "fsync", fail)
+    journal.append(txn(2))
+    journal.append(txn(3))
+    with pytest.raises(JournalError, match="No space left on device|Input/output error"):
+        journal.flush(fsync=True)
+    monkeypatch.undo()
+    assert Path(path).read_bytes() == good
+    assert (journal.last_seq, journal.size) == (1, len(good))
+    journal.append(txn(2))  # the failed records are gone, their seqs free again
+    journal.flush(fsync=True)
+    journal.close()
+    assert [r["seq"] for r in open_all(path)[2]] == [1, 2]
+
+
+# ---------------------------------------------------------------------------
+# Damage
+
+@pytest.mark.parametrize("tail", [
+    b'{"seq":3,"txn":"x","chan',        # cut inside the record
+    json.dumps(txn(3)).encode(),          # complete but for its newline
+    b'{"seq":3,"txn":"x","chan\n',      # garbage last line
+    b"\n",
+])
+def test_torn_last_line_is_dropped_and_cut_off(path: str, caplog: pytest.LogCaptureFixture,
+                                                 tail: bytes) -> None:
+    write_journal(path, [txn(1), txn(2)])
+    good = Path(path).read_bytes()
+    with open(path, "ab") as f:
+        f.write(tail)
+    with caplog.at_level(logging.WARNING, logger="tegadb.journal"):
+        journal, _, records = open_all(path)
+    assert [r["seq"] for r in records] == [1, 2]
+    assert f"{path}:4: dropping torn last record ({len(tail)} bytes)" in caplog.text
+    assert Path(path).read_bytes() == good
+    assert journal.size == len(good)
+    journal.append(txn(3))  # lands on a clean line
+    journal.close()
+    assert [r["seq"] for r in open_all(path)[2]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("bad_line,reason", [
+    (b'{"seq":2,"txn":"x"\n', "not valid JSON"),
+    (b"[1,2]\n", "not a JSON object"),
+    (b'{"txn":"x","changes":{}}\n', 'record has no integer "seq"'),
+    (b'{"seq":1,"txn":"x","changes":{}}\n', '"seq" 1 does not follow 1'),
+    (b'{"seq":2,"txn":"x"}\n', 'record has no "changes" object'),
+    (b'{"seq":2,"txn":"x","snapshot":true,"changes":{}}\n', "snapshot record after the first"),
+])
+def test_damage_before_the_end_names_file_and_line(path: str, bad_line: bytes,
+                                                    reason: str) -> None:
+    write_journal(path, [txn(1)])
+    with open(path, "ab") as f:
+        f.write(bad_line + json.dumps(txn(3)).encode() + b"\n")
+    before = Path(path).read_bytes()
+    journal, _, records = Journal.open(path)
+    with pytest.raises(JournalError) as info:
+        list(records)
+    assert str(info.value).startswith(f"{path}:3: {reason}")
+    journal.close()
+    assert Path(path).read_bytes() == before  # nothing cut or appended
+    assert check(path) == [f"{path}:3: {info.value}".split(": ", 1)[1]]
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "line does not end with a newline"),
+    (b"OVSDB JSON 12 abc\n", "not valid JSON"),
+    (b'{"format":"other","version":1,"schema":{}}\n', "not a tegadb-journal file"),
+    (b'{"format":"tegadb-journal","version":2,"schema":{}}\n', "unsupported tegadb-journal version 2"),
+    (b'{"format":"tegadb-journal","version":1}\n', 'header has no "schema" object'),
+])
+def test_bad_header_is_fatal(tmp_path: Path, content: bytes, reason: str) -> None:
+    p = tmp_path / "bad.db"
+    p.write_bytes(content)
+    with pytest.raises(JournalError, match=f"^{p}:1: {reason}"):
+        Journal.open(str(p))
+    assert check(str(p))[0].startswith(f"{p}:1: {reason}")
+    with pytest.raises(JournalError, match=f"^{p}:1: {reason}"):
+        repair(str(p))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.db")
+    with pytest.raises(JournalError, match="No such file"):
+        Journal.open(missing)
+    assert check(missing) == [f"{missing}: No such file or directory"]
+
+
+def test_check_and_repair(path: str) -> None:
+    write_journal(path, [txn(1), txn(2)])
+    assert check(path) == []
+    assert repair(path) == 0
+    size = os.path.getsize(path)
+    with open(path, "ab") as f:
+        f.write(b'{"seq":3,"tx')
+    [problem] = check(path)
+    assert problem.startswith(f"{path}:4: torn last record (12 bytes, repair removes it)")
+    assert repair(path) == 12
+    assert os.path.getsize(path) == size and check(path) == []
+
+
+def test_repair_cuts_at_the_first_damaged_line(path: str) -> None:
+    write_journal(path, [txn(1)])
+    size = os.path.getsize(path)
+    tail = b"garbage\n" + json.dumps(txn(2)).encode() + b"\nmore garbage\n"
+    with open(path, "ab") as f:
+        f.write(tail)
+    assert [p.split(": ")[0] for p in check(path)] == [f"{path}:3", f"{path}:5"]
+    assert repair(path) == len(tail)
+    assert os.path.getsize(path) == size
+    assert [r["seq"] for r in open_all(path)[2]] == [1]
+
+
+# ---------------------------------------------------------------------------
+# Compaction
+
+def test_compaction_replaces_the_file_atomically(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_journal(path, [txn(1), txn(2)])
+    journal, header, _ = open_all(path)
+    journal.append(txn(3))  # pending: written to the old file first
+    old_inode = os.stat(path).st_ino
+    renames: list[tuple[Any, ...]] = []
+    real_replace = os.replace
+
+    def replace(src: str, dst: str) -> None:
+        renames.append((src, dst, Path(src).read_bytes()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    journal.compact(header, snapshot(3))
+    new_content = b"".join(jmod._line(r) for r in (header, snapshot(3)))
+    assert renames == [(path + ".tmp", path, new_content)]  # complete before the rename
+    assert not os.path.exists(path + ".tmp")
+    assert os.stat(path).st_ino != old_inode
+    assert Path(path).read_bytes() == new_content
+    assert (journal.size, journal.records_since_compaction, journal.last_seq) == (len(new_content), 0, 3)
+    journal.append(txn(4))  # lands in the new file
+    journal.close()
+    assert open_all(path)[2] == [snapshot(3), txn(4)]
+
+
+def test_compaction_keeps_the_new_file_locked(path: str) -> None:
+    journal, header, _ = open_all(path)
+    journal.compact(header, snapshot(0))
+    with pytest.raises(JournalError, match="in use"):
+        Journal.open(path)
+    journal.close()
+
+
+def test_failed_compaction_keeps_the_old_file(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_journal(path, [txn(1)])
+    journal, header, _ = open_all(path)
+    before = Path(path).read_bytes()
+
+    def fail(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(JournalError, match="Invalid cross-device link"):
+        journal.compact(header, snapshot(1))
+    monkeypatch.undo()
+    assert Path(path).read_bytes() == before
+    assert not os.path.exists(path + ".tmp")
+    journal.append(txn(2))  # still appends to the old file
+    journal.close()
+    assert [r["seq"] for r in open_all(path)[2]] == [1, 2]
+
+
+@pytest.mark.parametrize("record", [txn(5), snapshot(0), {**snapshot(5), "seq": "5"}])
+def test_compaction_needs_a_current_snapshot(path: str, record: dict[str, Any]) -> None:
+    write_journal(path, [txn(1)])
+    journal, header, _ = open_all(path)
+    with pytest.raises(JournalError, match="not a snapshot of the current state"):
+        journal.compact(header, record)
+    journal.close()
+
+
+def grow(journal: Journal, records: int, start: int = 1) -> None:
+    for seq in range(start, start + records):
+        journal.append(txn(seq))
+    journal.flush(fsync=False)
+
+
+def test_should_compact(path: str) -> None:
+    journal, header, _ = open_all(path)
+    base = journal.size
+    rule: dict[str, Any] = {"min_size": 1000, "min_records": 10}
+    assert not journal.should_compact(**rule)
+    assert not journal.should_compact(overdue=True, **rule)  # nothing to compact
+    grow(journal, 9)
+    assert journal.size > max(2 * base, 1000)
+    assert not journal.should_compact(**rule)  # too few records
+    assert journal.should_compact(overdue=True, **rule)
+    grow(journal, 1, start=10)
+    assert journal.should_compact(**rule)
+    assert not journal.should_compact(min_size=journal.size, min_records=10)  # floor
+    journal.compact(header, snapshot(10, rows=50))
+    compacted = journal.size
+    assert not journal.should_compact(**rule)
+    grow(journal, 10, start=11)  # enough records, but not twice the compacted size
+    assert max(1000, compacted) < journal.size < 2 * compacted
+    assert not journal.should_compact(**rule)
+    grow(journal, 20, start=21)
+    assert journal.should_compact(**rule)
+    journal.close()
+
+
+def test_records_read_at_load_count_toward_compaction(path: str) -> None:
+    write_journal(path, [txn(seq) for seq in range(1, 6)])
+    journal, _, _ = open_all(path)
+    assert journal.records_since_compaction == 5
+    grow(journal, 2, start=6)
+    assert journal.records_since_compaction == 7
+    journal.close()
+
+
+def test_abandoned_replay_leaves_the_journal_unwritable(path: str) -> None:
+    write_journal(path, [txn(1), txn(2)])
+    journal, _, records = Journal.open(path)
+    records_iter: Iterator[dict[str, Any]] = iter(records)
+    next(records_iter)
+    with pytest.raises(JournalError, match="not replayed"):
+        journal.flush(fsync=False)
+    journal.close()
+
+
+def test_read_only_journal_reads_a_locked_file_without_changing_it(path: str) -> None:
+    write_journal(path, [txn(1), txn(2)])
+    writer, _, _ = open_all(path)  # holds the lock
+    with open(path, "ab") as f:
+        f.write(b'{"seq":3,"tx')  # as if a record were being written right now
+    before = Path(path).read_bytes()
+    reader, header, records = Journal.open(path, read_only=True)
+    assert (header["schema"], [r["seq"] for r in records]) == (SCHEMA, [1, 2])
+    assert Path(path).read_bytes() == before
+    for action in (lambda: reader.append(txn(4)), lambda: reader.flush(fsync=True),
+                   lambda: reader.compact(header, snapshot(2))):
+        with pytest.raises(JournalError, match="opened read-only"):
+            action()
+    reader.close()
+    writer.close()

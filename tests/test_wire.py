@@ -1,0 +1,395 @@
+"""Unit tests for tegadb.wire: framing, classification, encoding."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import ujson
+
+from tegadb import wire
+from tegadb.errors import OVSDBError
+from tegadb.wire import (
+    JSONRPC2_DIALECT,
+    MAX_DEPTH,
+    OVSDB_DIALECT,
+    Framer,
+    Message,
+    ProtocolError,
+    classify,
+    encode_error,
+    encode_notification,
+    encode_reply,
+    encode_request,
+)
+
+
+def feed_all(chunks: list[bytes], framer: Framer | None = None) -> list[Any]:
+    framer = framer or Framer()
+    out: list[Any] = []
+    for chunk in chunks:
+        out += framer.feed(chunk)
+    return out
+
+
+def protocol_error(chunks: list[bytes], framer: Framer | None = None) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        feed_all(chunks, framer)
+    return info.value
+
+
+# ---------------------------------------------------------------------------
+# Framing
+
+# Messages chosen to trip a scanner: braces and `}{` inside strings, escaped
+# quotes and backslashes (also just before a closing quote), multi-byte
+# UTF-8, nesting, whitespace inside.
+TRICKY = [
+    {"id": 0, "method": "list_dbs", "params": []},
+    {"id": 1, "method": "echo", "params": ['}{', '"}{"', "\\", "\\\"", "a\\\\\"b", "{[]}"]},
+    {"id": "x", "method": "transact", "params": ["DB", {"op": "insert", "row": {"s": "é😀"}}]},
+    {"id": [1, {"x": 2}], "method": "m", "params": [[[[[]]]], {"}": {"{": "]["}}]},
+    {"id": 2, "method": "m", "params": ["} {", "}\n{", "ends with backslash\\"]},
+]
+
+
+def dumps(value: Any, **kwargs: Any) -> bytes:
+    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False,
+                       **kwargs).encode()
+
+
+@pytest.mark.parametrize("message", TRICKY)
+@pytest.mark.parametrize("ensure_ascii", [False, True])
+def test_split_at_every_byte(message: Any, ensure_ascii: bool) -> None:
+    text = ujson.dumps(message, ensure_ascii=ensure_ascii).encode()
+    for i in range(len(text) + 1):
+        assert feed_all([text[:i], text[i:]]) == [message], i
+
+
+@pytest.mark.parametrize("message", TRICKY[:2])
+def test_split_at_every_pair_of_bytes(message: Any) -> None:
+    text = dumps(message)
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1):
+            assert feed_all([text[:i], text[i:j], text[j:]]) == [message], (i, j)
+
+
+@pytest.mark.parametrize("separator", [b"", b"\n", b" ", b"\r\n", b"\t \n"])
+def test_many_messages_per_chunk(separator: bytes) -> None:
+    stream = separator.join(dumps(m) for m in TRICKY * 3) + separator
+    assert feed_all([stream]) == TRICKY * 3
+
+
+def test_byte_at_a_time() -> None:
+    stream = b" ".join(dumps(m) for m in TRICKY)
+    framer = Framer()
+    assert feed_all([stream[i:i + 1] for i in range(len(stream))], framer) == TRICKY
+    assert framer.feed(b"") == []
+
+
+# Bits of string content that confuse a scanner.
+ATOMS = ['}{', '"', '\\', '\\"', '{', '}', '[', ']', 'é', '😀', '}\n{', '} {', 'x', ' ', '\\\\']
+
+
+def random_value(rnd: random.Random, depth: int = 1) -> Any:
+    r = rnd.random()
+    if depth > 4 or r < 0.3:
+        return rnd.choice([1, -2.5, True, None, 10**20,
+                           "".join(rnd.choices(ATOMS, k=rnd.randint(0, 5)))])
+    if r < 0.65:
+        return [random_value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))]
+    return {rnd.choice(ATOMS): random_value(rnd, depth + 1) for _ in range(rnd.randint(0, 3))}
+
+
+def random_chunks(rnd: random.Random, stream: bytes) -> list[bytes]:
+    cuts = sorted(rnd.sample(range(len(stream) + 1), rnd.randint(0, 6)))
+    return [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+
+
+def test_random_streams_and_chunkings() -> None:
+    """Whatever the chunking and separators, the framer yields exactly the
+    messages that were serialized."""
+    rnd = random.Random(7047)
+    for _ in range(1500):
+        messages = [{"id": rnd.randint(0, 9), "params": [random_value(rnd)]}
+                    for _ in range(rnd.randint(1, 5))]
+        stream = b"".join(ujson.dumps(m, ensure_ascii=rnd.random() < 0.3).encode()
+                          + rnd.choice([b"", b"", b"\n", b" ", b"\r\n"]) for m in messages)
+        chunks = random_chunks(rnd, stream)
+        assert feed_all(chunks) == messages, chunks
+
+
+class ExactFramer(Framer):
+    """The framer with its fast paths switched off: the reference."""
+
+    def _whole(self, data: bytes) -> Any:
+        return None
+
+    def _fast_forward(self, start: int, end: int, ahead: Any) -> Any:
+        return wire._DECLINED
+
+
+def test_fast_paths_agree_with_the_exact_scanner() -> None:
+    """On valid and broken streams alike, chunked at random: same messages,
+    same error or none, same state left for the next feed."""
+    rnd = random.Random(6640)
+    junk = [b"]", b"}", b"[", b'"', b"\\", b"1", b"[1]", b'{"a":', b",", b'\\"']
+
+    def run(framer: Framer, chunks: list[bytes]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        try:
+            for chunk in chunks:
+                out += framer.feed(chunk)
+        except ProtocolError as e:
+            return out + e.messages, "error"
+        return out, bytes(framer._buf), framer._depth, framer._in_string
+
+    for _ in range(3000):
+        parts = []
+        for _ in range(rnd.randint(1, 4)):
+            parts += [dumps({"m": random_value(rnd)}), rnd.choice([b"", b"", b" ", b"\n"])]
+            if rnd.random() < 0.1:
+                parts.append(rnd.choice(junk))
+        chunks = random_chunks(rnd, b"".join(parts))
+        cap = rnd.choice([30, 60, 10**6])
+        assert run(Framer(cap), chunks) == run(ExactFramer(cap), chunks), (chunks, cap)
+
+
+def test_one_message_per_chunk_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_scan(self: Framer, out: list[Any]) -> None:
+        raise AssertionError("scanner used")
+
+    monkeypatch.setattr(Framer, "_scan", no_scan)
+    framer = Framer()
+    for message in TRICKY:
+        assert framer.feed(dumps(message) + b"\n") == [message]
+
+
+def test_incomplete_message_is_kept() -> None:
+    framer = Framer()
+    assert framer.feed(b'{"id":1,"method":"echo","params":["}{') == []
+    assert framer.feed(b'"]}{"id"') == [{"id": 1, "method": "echo", "params": ["}{"]}]
+    assert framer.feed(b':2,"result":[]}') == [{"id": 2, "result": []}]
+
+
+def test_integers_outside_int64_are_returned() -> None:
+    assert feed_all([b'{"a":[18446744073709551616,-9223372036854775809]}']) == [
+        {"a": [18446744073709551616, -9223372036854775809]}]
+
+
+@pytest.mark.parametrize("chunks", [
+    [b'"hello"'], [b"12"], [b"true"], [b"null"], [b"x"],
+    [b'{"id":1,"result":[]} 5'], [b'{"id":1,"result":[]}', b"nope"],
+    [b"\xef\xbb\xbf{}"],  # a byte order mark is not JSON whitespace
+])
+def test_top_level_value_must_be_object_or_array(chunks: list[bytes]) -> None:
+    assert "a message must be a JSON object or array" in protocol_error(chunks).reason
+
+
+def test_top_level_array_is_framed_and_rejected_by_classify() -> None:
+    [value] = feed_all([b"[1,2]"])
+    with pytest.raises(ProtocolError, match="message is not a JSON object"):
+        classify(value)
+
+
+@pytest.mark.parametrize("chunks", [
+    [b'{"a":}'], [b'{"a":1,}'], [b'{"a" 1}'], [b'{"a":"\\x"}'], [b'{"a":1]'],
+    [b'{"a":[1,2}]}'], [b'{"a":1}{"b":'], [b'{"a":1}{"b":2,}'],
+])
+def test_invalid_json_is_a_protocol_error(chunks: list[bytes]) -> None:
+    framer = Framer()
+    try:
+        feed_all(chunks, framer)
+    except ProtocolError as e:
+        assert e.reason
+    else:  # an incomplete prefix may simply wait for more bytes ...
+        assert framer._buf  # ... which is only legitimate if it kept them
+        protocol_error([b"}" * 5], framer)
+
+
+@pytest.mark.parametrize("text", [
+    b'{"a":"\\u0000"}', b'{"a":"x\\\\\\u0000"}', b'{"\\u0000":1}',
+    b'{"a":"\\\\"} {"b":"\\u0000"}',
+])
+def test_null_bytes_are_rejected(text: bytes) -> None:
+    for chunks in ([text], [text[:5], text[5:]]):
+        assert protocol_error(chunks).reason == "null bytes not supported in quoted strings"
+
+
+def test_escaped_backslash_before_u0000_is_plain_text() -> None:
+    assert feed_all([b'{"a":"\\\\u0000"}']) == [{"a": "\\u0000"}]
+
+
+@pytest.mark.parametrize("text", [
+    b'{"a":"\xff"}', b'{"a":"\xc3"}', b'{"a":"\xc0\x80"}', b'{"a":"\xed\xa0\x80"}',
+    b'{"a":"\\ud800"}', b'{"a":"\\udc00\\ud800"}', b'{"\\uDBFF":1}', b'{"a":1}\xff',
+])
+def test_invalid_unicode_is_rejected(text: bytes) -> None:
+    for chunks in ([text], [text[:4], text[4:]]):
+        protocol_error(chunks)
+
+
+def test_valid_unicode_is_accepted_even_when_split_inside_a_character() -> None:
+    text = '{"a":"é😀\\ud83d\\ude00"}'.encode()
+    for i in range(len(text) + 1):
+        assert feed_all([text[:i], text[i:]]) == [{"a": "é😀😀"}]
+
+
+def nested(depth: int) -> bytes:
+    return b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+@pytest.mark.parametrize("layout", ["whole", "split", "after another", "byte by byte"])
+def test_nesting_depth_limit(layout: str) -> None:
+    def chunks(text: bytes) -> list[bytes]:
+        if layout == "whole":
+            return [text]
+        if layout == "split":
+            return [text[:700], text[700:]]
+        if layout == "after another":
+            return [b'{"x":1}' + text + b'{"y":2}']
+        return [text[i:i + 1] for i in range(len(text))]
+
+    ok = nested(MAX_DEPTH)
+    value = feed_all(chunks(ok))[-2 if layout == "after another" else -1]
+    assert dumps(value) == ok  # (== would recurse deeper than Python allows)
+    error = protocol_error(chunks(nested(MAX_DEPTH + 1)))
+    assert error.reason == "input exceeds maximum nesting depth 1000"
+
+
+def test_size_cap_on_incomplete_message() -> None:
+    framer = Framer(max_size=100)
+    framer.feed(b'{"a":"' + b"x" * 90)
+    error = protocol_error([b"x" * 10], framer)
+    assert error.reason == "message longer than 100 bytes"
+
+
+def test_size_cap_on_complete_message() -> None:
+    text = b'{"a":"' + b"x" * 200 + b'"}'
+    assert protocol_error([text], Framer(max_size=100)).reason == "message longer than 100 bytes"
+    assert protocol_error([text[:50], text[50:]], Framer(max_size=100)).reason \
+        == "message longer than 100 bytes"
+    assert feed_all([text], Framer(max_size=len(text))) == [{"a": "x" * 200}]
+
+
+def test_whitespace_between_messages_is_not_kept() -> None:
+    framer = Framer(max_size=10)
+    for _ in range(5):
+        assert framer.feed(b" \n\t\r" * 10) == []
+    assert framer.feed(b"{}") == [{}]
+
+
+def test_messages_before_an_error_are_reported() -> None:
+    error = protocol_error([b'{"id":1,"result":[]}{"id":2,"result":[]}"junk"'])
+    assert error.messages == [{"id": 1, "result": []}, {"id": 2, "result": []}]
+
+
+# ---------------------------------------------------------------------------
+# Classification
+
+@pytest.mark.parametrize("msg,expected", [
+    ({"id": 0, "method": "list_dbs", "params": []},
+     Message("request", "list_dbs", [], 0, None, None, OVSDB_DIALECT)),
+    ({"id": 1, "method": "list_dbs"},  # lenient: missing params is []
+     Message("request", "list_dbs", [], 1, None, None, OVSDB_DIALECT)),
+    ({"id": 1, "method": "list_dbs", "params": None, "result": None, "error": None},
+     Message("request", "list_dbs", [], 1, None, None, OVSDB_DIALECT)),
+    ({"id": None, "method": "cancel", "params": [5]},
+     Message("notification", "cancel", [5], None, None, None, OVSDB_DIALECT)),
+    ({"method": "cancel"},
+     Message("notification", "cancel", [], None, None, None, OVSDB_DIALECT)),
+    ({"id": "echo", "result": []},
+     Message("reply", None, None, "echo", [], None, OVSDB_DIALECT)),
+    ({"id": 3, "result": {}, "error": None},
+     Message("reply", None, None, 3, {}, None, OVSDB_DIALECT)),
+    ({"id": 4, "error": "unknown method"},
+     Message("error", None, None, 4, None, "unknown method", OVSDB_DIALECT)),
+    ({"id": 5, "result": None, "error": {"error": "x"}},
+     Message("error", None, None, 5, None, {"error": "x"}, OVSDB_DIALECT)),
+    ({"id": 6, "method": "m", "params": [], "extra": 1},  # unknown members ignored
+     Message("request", "m", [], 6, None, None, OVSDB_DIALECT)),
+    ({"jsonrpc": "2.0", "id": 7, "method": "list_dbs", "params": []},
+     Message("request", "list_dbs", [], 7, None, None, JSONRPC2_DIALECT)),
+    ({"jsonrpc": "2.0", "method": "list_dbs"},
+     Message("notification", "list_dbs", [], None, None, None, JSONRPC2_DIALECT)),
+    ({"jsonrpc": "1.0", "id": 8, "method": "m", "params": []},
+     Message("request", "m", [], 8, None, None, OVSDB_DIALECT)),
+])
+def test_classify(msg: Any, expected: Message) -> None:
+    assert classify(msg) == expected
+
+
+@pytest.mark.parametrize("msg,reason", [
+    ([], "message is not a JSON object"),
+    ("x", "message is not a JSON object"),
+    ({"id": 1, "method": 5, "params": []}, "method is not a JSON string"),
+    ({"id": 1, "method": "m", "params": {}}, '"params" must be JSON array'),
+    ({"id": 1, "method": "m", "params": "x"}, '"params" must be JSON array'),
+    ({"id": 1, "result": [], "params": 5}, '"params" must be JSON array'),
+    ({"id": 1}, 'request must have "method"'),
+    ({"id": 1, "params": []}, 'request must have "method"'),
+    ({}, 'notification must have "method"'),
+    ({"id": 1, "result": [], "method": "m"}, 'reply must not have "method"'),
+    ({"id": 1, "result": [], "params": []}, 'reply must not have "params"'),
+    ({"id": 1, "result": [], "error": "e"}, 'reply must not have "error"'),
+    ({"result": []}, 'reply must have "id"'),
+    ({"id": 1, "error": "e", "method": "m"}, 'error must not have "method"'),
+    ({"id": 1, "error": "e", "params": []}, 'error must not have "params"'),
+    ({"error": "e"}, 'error must have "id"'),
+])
+def test_classify_errors(msg: Any, reason: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        classify(msg)
+    assert info.value.reason == reason == str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# Encoding
+
+@pytest.mark.parametrize("encoded,expected", [
+    (encode_reply(1, ["A", "_Server"]), b'{"id":1,"result":["A","_Server"],"error":null}'),
+    (encode_reply(0, {}), b'{"id":0,"result":{},"error":null}'),
+    (encode_reply([1, {"x": 2}], {"r": 2.0}), b'{"id":[1,{"x":2}],"result":{"r":2.0},"error":null}'),
+    (encode_reply("x", ["é/ü"]), '{"id":"x","result":["é/ü"],"error":null}'.encode()),
+    (encode_reply(1, [], JSONRPC2_DIALECT), b'{"jsonrpc":"2.0","result":[],"id":1}'),
+    (encode_error(107, "unknown method"), b'{"id":107,"error":"unknown method"}'),
+    (encode_error(1, {"error": "unknown database", "details": "d"}),
+     b'{"id":1,"error":{"error":"unknown database","details":"d"}}'),
+    (encode_error(2, OVSDBError("syntax error", "bad", {"b": 1, "a": [2]})),
+     b'{"id":2,"error":{"error":"syntax error","details":"bad","syntax":"{\\"a\\":[2],\\"b\\":1}"}}'),
+    (encode_error(3, "unknown method", JSONRPC2_DIALECT),
+     (b'{"jsonrpc":"2.0","error":{"code":-32601,"message":"unknown method",'
+      b'"data":"unknown method"},"id":3}')),
+    (encode_error(4, "invalid parameters", JSONRPC2_DIALECT),
+     (b'{"jsonrpc":"2.0","error":{"code":-32602,"message":"invalid parameters",'
+      b'"data":"invalid parameters"},"id":4}')),
+    (encode_error(5, OVSDBError("syntax error", "d"), JSONRPC2_DIALECT),
+     (b'{"jsonrpc":"2.0","error":{"code":-32602,"message":"syntax error",'
+      b'"data":{"error":"syntax error","details":"d"}},"id":5}')),
+    (encode_error(6, OVSDBError("unknown database", "d"), JSONRPC2_DIALECT),
+     (b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"unknown database",'
+      b'"data":{"error":"unknown database","details":"d"}},"id":6}')),
+    (encode_error(7, "canceled", JSONRPC2_DIALECT),
+     b'{"jsonrpc":"2.0","error":{"code":-32000,"message":"canceled","data":"canceled"},"id":7}'),
+    (encode_notification("update2", ["m2", {"T": {}}]),
+     b'{"id":null,"method":"update2","params":["m2",{"T":{}}]}'),
+    (encode_notification("locked", ["L"], JSONRPC2_DIALECT),
+     b'{"jsonrpc":"2.0","method":"locked","params":["L"]}'),
+    (encode_request("echo", "echo", []), b'{"id":"echo","method":"echo","params":[]}'),
+    (encode_request("echo", "echo", [], JSONRPC2_DIALECT),
+     b'{"jsonrpc":"2.0","method":"echo","params":[],"id":"echo"}'),
+])
+def test_encoders(encoded: bytes, expected: bytes) -> None:
+    assert encoded == expected
+
+
+def test_encoded_messages_frame_and_classify_back() -> None:
+    stream = b"".join([
+        encode_request("echo", "echo", []), encode_reply(1, []), encode_error(2, "canceled"),
+        encode_notification("update", [None, {}]),
+        encode_request(3, "echo", [1], JSONRPC2_DIALECT),
+    ])
+    kinds = [(m.kind, m.dialect) for m in map(classify, feed_all([stream]))]
+    assert kinds == [("request", 1), ("reply", 1), ("error", 1), ("notification", 1),
+                     ("request", 2)]
