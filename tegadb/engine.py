@@ -1,0 +1,959 @@
+"""The transaction engine: in-memory tables, indexes and ``transact`` (PROTOCOL.md 4).
+
+A transaction runs its ops in order against a private view: a map of the rows
+it touched (old committed row, new private copy), so a row is copied only when
+first written and tables are never copied.  When every op succeeded, commit
+runs OVS's checks in OVS's order (4.7), each over the touched rows only:
+
+1. drop rows whose final value equals the original;
+2. strong reference counts (kept per row, adjusted by the changed atoms) and
+   referential integrity;
+3. garbage collection of unreferenced rows in non-root tables, cascading;
+4. maxRows;
+5. weak references to deleted or missing rows are removed (the referring rows
+   are found through a reverse index, not by scanning);
+6. unique indexes, against the final state;
+7. a fresh ``_version`` for every modified row.
+
+Only then is the view applied to the tables, so a failed transaction changes
+nothing.  The engine knows nothing of sockets, clocks or files: the caller
+passes how long a parked ``wait`` has been waiting, and gets the change set to
+journal and to feed monitors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from random import getrandbits
+from typing import Any, Callable, Iterator, Protocol
+
+from . import conditions, mutations, values
+from .conditions import Clause, ConditionParser
+from .errors import OVSDBError, syntax_error
+from .mutations import MutationParser
+from .schema import ColumnSchema, DbSchema, TableSchema
+from .types import UUID_RE, ZERO_UUID, Type, check_members, is_id
+from .values import Datum, NamedUUIDs
+
+Row = dict[str, Datum]
+Changes = dict[str, dict[str, tuple[Row | None, Row | None]]]
+WAIT_FOREVER = float("inf")
+
+
+class Session(Protocol):
+    """What the engine needs from a client session (for ``assert``)."""
+
+    def owns_lock(self, name: str) -> bool: ...
+
+
+def new_uuid() -> str:
+    """A random (version 4) UUID as canonical text, about 5x cheaper than uuid.uuid4()."""
+    n = getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48) | (0x4000 << 64) | (0x8000 << 48)
+    h = "%032x" % n
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(slots=True)
+class TxnOutcome:
+    """What a transaction produced.
+
+    ``results`` is the result array to send (None while parked); ``changes``
+    the committed change set, None when nothing changed or the transaction
+    failed; ``wait_deadline_ms`` is set only when an unsatisfied ``wait``
+    parks the transaction: the smallest ``timeout`` of its waits, in ms since
+    the request arrived, or ``WAIT_FOREVER``.
+    """
+
+    results: list[Any] | None
+    changes: Changes | None = None
+    wait_deadline_ms: float | None = None
+    durable: bool = False
+    comment: str | None = None
+
+
+# --- tables -------------------------------------------------------------------
+
+RefColumn = tuple[str, str | None, str | None]   # column, key's refTable, value's refTable
+
+
+def _ref_columns(table: TableSchema, kind: str) -> list[RefColumn]:
+    found = []
+    for name, column in table.user_columns.items():
+        key, value = column.type.key, column.type.value
+        key_ref = key.ref_table if key.ref_table is not None and key.ref_type == kind else None
+        value_ref = (value.ref_table if value is not None and value.ref_table is not None
+                     and value.ref_type == kind else None)
+        if key_ref or value_ref:
+            found.append((name, key_ref, value_ref))
+    return found
+
+
+def _ref_atoms(ref: RefColumn, elements: Any) -> Iterator[tuple[str, str]]:
+    """(table, uuid) of every reference in ``elements`` (atoms, or pairs for a map)."""
+    _, key_ref, value_ref = ref
+    if value_ref is None:
+        for atom in elements:
+            yield key_ref, atom  # type: ignore[misc]
+        return
+    for key, value in elements:
+        if key_ref is not None:
+            yield key_ref, key
+        yield value_ref, value
+
+
+def _sort_key(type_: Type) -> Callable[[Datum], Any]:
+    # OVS orders datums by size first, then keys, then values.
+    if type_.is_map:
+        return lambda d: (len(d), [k for k, _ in d], [v for _, v in d])
+    return lambda d: (len(d), d)
+
+
+class Table:
+    """The committed rows of one table, its unique indexes and reference bookkeeping."""
+
+    def __init__(self, schema: TableSchema) -> None:
+        self.schema = schema
+        self.name = schema.name
+        self.columns: dict[str, ColumnSchema] = schema.columns
+        self.types: dict[str, Type] = {n: c.type for n, c in schema.columns.items()}
+        self.rows: dict[str, Row] = {}
+        # One dict per schema index: tuple of the index columns' datums -> row uuid.
+        self.indexes: list[tuple[tuple[str, ...], dict[tuple[Datum, ...], str]]] = [
+            (columns, {}) for columns in schema.indexes]
+        # Strong references into each row from other rows (absent = 0).
+        self.refs: dict[str, int] = {}
+        # Reverse weak-reference index: row -> {(referring table, row): count}.
+        self.weak_refs: dict[str, dict[tuple[str, str], int]] = {}
+        self.strong_columns = _ref_columns(schema, "strong")
+        self.weak_columns = _ref_columns(schema, "weak")
+        self.defaults: Row = {n: values.default(t) for n, t in self.types.items()}
+        # Columns whose default breaks their own constraints: an insert must set them.
+        self.checked_defaults = [n for n, c in schema.user_columns.items()
+                                 if len(self.defaults[n]) == 1 and not _valid(c.type, self.defaults[n])]
+        self.stored = [(n, c.type) for n, c in schema.user_columns.items() if c.persistent]
+        self.sort_keys = {n: _sort_key(t) for n, t in self.types.items()}
+        self.conditions = ConditionParser(schema)
+        self.mutations = MutationParser(schema)
+
+    def lookup(self, eq: dict[str, Datum]) -> list[str] | None:
+        """Committed rows whose indexed columns equal ``eq``; None if no index applies."""
+        for columns, index in self.indexes:
+            if all(c in eq for c in columns):
+                found = index.get(tuple([eq[c] for c in columns]))
+                return [] if found is None else [found]
+        return None
+
+    def row_json(self, row: Row, columns: list[str]) -> dict[str, Any]:
+        types = self.types
+        return {c: values.to_json(types[c], row[c]) for c in columns}
+
+    def stored_json(self, row: Row) -> dict[str, Any]:
+        """A new row as the journal stores it: persistent columns not at their default."""
+        defaults = self.defaults
+        return {c: values.to_json(t, row[c]) for c, t in self.stored if row[c] != defaults[c]}
+
+    def apply(self, uuid: str, old: Row | None, new: Row | None) -> None:
+        """Make a change permanent: rows and unique indexes (reference counts are separate)."""
+        for columns, index in self.indexes:
+            if old is not None:
+                key = tuple([old[c] for c in columns])
+                if index.get(key) == uuid:
+                    del index[key]
+        if new is None:
+            del self.rows[uuid]
+            return
+        self.rows[uuid] = new
+        for columns, index in self.indexes:
+            index[tuple([new[c] for c in columns])] = uuid
+
+
+def _valid(type_: Type, datum: Datum) -> bool:
+    try:
+        values.check(type_, datum)
+    except OVSDBError:
+        return False
+    return True
+
+
+# --- op parsing ----------------------------------------------------------------
+
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "id": is_id,
+    "table": is_id,
+    "string": lambda v: type(v) is str,
+    "array": lambda v: type(v) is list,
+    "object": lambda v: type(v) is dict,
+    "boolean": lambda v: type(v) is bool,
+    "integer": lambda v: type(v) is int,
+}
+
+# Members of each op, in the order ovsdb-server reads them (the first error wins).
+Spec = tuple[tuple[str, str, bool], ...]   # (name, kind, optional)
+_SPECS: dict[str, Spec] = {
+    "insert": (("table", "table", False), ("uuid", "string", True), ("uuid-name", "id", True),
+               ("row", "object", False)),
+    "select": (("table", "table", False), ("where", "array", False), ("columns", "array", True),
+               ("sort", "array", True)),
+    "update": (("table", "table", False), ("where", "array", False), ("row", "object", False)),
+    "mutate": (("table", "table", False), ("where", "array", False),
+               ("mutations", "array", False)),
+    "delete": (("where", "array", False), ("table", "table", False)),
+    "wait": (("timeout", "integer", True), ("where", "array", False), ("columns", "array", True),
+             ("until", "string", False), ("rows", "array", False), ("table", "table", False)),
+    "commit": (("durable", "boolean", False),),
+    "abort": (),
+    "comment": (("comment", "string", False),),
+    "assert": (("lock", "id", False),),
+}
+_ALLOWED = {op: ("op", *(name for name, _, _ in spec)) for op, spec in _SPECS.items()}
+_READ_ONLY_OPS = frozenset(("select", "wait", "abort", "comment", "assert"))
+
+
+class _Parked(Exception):
+    """An unsatisfied ``wait`` that has not timed out: park the whole transaction."""
+
+
+class _TxnRow:
+    """A row this transaction touched: ``old`` is committed (None if inserted),
+    ``new`` is the private copy (None if deleted)."""
+
+    __slots__ = ("old", "new")
+
+    def __init__(self, old: Row | None, new: Row | None) -> None:
+        self.old = old
+        self.new = new
+
+
+class _Transaction:
+    """One transaction's private view of the database, and its ops."""
+
+    def __init__(self, db: Database, session: Session | None, elapsed_ms: int) -> None:
+        self.db = db
+        self.tables = db.tables
+        self.session = session
+        self.elapsed_ms = elapsed_ms
+        self.symtab = NamedUUIDs()
+        self.touched: dict[str, dict[str, _TxnRow]] = {}
+        self.comments: list[str] = []
+        self.durable = False
+        self.wait_timeout: int | None = None
+
+    # --- executing ops ---------------------------------------------------------
+    def execute(self, op: Any, index: int, count: int, read_only: bool,
+                privileged: bool) -> dict[str, Any]:
+        if type(op) is not dict:
+            raise OVSDBError("syntax error",
+                             f"Parsing ovsdb operation {index} of {count} failed: Object expected.")
+        name = op.get("op")
+        spec = _SPECS.get(name) if type(name) is str else None  # type: ignore[arg-type]
+        if spec is None:
+            if "op" not in op:
+                problem = "Required 'op' member is missing."
+            elif not is_id(name):
+                problem = "Type mismatch for member 'op'."
+            else:
+                problem = f'No operation "{name}"'
+            raise _parse_error(op, index, count, problem)
+        args = self._members(op, spec, index, count)
+        try:
+            result = _EXECUTORS[name](self, op, *args)
+        except (OVSDBError, _Parked):
+            # A misspelt member says more than what it caused (OVS reports it first).
+            self._check_members(op, name, args, index, count)
+            raise
+        self._check_members(op, name, args, index, count)
+        if name not in _READ_ONLY_OPS:
+            if read_only:
+                raise OVSDBError("not allowed", f"{name} operation not allowed when database "
+                                 "server is in read only mode")
+            if self.db.reserved and not privileged:
+                raise OVSDBError("not allowed", f"{name} operation not allowed on table in "
+                                 f"reserved database {self.db.name}")
+        return result
+
+    def _members(self, op: dict[str, Any], spec: Spec, index: int, count: int) -> list[Any]:
+        args: list[Any] = []
+        problem = None
+        for member, kind, optional in spec:
+            if member not in op:
+                if not optional and problem is None:
+                    problem = f"Required '{member}' member is missing."
+                args.append(None)
+                continue
+            value = op[member]
+            if not _KINDS[kind](value):
+                problem = problem or f"Type mismatch for member '{member}'."
+                args.append(None)
+                continue
+            if kind == "table":
+                table = self.tables.get(value)
+                if table is None:
+                    problem = problem or f"No table named {value}."
+                value = table
+            args.append(value)
+        if problem is not None:
+            raise _parse_error(op, index, count, problem)
+        return args
+
+    @staticmethod
+    def _check_members(op: dict[str, Any], name: str, args: list[Any], index: int,
+                       count: int) -> None:
+        # Every member present was consumed, unless there are unknown ones.
+        if len(op) != 1 + sum(1 for a in args if a is not None):
+            check_members(op, _ALLOWED[name], f"ovsdb operation {index} of {count}")
+
+    def op_insert(self, op: dict[str, Any], table: Table, uuid_text: str | None,
+                  uuid_name: str | None, row_json: dict[str, Any]) -> dict[str, Any]:
+        rows = self.touched.get(table.name)
+        if uuid_text is not None:
+            if not UUID_RE.match(uuid_text):
+                raise syntax_error("bad uuid", uuid_text)
+            uuid = uuid_text.lower()
+            if uuid in table.rows or (rows is not None and uuid in rows):
+                raise OVSDBError(
+                    "duplicate uuid", "This UUID would duplicate a UUID already present within "
+                    f'the "{table.name}" table or deleted from this table within the same '
+                    "transaction.", uuid_text)
+        if uuid_name is not None:
+            uuid = self.symtab.declare(uuid_name, uuid if uuid_text is not None else None)
+        elif uuid_text is None:
+            uuid = new_uuid()
+        row = table.defaults.copy()
+        self._parse_row(table, row_json, row)
+        for column in table.checked_defaults:
+            if column not in row_json:
+                values.check(table.types[column], row[column])
+        # _uuid and _version given in the row are parsed, then ignored (as OVS does).
+        row["_uuid"] = (uuid,)
+        row["_version"] = (new_uuid(),)
+        if rows is None:
+            rows = self.touched[table.name] = {}
+        rows[uuid] = _TxnRow(None, row)
+        return {"uuid": ["uuid", uuid]}
+
+    def op_select(self, op: dict[str, Any], table: Table, where: list[Any],
+                  columns_json: list[Any] | None, sort_json: list[Any] | None) -> dict[str, Any]:
+        clauses = table.conditions.parse(where, self.symtab)
+        columns = _column_list(table, columns_json)
+        sort = _column_list(table, sort_json) if sort_json is not None else None
+        rows = self._query(table, clauses)
+        if columns_json is not None and "_uuid" not in columns:
+            # Identical projections are reported once (OVS's ovsdb_query_distinct).
+            distinct: dict[tuple[Datum, ...], Row] = {}
+            for row in rows:
+                distinct.setdefault(tuple([row[c] for c in columns]), row)
+            rows = list(distinct.values())
+        if sort:
+            keys = table.sort_keys
+            rows.sort(key=lambda r: [keys[c](r[c]) for c in sort])
+        return {"rows": [table.row_json(row, columns) for row in rows]}
+
+    def op_update(self, op: dict[str, Any], table: Table, where: list[Any],
+                  row_json: dict[str, Any]) -> dict[str, Any]:
+        changes: Row = {}
+        self._parse_row(table, row_json, changes)
+        for column in changes:
+            if not table.columns[column].mutable:
+                raise OVSDBError("constraint violation", f"Cannot update immutable column "
+                                 f"{column} in table {table.name}.", op)
+        rows = self._query(table, table.conditions.parse(where, self.symtab))
+        items = changes.items()
+        for row in rows:
+            for column, datum in items:
+                if row[column] != datum:
+                    self._writable(table, row).update(changes)
+                    break
+        return {"count": len(rows)}
+
+    def op_mutate(self, op: dict[str, Any], table: Table, where: list[Any],
+                  mutations_json: list[Any]) -> dict[str, Any]:
+        parsed = table.mutations.parse(mutations_json, self.symtab)
+        rows = self._query(table, table.conditions.parse(where, self.symtab))
+        for row in rows:
+            mutations.apply(parsed, self._writable(table, row))
+        return {"count": len(rows)}
+
+    def op_delete(self, op: dict[str, Any], where: list[Any], table: Table) -> dict[str, Any]:
+        rows = self._query(table, table.conditions.parse(where, self.symtab))
+        for row in rows:
+            self._delete(table, row["_uuid"][0])
+        return {"count": len(rows)}
+
+    def op_wait(self, op: dict[str, Any], timeout: int | None, where: list[Any],
+                columns_json: list[Any] | None, until: str, rows_json: list[Any],
+                table: Table) -> dict[str, Any]:
+        clauses = table.conditions.parse(where, self.symtab)
+        columns = _column_list(table, columns_json)
+        if timeout is not None:
+            if timeout < 0:
+                raise syntax_error("timeout must be nonnegative", timeout)
+            if self.wait_timeout is None or timeout < self.wait_timeout:
+                self.wait_timeout = timeout
+        if until not in ("==", "!="):
+            raise syntax_error('"until" must be "==" or "!="', until)
+        expected = set()
+        for row_json in rows_json:
+            if type(row_json) is not dict:
+                raise syntax_error("row must be JSON object", row_json)
+            row = table.defaults.copy()
+            self._parse_row(table, row_json, row)
+            expected.add(tuple([row[c] for c in columns]))
+        actual = {tuple([row[c] for c in columns]) for row in self._query(table, clauses)}
+        if (actual == expected) == (until == "=="):
+            return {}
+        if timeout is not None and self.elapsed_ms >= timeout:
+            if self.elapsed_ms:
+                raise OVSDBError("timed out", f'"wait" timed out after {self.elapsed_ms} ms')
+            raise OVSDBError("timed out", '"where" clause test failed')
+        raise _Parked
+
+    def op_commit(self, op: dict[str, Any], durable: bool) -> dict[str, Any]:
+        self.durable = self.durable or durable
+        return {}
+
+    def op_abort(self, op: dict[str, Any]) -> dict[str, Any]:
+        raise OVSDBError("aborted", "aborted by request")
+
+    def op_comment(self, op: dict[str, Any], comment: str) -> dict[str, Any]:
+        self.comments.append(comment)
+        return {}
+
+    def op_assert(self, op: dict[str, Any], lock: str) -> dict[str, Any]:
+        if self.session is not None and self.session.owns_lock(lock):
+            return {}
+        raise OVSDBError("not owner", f"Asserted lock {lock} not held.")
+
+    # --- the private view --------------------------------------------------------
+    def _parse_row(self, table: Table, row_json: dict[str, Any], row: Row) -> None:
+        columns = table.columns
+        for name, value in row_json.items():
+            column = columns.get(name)
+            if column is None:
+                raise OVSDBError("unknown column", f"No column {name} in table {table.name}.",
+                                 row_json)
+            row[name] = values.parse(column.type, value, self.symtab)
+
+    def _query(self, table: Table, clauses: list[Clause]) -> list[Row]:
+        """The rows matching every clause, as this transaction sees them."""
+        match = conditions.match_all(clauses)
+        touched = self.touched.get(table.name)
+        eq = conditions.equalities(clauses) if clauses else None
+        if eq:
+            uuid_datum = eq.get("_uuid")
+            if uuid_datum is not None:
+                row = self._current(table, touched, uuid_datum[0])
+                return [row] if row is not None and match(row) else []
+            hits = table.lookup(eq)
+            if hits is not None:
+                # Index hits are committed rows; rows this transaction touched may
+                # have changed either way, so they are checked one by one.
+                found = [table.rows[u] for u in hits if not touched or u not in touched]
+                found = [row for row in found if match(row)]
+                if touched:
+                    found += [t.new for t in touched.values() if t.new is not None and match(t.new)]
+                return found
+        committed = table.rows
+        if not touched:
+            return [row for row in committed.values() if match(row)]
+        found = [row for u, row in committed.items() if u not in touched and match(row)]
+        found += [t.new for t in touched.values() if t.new is not None and match(t.new)]
+        return found
+
+    @staticmethod
+    def _current(table: Table, touched: dict[str, _TxnRow] | None, uuid: str) -> Row | None:
+        if touched:
+            t = touched.get(uuid)
+            if t is not None:
+                return t.new
+        return table.rows.get(uuid)
+
+    def _writable(self, table: Table, row: Row) -> Row:
+        """The transaction's own copy of ``row`` (copied on first write)."""
+        uuid = row["_uuid"][0]
+        touched = self.touched.setdefault(table.name, {})
+        t = touched.get(uuid)
+        if t is None:
+            new = dict(row)
+            touched[uuid] = _TxnRow(row, new)
+            return new
+        assert t.new is not None
+        return t.new
+
+    def _delete(self, table: Table, uuid: str) -> None:
+        touched = self.touched.setdefault(table.name, {})
+        t = touched.get(uuid)
+        if t is None:
+            touched[uuid] = _TxnRow(table.rows[uuid], None)
+        elif t.old is None:
+            del touched[uuid]  # inserted by this transaction: as if it never was
+        else:
+            t.new = None
+
+    def _alive(self, table_name: str, uuid: str) -> bool:
+        touched = self.touched.get(table_name)
+        if touched:
+            t = touched.get(uuid)
+            if t is not None:
+                return t.new is not None
+        return uuid in self.tables[table_name].rows
+
+    # --- commit ----------------------------------------------------------------
+    def commit(self) -> Changes:
+        """Check the transaction (4.7) and apply it; returns the rows that changed."""
+        self._drop_unchanged()
+        if not self.touched:
+            return {}
+        refs = self._count_references()
+        self._collect_garbage(refs)
+        self._check_max_rows()
+        self._remove_weak_references()
+        self._drop_unchanged()
+        self._check_indexes()
+        return self._apply(refs)
+
+    def _drop_unchanged(self) -> None:
+        for name in list(self.touched):
+            touched = self.touched[name]
+            for uuid in [u for u, t in touched.items() if t.old is not None and t.old == t.new]:
+                del touched[uuid]
+            if not touched:
+                del self.touched[name]
+
+    def _count_references(self) -> dict[str, dict[str, int]]:
+        """Strong reference count changes per (table, row); checks referential integrity."""
+        deltas: dict[str, dict[str, int]] = {}
+        for name, touched in self.touched.items():
+            table = self.tables[name]
+            for ref in table.strong_columns:
+                column = ref[0]
+                for uuid, t in touched.items():
+                    old = t.old[column] if t.old is not None else ()
+                    new = t.new[column] if t.new is not None else ()
+                    if old == new:
+                        continue
+                    removed, added = _difference(old, new)
+                    for target_table, target in _ref_atoms(ref, removed):
+                        if target != uuid:  # references to oneself do not count
+                            counts = deltas.setdefault(target_table, {})
+                            counts[target] = counts.get(target, 0) - 1
+                    for target_table, target in _ref_atoms(ref, added):
+                        if target == uuid:
+                            continue
+                        if not self._exists(target_table, target):
+                            raise OVSDBError(
+                                "referential integrity violation",
+                                f"Table {name} column {column} row {uuid} references nonexistent "
+                                f"row {target} in table {target_table}.")
+                        counts = deltas.setdefault(target_table, {})
+                        counts[target] = counts.get(target, 0) + 1
+        for name, touched in self.touched.items():
+            table = self.tables[name]
+            if not table.refs and name not in deltas:
+                continue
+            counts = deltas.get(name, {})
+            for uuid, t in touched.items():
+                if t.new is None:
+                    remaining = table.refs.get(uuid, 0) + counts.get(uuid, 0)
+                    if remaining:
+                        raise OVSDBError(
+                            "referential integrity violation",
+                            f"cannot delete {name} row {uuid} because of {remaining} "
+                            "remaining reference(s)")
+        return deltas
+
+    def _exists(self, table_name: str, uuid: str) -> bool:
+        """Whether a reference may point at the row: it exists or this transaction touched it."""
+        touched = self.touched.get(table_name)
+        return (touched is not None and uuid in touched) or uuid in self.tables[table_name].rows
+
+    def _collect_garbage(self, refs: dict[str, dict[str, int]]) -> None:
+        """Delete the rows of non-root tables left without strong references, cascading."""
+        doomed: list[tuple[Table, str]] = []
+        for name in set(self.touched) | set(refs):
+            table = self.tables[name]
+            if table.schema.is_root:
+                continue
+            counts = refs.get(name, {})
+            candidates = set(counts)
+            candidates.update(u for u, t in self.touched.get(name, {}).items() if t.new is not None)
+            doomed += [(table, u) for u in candidates
+                       if table.refs.get(u, 0) + counts.get(u, 0) == 0]
+        while doomed:
+            table, uuid = doomed.pop()
+            row = self._current(table, self.touched.get(table.name), uuid)
+            if row is None:
+                continue
+            self._delete(table, uuid)
+            for ref in table.strong_columns:
+                for target_table, target in _ref_atoms(ref, row[ref[0]]):
+                    if target == uuid:
+                        continue
+                    counts = refs.setdefault(target_table, {})
+                    counts[target] = counts.get(target, 0) - 1
+                    target_schema = self.tables[target_table]
+                    if (not target_schema.schema.is_root
+                            and target_schema.refs.get(target, 0) + counts[target] == 0):
+                        doomed.append((target_schema, target))
+
+    def _check_max_rows(self) -> None:
+        for name, touched in self.touched.items():
+            table = self.tables[name]
+            limit = table.schema.max_rows
+            if limit is None:
+                continue
+            n = len(table.rows)
+            for t in touched.values():
+                n += (t.old is None) - (t.new is None)
+            if n > limit:
+                raise OVSDBError("constraint violation", f'transaction causes "{name}" table to '
+                                 f"contain {n} rows, greater than the schema-defined limit of "
+                                 f"{limit} row(s)")
+
+    def _remove_weak_references(self) -> None:
+        """Drop weak references to rows that are gone, from every row that holds one."""
+        # Rows holding committed weak references to rows deleted here (reverse index).
+        holders: dict[str, set[str]] = {}
+        for name, touched in self.touched.items():
+            weak_refs = self.tables[name].weak_refs
+            if not weak_refs:
+                continue
+            for uuid, t in touched.items():
+                if t.new is None:
+                    for source_table, source in weak_refs.get(uuid, ()):
+                        holders.setdefault(source_table, set()).add(source)
+        for table in self.db.weak_tables:
+            name = table.name
+            touched = self.touched.get(name, {})
+            suspects = holders.get(name, set())
+            for uuid in list(touched.keys() | suspects):
+                t = touched.get(uuid)
+                if t is None:
+                    row = table.rows.get(uuid)
+                    if row is not None:
+                        self._check_weak_row(table, uuid, row, row, True)
+                elif t.new is not None:
+                    self._check_weak_row(table, uuid, t.old, t.new, uuid in suspects)
+
+    def _check_weak_row(self, table: Table, uuid: str, old: Row | None, new: Row,
+                        suspect: bool) -> None:
+        for ref in table.weak_columns:
+            column = ref[0]
+            datum = new[column]
+            if not (suspect or old is None or old[column] != datum):
+                continue
+            alive = self._alive
+            kept = tuple(e for e in datum
+                         if all(alive(t, u) or (t == table.name and u == uuid)
+                                for t, u in _ref_atoms(ref, (e,))))
+            if len(kept) == len(datum):
+                continue
+            if old is new:  # a committed row: take it into the transaction
+                new = self._writable(table, new)
+            new[column] = kept
+            n_min = table.types[column].n_min
+            if len(kept) >= n_min:
+                continue
+            inserted = old is None
+            zero = any(u == ZERO_UUID for e in datum if e not in kept
+                       for _, u in _ref_atoms(ref, (e,)))
+            if zero and inserted:
+                raise OVSDBError(
+                    "constraint violation",
+                    f'Weak reference column "{column}" in "{table.name}" row {uuid} (inserted '
+                    "within this transaction) contained all-zeros UUID (probably as the default "
+                    "value for this column) but deleting this value caused a constraint volation "
+                    "because this column is not allowed to be empty.")
+            raise OVSDBError(
+                "constraint violation",
+                f"Deletion of {len(datum) - len(kept)} weak reference(s) to deleted (or "
+                f'never-existing) rows from column "{column}" in "{table.name}" row {uuid} '
+                f"{'(inserted within this transaction) ' if inserted else ''}caused this column "
+                "to become empty, but constraints on this column disallow an empty column.")
+
+    def _check_indexes(self) -> None:
+        for name, touched in self.touched.items():
+            table = self.tables[name]
+            for columns, index in table.indexes:
+                seen: dict[tuple[Datum, ...], str] = {}
+                for uuid, t in touched.items():
+                    if t.new is None:
+                        continue
+                    key = tuple([t.new[c] for c in columns])
+                    other = seen.get(key)
+                    if other is None:
+                        committed = index.get(key)
+                        if committed is not None and committed != uuid and committed not in touched:
+                            other = committed
+                    if other is not None:
+                        raise self._index_error(table, columns, key, other, uuid)
+                    seen[key] = uuid
+
+    def _index_error(self, table: Table, columns: tuple[str, ...], key: tuple[Datum, ...],
+                     a: str, b: str) -> OVSDBError:
+        first, second = sorted((a, b), reverse=True)  # OVS names the greater row first
+        what = (f'column "{columns[0]}"' if len(columns) == 1 else
+                "columns " + _english([f'"{c}"' for c in columns]))
+        return OVSDBError(
+            "constraint violation",
+            f'Transaction causes multiple rows in "{table.name}" table to have identical values '
+            f"({_values_text(table, columns, key)}) for index on {what}.  "
+            f"{self._index_row_text(table, columns, first, 'First')}  "
+            f"{self._index_row_text(table, columns, second, 'Second')}")
+
+    def _index_row_text(self, table: Table, columns: tuple[str, ...], uuid: str,
+                        title: str) -> str:
+        text = f"{title} row, with UUID {uuid}, "
+        t = self.touched[table.name].get(uuid)
+        if t is None:
+            return text + ("existed in the database before this transaction and was not "
+                           "modified by the transaction.")
+        if t.old is None:
+            return text + "was inserted by this transaction."
+        assert t.new is not None
+        old_key = tuple([t.old[c] for c in columns])
+        if old_key == tuple([t.new[c] for c in columns]):
+            return text + ("existed in the database before this transaction, which modified "
+                           "some of the row's columns but not any columns in this index.")
+        return (text + "had the following index values before the transaction: "
+                f"{_values_text(table, columns, old_key)}.")
+
+    def _apply(self, refs: dict[str, dict[str, int]]) -> Changes:
+        """Make the transaction permanent; nothing here can fail."""
+        changes: Changes = {}
+        tables = self.tables
+        for name, touched in self.touched.items():
+            table = tables[name]
+            for uuid, t in touched.items():
+                if t.old is not None and t.new is not None:
+                    t.new["_version"] = (new_uuid(),)
+                table.apply(uuid, t.old, t.new)
+                if table.weak_columns:
+                    self.db.index_weak_references(table, uuid, t.old, t.new)
+            changes[name] = {u: (t.old, t.new) for u, t in touched.items()}
+        for name, counts in refs.items():
+            table_refs = tables[name].refs
+            for uuid, delta in counts.items():
+                if delta:
+                    total = table_refs.get(uuid, 0) + delta
+                    if total:
+                        table_refs[uuid] = total
+                    else:
+                        del table_refs[uuid]
+        return changes
+
+
+_EXECUTORS: dict[str, Callable[..., dict[str, Any]]] = {
+    name: getattr(_Transaction, "op_" + name) for name in _SPECS}
+
+
+def _parse_error(op: Any, index: int, count: int, problem: str) -> OVSDBError:
+    return syntax_error(f"Parsing ovsdb operation {index} of {count} failed: {problem}", op)
+
+
+def _column_list(table: Table, json: list[Any] | None) -> list[str]:
+    """A ``columns`` or ``sort`` member; all columns when absent."""
+    if json is None:
+        return list(table.columns)
+    seen: set[str] = set()
+    for name in json:
+        if type(name) is not str:
+            raise syntax_error("array of distinct column names expected", json)
+        if name not in table.columns:
+            raise syntax_error(f"{name} is not a valid column name", json)
+        if name in seen:
+            raise syntax_error("array of distinct column names expected", json)
+        seen.add(name)
+    return json
+
+
+def _difference(old: Datum, new: Datum) -> tuple[Any, Any]:
+    """(removed, added) elements (pairs for maps) between two datums."""
+    if not old or not new:
+        return old, new
+    old_set, new_set = set(old), set(new)
+    return old_set - new_set, new_set - old_set
+
+
+def _english(words: list[str]) -> str:
+    """"a", "a and b", "a, b, and c", as OVS joins lists in messages."""
+    if len(words) <= 2:
+        return " and ".join(words)
+    return ", ".join(words[:-1]) + ", and " + words[-1]
+
+
+def _datum_text(type_: Type, datum: Datum) -> str:
+    """A datum as OVS writes it in messages: bare atom, or [a, b] / {k=v}."""
+    key_type = type_.key.type
+    if type_.value is not None:
+        value_type = type_.value.type
+        text = ", ".join(f"{values.atom_to_string(key_type, k)}="
+                         f"{values.atom_to_string(value_type, v)}" for k, v in datum)
+        return "{" + text + "}"
+    text = ", ".join(values.atom_to_string(key_type, a) for a in datum)
+    return f"[{text}]" if type_.n_max > 1 or not datum else text
+
+
+def _values_text(table: Table, columns: tuple[str, ...], key: tuple[Datum, ...]) -> str:
+    return _english([_datum_text(table.types[c], d) for c, d in zip(columns, key)])
+
+
+# --- the database ---------------------------------------------------------------
+
+class Database:
+    """One database's schema and committed contents."""
+
+    def __init__(self, schema: DbSchema) -> None:
+        self.schema = schema
+        self.name = schema.name
+        # Names starting with "_" are reserved for the server's own databases.
+        self.reserved = schema.name.startswith("_")
+        self._load_tables()
+
+    def _load_tables(self) -> None:
+        self.tables = {name: Table(ts) for name, ts in self.schema.tables.items()}
+        self.weak_tables = [t for t in self.tables.values() if t.weak_columns]
+
+    def transact(self, ops: list[Any], session: Session | None = None, *, elapsed_ms: int = 0,
+                 read_only: bool = False, privileged: bool = False) -> TxnOutcome:
+        """Run ``ops`` (the params after the database name) as one transaction.
+
+        ``elapsed_ms`` is how long the request has waited (for ``wait`` timeouts);
+        ``read_only`` makes write ops fail as on a read-only server; ``privileged``
+        lets the server itself write a reserved database.
+        """
+        txn = _Transaction(self, session, elapsed_ms)
+        results: list[Any] = []
+        count = len(ops)
+        for index, op in enumerate(ops, 1):
+            try:
+                results.append(txn.execute(op, index, count, read_only, privileged))
+            except _Parked:
+                deadline = txn.wait_timeout
+                return TxnOutcome(None, wait_deadline_ms=WAIT_FOREVER if deadline is None
+                                  else deadline)
+            except OVSDBError as e:
+                results.append(e.to_json())
+                results.extend([None] * (count - index))
+                return TxnOutcome(results)
+        try:
+            changes = txn.commit()
+        except OVSDBError as e:
+            results.append(e.to_json())
+            return TxnOutcome(results)
+        return TxnOutcome(results, changes or None, None, txn.durable,
+                          "\n".join(txn.comments) or None)
+
+    def insert_internal(self, table: str, row: dict[str, Any]) -> Changes | None:
+        """Insert a row (OVSDB JSON values) on the server's own behalf, even when reserved."""
+        outcome = self.transact([{"op": "insert", "table": table, "row": row}], privileged=True)
+        assert outcome.results is not None
+        error = outcome.results[-1]
+        if "error" in error:
+            raise OVSDBError(error["error"], error.get("details"))
+        return outcome.changes
+
+    def index_weak_references(self, table: Table, uuid: str, old: Row | None,
+                              new: Row | None) -> None:
+        """Keep the reverse weak-reference index in step with one row's change."""
+        source = (table.name, uuid)
+        for ref in table.weak_columns:
+            column = ref[0]
+            removed, added = _difference(old[column] if old is not None else (),
+                                         new[column] if new is not None else ())
+            for target_table, target in _ref_atoms(ref, removed):
+                holders = self.tables[target_table].weak_refs.get(target)
+                if holders is not None and source in holders:
+                    holders[source] -= 1
+                    if not holders[source]:
+                        del holders[source]
+                        if not holders:
+                            del self.tables[target_table].weak_refs[target]
+            for target_table, target in _ref_atoms(ref, added):
+                if target_table == table.name and target == uuid:
+                    continue
+                holders = self.tables[target_table].weak_refs.setdefault(target, {})
+                holders[source] = holders.get(source, 0) + 1
+
+    # --- journal -----------------------------------------------------------------
+    def changes_to_json(self, changes: Changes) -> dict[str, Any]:
+        """A change set as the journal stores it (PROTOCOL.md 7.2, full new values).
+
+        New rows list their persistent columns not at default, modified rows their
+        changed persistent columns, deleted rows are null; rows whose changes touch
+        only ephemeral columns are left out.
+        """
+        out: dict[str, Any] = {}
+        for name, rows in changes.items():
+            table = self.tables[name]
+            records: dict[str, Any] = {}
+            for uuid, (old, new) in rows.items():
+                if new is None:
+                    records[uuid] = None
+                elif old is None:
+                    records[uuid] = table.stored_json(new)
+                else:
+                    changed = {c: values.to_json(t, new[c]) for c, t in table.stored
+                               if old[c] != new[c]}
+                    if changed:
+                        records[uuid] = changed
+            if records:
+                out[name] = records
+        return out
+
+    def snapshot_json(self) -> dict[str, Any]:
+        """Every row in the journal's new-row form, for compaction."""
+        return {name: {uuid: table.stored_json(row) for uuid, row in table.rows.items()}
+                for name, table in self.tables.items() if table.rows}
+
+    def apply_journal_record(self, record: dict[str, Any]) -> Changes:
+        """Replay one journal record (a transaction, or a snapshot replacing everything)."""
+        if record.get("snapshot"):
+            self._load_tables()
+        changes: Changes = {}
+        for name, rows in record["changes"].items():
+            table = self.tables.get(name)
+            if table is None:
+                raise OVSDBError("syntax error", f"No table named {name}.")
+            applied = changes.setdefault(name, {})
+            for uuid, data in rows.items():
+                old = table.rows.get(uuid)
+                new = None if data is None else self._replayed_row(table, uuid, old, data)
+                self._replay_references(table, uuid, old, new)
+                table.apply(uuid, old, new)
+                if table.weak_columns:
+                    self.index_weak_references(table, uuid, old, new)
+                applied[uuid] = (old, new)
+        return changes
+
+    @staticmethod
+    def _replayed_row(table: Table, uuid: str, old: Row | None, data: dict[str, Any]) -> Row:
+        row = dict(old) if old is not None else table.defaults.copy()
+        for column, value in data.items():
+            type_ = table.types.get(column)
+            if type_ is None:
+                raise OVSDBError("syntax error", f"No column {column} in table {table.name}.")
+            row[column] = values.parse_unchecked(type_, value)
+        row["_uuid"] = (uuid,)
+        row["_version"] = (new_uuid(),)
+        return row
+
+    def _replay_references(self, table: Table, uuid: str, old: Row | None,
+                           new: Row | None) -> None:
+        for ref in table.strong_columns:
+            column = ref[0]
+            removed, added = _difference(old[column] if old is not None else (),
+                                         new[column] if new is not None else ())
+            for delta, elements in ((-1, removed), (1, added)):
+                for target_table, target in _ref_atoms(ref, elements):
+                    if target == uuid:
+                        continue
+                    refs = self.tables[target_table].refs
+                    total = refs.get(target, 0) + delta
+                    if total:
+                        refs[target] = total
+                    else:
+                        refs.pop(target, None)
+
+
+__all__ = ["Database", "Table", "TxnOutcome", "Changes", "Row", "Session", "WAIT_FOREVER",
+           "new_uuid"]
