@@ -21,6 +21,8 @@ from typing import Any, Callable
 import uvloop
 
 from . import methods
+from .errors import OVSDBError
+from .journal import JournalError
 from .service import DatabaseService, ServerDatabases, create_database_file
 from .wire import Framer, ProtocolError
 
@@ -148,8 +150,11 @@ class Server:
         self.ssl_context = ssl_context
         self.connections: set[Connection] = set()
         self.listeners: list[asyncio.AbstractServer] = []
+        self.socket_paths: list[Path] = []
         self.gate_closed = False
         self.held_connections: list[Connection] = []
+        self.stopped = asyncio.Event()
+        self.failed = False
         self.loop = asyncio.get_running_loop()
         databases.attach(self.request_flush, self.loop.call_later)
 
@@ -161,13 +166,22 @@ class Server:
 
     def flush(self) -> None:
         """Group commit: write (and fsync) every journal once, then release replies."""
+        held, self.held_connections = self.held_connections, []
         try:
             self.databases.flush()
+        except JournalError as e:
+            # Memory now holds commits the file lacks: acknowledge none of
+            # them and stop, so that a restart serves exactly what is on disk.
+            log.error("%s; stopping without acknowledging this turn's commits", e)
+            for connection in held:
+                connection.held.clear()
+            self.failed = True
+            self.stopped.set()
+            return
         finally:
             self.gate_closed = False
-            held, self.held_connections = self.held_connections, []
-            for connection in held:
-                connection.release()
+        for connection in held:
+            connection.release()
 
     async def listen(self, remote: Remote) -> None:
         def factory() -> Connection:
@@ -178,6 +192,7 @@ class Server:
             if path.is_socket():
                 path.unlink()
             listener = await self.loop.create_unix_server(factory, str(path))
+            self.socket_paths.append(path)
         else:
             context = self.ssl_context if remote.kind == "pssl" else None
             if remote.kind == "pssl" and context is None:
@@ -190,6 +205,8 @@ class Server:
     async def close(self) -> None:
         for listener in self.listeners:
             listener.close()
+        for path in self.socket_paths:
+            path.unlink(missing_ok=True)
         for connection in list(self.connections):
             connection.close()
         self.databases.close()
@@ -251,10 +268,17 @@ def setup_logging(log_file: str | None, verbose: bool) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def detach() -> None:
-    """Classic double fork; the parent exits once the child is serving."""
+def detach() -> Callable[[], None]:
+    """Double fork; the parent exits once the daemon says it is serving.
+
+    Returns the function the daemon calls when its sockets are open.
+    """
+    read_end, write_end = os.pipe()
     if os.fork() > 0:
-        os._exit(0)
+        os.close(write_end)
+        ready = os.read(read_end, 1)
+        os._exit(0 if ready else 1)
+    os.close(read_end)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
@@ -262,8 +286,15 @@ def detach() -> None:
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
 
+    def notify_ready() -> None:
+        os.write(write_end, b"1")
+        os.close(write_end)
 
-async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None) -> None:
+    return notify_ready
+
+
+async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status (1 after a journal failure)."""
     if args.databases:
         files = [Path(f) for f in args.databases]
         remotes = args.remote
@@ -278,21 +309,21 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     server = Server(databases, args.max_message_size, build_ssl_context(args))
     for text in remotes:
         await server.listen(Remote.parse(text))
-    stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        server.loop.add_signal_handler(sig, stop.set)
+        server.loop.add_signal_handler(sig, server.stopped.set)
     if args.pidfile:
         Path(args.pidfile).write_text(f"{os.getpid()}\n")
     log.info("serving %s", ", ".join(s.name for s in services))
     if ready is not None:
         ready()
     try:
-        await stop.wait()
+        await server.stopped.wait()
     finally:
         log.info("shutting down")
         await server.close()
         if args.pidfile:
             Path(args.pidfile).unlink(missing_ok=True)
+    return 1 if server.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,15 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"tegadb-server: {e}", file=sys.stderr)
             return 2
-    if args.detach:
-        detach()
+    ready = detach() if args.detach else None
     try:
-        uvloop.run(serve(args))
-    except (OSError, ValueError) as e:
+        return uvloop.run(serve(args, ready))
+    except (OSError, ValueError, JournalError, OVSDBError) as e:
         log.error("%s", e)
         print(f"tegadb-server: {e}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("tegadb.service")
 
 ZERO_TXN = "00000000-0000-0000-0000-000000000000"
+# ovsdb-server's compaction timing (PROTOCOL.md 7.3): look no sooner than
+# ten minutes after the last compaction, and compact anything after a day.
+COMPACT_MIN_INTERVAL = 10 * 60.0
+COMPACT_MAX_INTERVAL = 24 * 60 * 60.0
 
 
 def read_schema_file(path: Path) -> DbSchema:
@@ -81,6 +85,7 @@ class DatabaseService:
         self.last_txn = ZERO_TXN
         self.durable_pending = False
         self.parked: dict[tuple[int, str], ParkedTransaction] = {}
+        self.compacted_at = time.monotonic()
         self.request_flush: Callable[[], None] = lambda: None
         self.call_later: Callable[[float, Callable[[], None]], Any] | None = None
 
@@ -163,9 +168,26 @@ class DatabaseService:
 
     def flush(self) -> None:
         """Write this loop turn's commits with one write (and one fsync if asked)."""
-        if self.journal is not None:
-            self.journal.flush(fsync=self.durable_pending)
+        if self.journal is None:
+            return
+        self.journal.flush(fsync=self.durable_pending)
         self.durable_pending = False
+        since = time.monotonic() - self.compacted_at
+        if since >= COMPACT_MIN_INTERVAL and self.journal.should_compact(
+                overdue=since >= COMPACT_MAX_INTERVAL):
+            self.compact()
+
+    def compact(self) -> None:
+        """Rewrite the journal as one snapshot of every row (atomically)."""
+        if self.journal is None:
+            return
+        snapshot = {"seq": self.seq, "txn": self.last_txn, "date": now_ms(), "snapshot": True,
+                    "changes": self.database.snapshot_json()}
+        before = self.journal.size
+        self.journal.compact(journal.make_header(self.schema_json), snapshot)
+        self.compacted_at = time.monotonic()
+        log.info("%s: compacted %s from %d to %d bytes", self.name, self.path, before,
+                 self.journal.size)
 
     def close(self) -> None:
         for key in list(self.parked):
