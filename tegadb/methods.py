@@ -19,6 +19,8 @@ from oslash.either import Right  # type: ignore[import-untyped]
 
 from . import wire
 from .errors import OVSDBError, syntax_error
+from .locks import Notice
+from .types import is_id
 
 if TYPE_CHECKING:
     from .service import DatabaseService, ServerDatabases
@@ -48,7 +50,7 @@ class Session:
         self.request_dialect = 1
         self.closed = False
         self.change_aware = False
-        self.locks: dict[str, bool] = {}
+        self.lock_names: set[str] = set()
         self.cleanups: list[Callable[[], None]] = []
 
     # --- output -------------------------------------------------------------
@@ -63,7 +65,7 @@ class Session:
 
     # --- state ----------------------------------------------------------------
     def owns_lock(self, name: str) -> bool:
-        return self.locks.get(name, False)
+        return self.databases.locks.owner(name) is self
 
     def disconnect(self) -> None:
         """Drop the connection (the shell calls close() when it is gone)."""
@@ -77,6 +79,8 @@ class Session:
         cleanups, self.cleanups = self.cleanups, []
         for cleanup in cleanups:
             cleanup()
+        send_notices(self.databases.locks.release_all(self, sorted(self.lock_names)))
+        self.lock_names.clear()
 
 
 def handle_message(session: Session, raw: Any) -> None:
@@ -193,6 +197,59 @@ def echo(session: Session, *params: Any) -> Result:
 @method
 def get_server_id(session: Session, *params: Any) -> Result:
     return Success(session.databases.server_id)
+
+
+def send_notices(notices: list[Notice]) -> None:
+    for holder, notice, lock_name in notices:
+        assert isinstance(holder, Session)
+        if not holder.closed:
+            holder.notify(notice, [lock_name])
+
+
+def _lock_name(method_name: str, params: tuple[Any, ...]) -> str:
+    if len(params) != 1 or not is_id(params[0]):
+        raise syntax_error(f"{method_name} request params must be <id>", list(params))
+    name: str = params[0]
+    return name
+
+
+@method
+def lock(session: Session, *params: Any) -> Result:
+    return _acquire(session, "lock", params)
+
+
+@method
+def steal(session: Session, *params: Any) -> Result:
+    return _acquire(session, "steal", params)
+
+
+def _acquire(session: Session, method_name: str, params: tuple[Any, ...]) -> Result:
+    locks = session.databases.locks
+    try:
+        name = _lock_name(method_name, params)
+        if locks.has_record(session, name):
+            raise syntax_error(f'must issue "unlock" before new "{method_name}"', list(params))
+    except OVSDBError as e:
+        return ovsdb_error(e)
+    session.lock_names.add(name)
+    if method_name == "lock":
+        return Success({"locked": locks.lock(session, name)})
+    send_notices(locks.steal(session, name))
+    return Success({"locked": True})
+
+
+@method
+def unlock(session: Session, *params: Any) -> Result:
+    locks = session.databases.locks
+    try:
+        name = _lock_name("unlock", params)
+        if not locks.has_record(session, name):
+            raise syntax_error('unlock: "unlock" without "lock" or "steal"', list(params))
+    except OVSDBError as e:
+        return ovsdb_error(e)
+    session.lock_names.discard(name)
+    send_notices(locks.unlock(session, name))
+    return Success({})
 
 
 def cancel(session: Session, params: list[Any]) -> None:

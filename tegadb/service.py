@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import ujson
 
 from . import journal
+from .locks import LockTable
 from .engine import Database
 from .errors import OVSDBError, syntax_error
 from .schema import DbSchema
@@ -210,6 +211,7 @@ class ServerDatabases:
                 raise ValueError(f'{name}: names beginning with "_" are reserved')
         self.services = {s.name: s for s in services}
         self.server_id = str(uuid.uuid4())
+        self.locks = LockTable()
         self.server_db = ServerDatabase()
         for service in services:
             self.server_db.add(service.name, service.schema_json)
