@@ -199,6 +199,15 @@ def get_server_id(session: Session, *params: Any) -> Result:
     return Success(session.databases.server_id)
 
 
+@method
+def set_db_change_aware(session: Session, *params: Any) -> Result:
+    if len(params) != 1 or not isinstance(params[0], bool):
+        return ovsdb_error(syntax_error(
+            "set_db_change_aware: true or false parameter expected", list(params)))
+    session.change_aware = params[0]
+    return Success({})
+
+
 def send_notices(notices: list[Notice]) -> None:
     for holder, notice, lock_name in notices:
         assert isinstance(holder, Session)

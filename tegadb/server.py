@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import uvloop
 
-from . import methods
+from . import methods, wire
 from .errors import OVSDBError
 from .journal import JournalError
 from .service import DatabaseService, ServerDatabases, create_database_file
@@ -30,7 +30,9 @@ log = logging.getLogger("tegadb.server")
 
 DEFAULT_REMOTES = ["ptcp:6640:127.0.0.1", "punix:var/tegadb.sock"]
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
-READ_BACKLOG_LIMIT = 4 * 1024 * 1024
+# OVS probes TCP and TLS peers after 5 s of silence and drops them after 5 s
+# more; Unix-socket peers are not probed.
+PROBE_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,10 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: methods.Session | None = None
         self.held: list[bytes] = []
+        self.probe_interval = server.probe_interval if remote.kind != "punix" else 0.0
+        self.last_received = 0.0
+        self.probe_sent = False
+        self.probe_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -84,16 +90,39 @@ class Connection(asyncio.Protocol):
         self.session = methods.Session(self.server.databases, name, self.send, self.close)
         self.server.connections.add(self)
         log.debug("%s: connected", name)
+        if self.probe_interval:
+            self.last_received = self.server.loop.time()
+            self.probe_timer = self.server.loop.call_later(self.probe_interval, self.probe)
+
+    def probe(self) -> None:
+        """Echo an idle peer; drop it if it stays silent one more interval."""
+        loop = self.server.loop
+        idle = loop.time() - self.last_received
+        if idle >= self.probe_interval:
+            if self.probe_sent:
+                assert self.session is not None
+                log.warning("%s: no response to inactivity probe after %.3g seconds, "
+                            "disconnecting", self.session.peer, idle)
+                self.close()
+                return
+            self.probe_sent = True
+            self.last_received = loop.time()
+            self.send(wire.encode_request("echo", "echo", []))
+        delay = self.probe_interval - (loop.time() - self.last_received)
+        self.probe_timer = loop.call_later(max(delay, 0.01), self.probe)
 
     def data_received(self, data: bytes) -> None:
         session = self.session
         assert session is not None
+        if self.probe_interval:
+            self.last_received = self.server.loop.time()
+            self.probe_sent = False
+        error = None
         try:
             messages = self.framer.feed(data)
         except ProtocolError as e:
-            log.warning("%s: %s, closing connection", session.peer, e)
-            self.close()
-            return
+            # Messages completed before the bad bytes are served first, as OVS does.
+            messages, error = e.messages, e
         for message in messages:
             try:
                 methods.handle_message(session, message)
@@ -103,6 +132,9 @@ class Connection(asyncio.Protocol):
                 return
             if session.closed:
                 return
+        if error is not None:
+            log.warning("%s: %s, closing connection", session.peer, error)
+            self.close()
 
     def send(self, data: bytes) -> None:
         """Write now, or hold while the group-commit gate is closed."""
@@ -125,6 +157,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self.probe_timer is not None:
+            self.probe_timer.cancel()
         if self.session is not None:
             log.debug("%s: disconnected", self.session.peer)
             self.session.close()
@@ -144,8 +178,10 @@ class Server:
     """The listeners, the open databases and the group-commit gate."""
 
     def __init__(self, databases: ServerDatabases, max_message_size: int = DEFAULT_MAX_MESSAGE,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 probe_interval: float = PROBE_INTERVAL) -> None:
         self.databases = databases
+        self.probe_interval = probe_interval
         self.max_message_size = max_message_size
         self.ssl_context = ssl_context
         self.connections: set[Connection] = set()
@@ -253,6 +289,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ca-cert", metavar="FILE")
     parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE,
                         metavar="BYTES", help="largest accepted message (default 64 MiB)")
+    parser.add_argument("--inactivity-probe", type=float, default=PROBE_INTERVAL * 1000,
+                        metavar="MS", help="probe idle TCP/TLS peers after MS ms "
+                        "(0 disables; at least 1000; default 5000)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser.parse_args(argv)
 
@@ -306,7 +345,9 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         remotes = args.remote or DEFAULT_REMOTES
     services = [DatabaseService.open(f) for f in files]
     databases = ServerDatabases(services)
-    server = Server(databases, args.max_message_size, build_ssl_context(args))
+    probe_ms = args.inactivity_probe
+    server = Server(databases, args.max_message_size, build_ssl_context(args),
+                    max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0)
     for text in remotes:
         await server.listen(Remote.parse(text))
     for sig in (signal.SIGTERM, signal.SIGINT):

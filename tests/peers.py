@@ -366,7 +366,8 @@ def start_ovsdb_server(directory: Path, schema_paths: Sequence[str | os.PathLike
     return peer
 
 
-def start_tegadb_server(directory: Path, schema_paths: Sequence[str | os.PathLike[str]]) -> Peer:
+def start_tegadb_server(directory: Path, schema_paths: Sequence[str | os.PathLike[str]],
+                        extra_args: Sequence[str] = ()) -> Peer:
     """Create one database per schema with tegadb-tool and run tegadb-server on them."""
     directory.mkdir(parents=True, exist_ok=True)
     # Run from the checkout even where tegadb is not installed in this interpreter.
@@ -385,7 +386,7 @@ def start_tegadb_server(directory: Path, schema_paths: Sequence[str | os.PathLik
                 f"--remote=punix:{directory / 'db.sock'}",
                 f"--remote=ptcp:{port}:127.0.0.1",
                 f"--log-file={directory / 'server.log'}",
-                *db_files]
+                *extra_args, *db_files]
 
     peer = Peer("tegadb", directory, command, env)
     peer.start()
