@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
+import ujson
 from jsonrpcserver import Error, Result, Success, method
 from jsonrpcserver.main import dispatch_to_response
 from jsonrpcserver.methods import global_methods as METHODS
@@ -20,9 +21,11 @@ from oslash.either import Right  # type: ignore[import-untyped]
 from . import wire
 from .errors import OVSDBError, syntax_error
 from .locks import Notice
+from .monitor import parse_cond_change, parse_monitor
 from .types import is_id
 
 if TYPE_CHECKING:
+    from .monitor import Monitor
     from .service import DatabaseService, ServerDatabases
 
 log = logging.getLogger("tegadb.methods")
@@ -52,16 +55,41 @@ class Session:
         self.change_aware = False
         self.lock_names: set[str] = set()
         self.cleanups: list[Callable[[], None]] = []
+        self.monitors: dict[str, Monitor] = {}
+        self.dirty = False          # some monitor may have an update to send
+        self.backlogged = False     # the peer is not reading: hold updates back
+        databases.sessions.add(self)
 
     # --- output -------------------------------------------------------------
+    # Every message to the client goes out after the session's pending monitor
+    # updates: a client then sees its own commit's update before the reply.
     def reply(self, request_id: Any, result: Any, dialect: int = 1) -> None:
+        if self.dirty:
+            self.flush_monitors(force=True)
         self.write(wire.encode_reply(request_id, result, dialect))
 
     def reply_error(self, request_id: Any, error: Any, dialect: int = 1) -> None:
+        if self.dirty:
+            self.flush_monitors(force=True)
         self.write(wire.encode_error(request_id, error, dialect))
 
     def notify(self, method_name: str, params: list[Any]) -> None:
+        if self.dirty:
+            self.flush_monitors(force=True)
+        self._notify(method_name, params)
+
+    def _notify(self, method_name: str, params: list[Any]) -> None:
         self.write(wire.encode_notification(method_name, params, self.dialect or 1))
+
+    def flush_monitors(self, force: bool = False) -> None:
+        """Send what the monitors have pending (unless the peer is backed up)."""
+        if self.backlogged and not force:
+            return
+        self.dirty = False
+        for monitor in self.monitors.values():
+            update = monitor.take()
+            if update is not None:
+                self._notify(monitor.method, monitor.params(update))
 
     # --- state ----------------------------------------------------------------
     def owns_lock(self, name: str) -> bool:
@@ -81,6 +109,10 @@ class Session:
             cleanup()
         send_notices(self.databases.locks.release_all(self, sorted(self.lock_names)))
         self.lock_names.clear()
+        for monitor in self.monitors.values():
+            monitor.cancel()
+        self.monitors.clear()
+        self.databases.sessions.discard(self)
 
 
 def handle_message(session: Session, raw: Any) -> None:
@@ -205,6 +237,64 @@ def set_db_change_aware(session: Session, *params: Any) -> Result:
         return ovsdb_error(syntax_error(
             "set_db_change_aware: true or false parameter expected", list(params)))
     session.change_aware = params[0]
+    return Success({})
+
+
+def monitor_key(monitor_id: Any) -> str:
+    """Monitor ids are any JSON value: compare them as canonical JSON text."""
+    return ujson.dumps(monitor_id, sort_keys=True)
+
+
+def _open_monitor(session: Session, method_name: str, params: tuple[Any, ...]) -> Result:
+    try:
+        service = lookup_database(session, method_name, params)
+        request = parse_monitor(method_name, params, service.database,
+                                lambda mid: monitor_key(mid) in session.monitors)
+    except OVSDBError as e:
+        return ovsdb_error(e)
+    monitor, result = service.hub.open(request, owner=session)
+    session.monitors[monitor_key(request.monitor_id)] = monitor
+    return Success(result)
+
+
+@method
+def monitor(session: Session, *params: Any) -> Result:
+    return _open_monitor(session, "monitor", params)
+
+
+@method
+def monitor_cond(session: Session, *params: Any) -> Result:
+    return _open_monitor(session, "monitor_cond", params)
+
+
+@method
+def monitor_cond_since(session: Session, *params: Any) -> Result:
+    return _open_monitor(session, "monitor_cond_since", params)
+
+
+@method
+def monitor_cancel(session: Session, *params: Any) -> Result:
+    if len(params) != 1:
+        return bare_error("invalid parameters")
+    monitor_ = session.monitors.pop(monitor_key(params[0]), None)
+    if monitor_ is None:
+        return bare_error("unknown monitor")
+    monitor_.cancel()
+    return Success({})
+
+
+@method
+def monitor_cond_change(session: Session, *params: Any) -> Result:
+    try:
+        monitor_, new_id, requests = parse_cond_change(
+            params, lambda mid: session.monitors.get(monitor_key(mid)))
+        updates = monitor_.change_conditions(new_id, requests)
+    except OVSDBError as e:
+        return ovsdb_error(e)
+    for update in updates:
+        session._notify(monitor_.method, update)
+    del session.monitors[monitor_key(params[0])]
+    session.monitors[monitor_key(new_id)] = monitor_
     return Success({})
 
 

@@ -165,13 +165,19 @@ class Connection(asyncio.Protocol):
         self.transport = None
 
     def pause_writing(self) -> None:
-        # A client that stops reading gets no more input processed (as in OVS).
+        # A client that stops reading gets no more input processed and no
+        # monitor updates composed (they merge meanwhile), as in OVS.
         if self.transport is not None:
             self.transport.pause_reading()
+        if self.session is not None:
+            self.session.backlogged = True
 
     def resume_writing(self) -> None:
         if self.transport is not None:
             self.transport.resume_reading()
+        if self.session is not None:
+            self.session.backlogged = False
+            self.session.flush_monitors()
 
 
 class Server:
@@ -218,6 +224,7 @@ class Server:
             self.gate_closed = False
         for connection in held:
             connection.release()
+        self.databases.flush_sessions()
 
     async def listen(self, remote: Remote) -> None:
         def factory() -> Connection:

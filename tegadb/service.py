@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import ujson
 
-from . import journal
-from .locks import LockTable
+from . import journal, values
 from .engine import Database
 from .errors import OVSDBError, syntax_error
+from .locks import LockTable
+from .monitor import History, MonitorHub
 from .schema import DbSchema
 from .server_db import SERVER_DB_NAME, ServerDatabase
 
@@ -84,6 +85,10 @@ class DatabaseService:
         self.path = path
         self.seq = 0
         self.last_txn = ZERO_TXN
+        self.history = History()
+        self.hub = MonitorHub(database, self.history)
+        # Sessions whose monitors have updates waiting, flushed each loop turn.
+        self.dirty_sessions: set[Session] = set()
         self.durable_pending = False
         self.parked: dict[tuple[int, str], ParkedTransaction] = {}
         self.compacted_at = time.monotonic()
@@ -96,10 +101,15 @@ class DatabaseService:
         log_file, header, records = journal.Journal.open(str(path))
         schema = DbSchema.from_json(header["schema"])
         service = cls(schema, Database(schema), log_file, path)
+        history = service.history
         for record in records:
-            service.database.apply_journal_record(record)
+            changes = service.database.apply_journal_record(record)
             service.seq = record["seq"]
             service.last_txn = record["txn"]
+            if record.get("snapshot"):
+                history.reset(record["txn"])
+            else:
+                history.append(record["txn"], changes)
         log.info("%s: opened %s (%d transactions replayed)", schema.name, path, service.seq)
         return service
 
@@ -144,6 +154,22 @@ class DatabaseService:
             self._unpark(key)
             txn.session.reply(txn.request_id, results, txn.dialect)
 
+    def publish(self, changes: Any, txn_id: str) -> None:
+        """Feed a committed change set to the monitors; flush at the end of the turn."""
+        dirty = self.dirty_sessions
+        for monitor in self.hub.commit(changes, txn_id):
+            session = monitor.owner
+            session.dirty = True
+            dirty.add(session)
+        self.request_flush()
+
+    def flush_sessions(self) -> None:
+        """Send every pending monitor update (sessions that are not backed up)."""
+        dirty, self.dirty_sessions = self.dirty_sessions, set()
+        for session in dirty:
+            if not session.closed:
+                session.flush_monitors()
+
     def cancel(self, session: Session, request_id: Any) -> bool:
         txn = self._unpark((id(session), _id_key(request_id)))
         if txn is None:
@@ -162,10 +188,45 @@ class DatabaseService:
         if self.journal is not None:
             self.journal.append(record)
         self.durable_pending |= outcome.durable
-        self.request_flush()
+        self.publish(outcome.changes, self.last_txn)
         if self.parked:
             for key in list(self.parked):
                 self._retry(key)
+
+    def converted(self, schema: DbSchema) -> Database:
+        """A new database holding this one's rows under ``schema``.
+
+        The rows go in as one transaction of inserts that keep their UUIDs, so
+        the engine checks every constraint of the new schema, referential
+        integrity and indexes, and collects rows that nothing references now.
+        Raises the first error the transaction reports.
+        """
+        ops: list[Any] = []
+        for name, new_table in schema.tables.items():
+            old_table = self.database.tables.get(name)
+            if old_table is None:
+                continue
+            columns = [c for c in new_table.user_columns if c in old_table.schema.columns]
+            for uuid_text, row in old_table.rows.items():
+                ops.append({"op": "insert", "table": name, "uuid": uuid_text, "row": {
+                    c: values.to_json(old_table.schema.columns[c].type, row[c])
+                    for c in columns}})
+        database = Database(schema)
+        outcome = database.transact(ops)
+        assert outcome.results is not None
+        for result in outcome.results:
+            if isinstance(result, dict) and "error" in result:
+                raise OVSDBError(result["error"], result.get("details"), result.get("syntax"))
+        return database
+
+    def replace_schema(self, schema: DbSchema, database: Database) -> None:
+        """Adopt a converted database and rewrite the journal as its snapshot."""
+        self.schema = schema
+        self.schema_json = schema.to_json()
+        self.database = database
+        self.seq += 1
+        self.last_txn = str(uuid.uuid4())
+        self.compact()
 
     def flush(self) -> None:
         """Write this loop turn's commits with one write (and one fsync if asked)."""
@@ -212,6 +273,7 @@ class ServerDatabases:
         self.services = {s.name: s for s in services}
         self.server_id = str(uuid.uuid4())
         self.locks = LockTable()
+        self.sessions: set[Session] = set()
         self.server_db = ServerDatabase()
         for service in services:
             self.server_db.add(service.name, service.schema_json)
@@ -238,6 +300,11 @@ class ServerDatabases:
     def flush(self) -> None:
         for service in self.services.values():
             service.flush()
+
+    def flush_sessions(self) -> None:
+        for service in self.services.values():
+            if service.dirty_sessions:
+                service.flush_sessions()
 
     def close(self) -> None:
         for service in self.services.values():
