@@ -1,0 +1,170 @@
+"""Monitors over real sockets, each checked against ovsdb-server (PROTOCOL.md 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+ZERO = "00000000-0000-0000-0000-000000000000"
+
+
+def insert(client, name, **row):
+    result = client.transact("Test", {"op": "insert", "table": "Root",
+                                      "row": {"name": name, **row}})
+    return result[0]["uuid"][1]
+
+
+def test_monitor_v1_initial_insert_modify_delete(peer):
+    server = peer()
+    with server.client() as watcher, server.client() as writer:
+        uuid = insert(writer, "a", count=1)
+        reply = watcher.request("monitor", ["Test", None, {"Root": {"columns": ["name", "count"]}}])
+        assert reply["result"] == {"Root": {uuid: {"new": {"name": "a", "count": 1}}}}
+        writer.transact("Test", {"op": "update", "table": "Root", "where": [["name", "==", "a"]],
+                                 "row": {"count": 2}})
+        assert watcher.wait_notification("update")["params"] == [
+            None, {"Root": {uuid: {"new": {"name": "a", "count": 2}, "old": {"count": 1}}}}]
+        writer.transact("Test", {"op": "delete", "table": "Root", "where": []})
+        assert watcher.wait_notification("update")["params"] == [
+            None, {"Root": {uuid: {"old": {"name": "a", "count": 2}}}}]
+
+
+def test_monitor_cond_conditions_enter_and_leave(peer):
+    server = peer()
+    with server.client() as watcher, server.client() as writer:
+        reply = watcher.request("monitor_cond", ["Test", "m2", {"Root": [{
+            "columns": ["name", "tags"], "where": [["name", "==", "q"]]}]}])
+        assert reply["result"] == {}
+        uuid = insert(writer, "q", tags=["set", ["x"]])
+        assert watcher.wait_notification("update2")["params"] == [
+            "m2", {"Root": {uuid: {"insert": {"name": "q", "tags": "x"}}}}]
+        writer.transact("Test", {"op": "mutate", "table": "Root", "where": [],
+                                 "mutations": [["tags", "insert", ["set", ["y", "z"]]]]})
+        assert watcher.wait_notification("update2")["params"] == [
+            "m2", {"Root": {uuid: {"modify": {"tags": ["set", ["y", "z"]]}}}}]
+        writer.transact("Test", {"op": "update", "table": "Root", "where": [],
+                                 "row": {"name": "qq"}})
+        assert watcher.wait_notification("update2")["params"] == [
+            "m2", {"Root": {uuid: {"delete": None}}}]
+
+
+def test_own_update_arrives_before_transact_reply(peer):
+    server = peer()
+    with server.client() as c:
+        c.request("monitor_cond", ["Test", "me", {"Root": [{"columns": ["name"]}]}])
+        c.send({"method": "transact", "id": "t", "params": [
+            "Test", {"op": "insert", "table": "Root", "row": {"name": "own"}}]})
+        # Messages in the order they arrive: the update, then the reply.
+        first, second = c.recv(), c.recv()
+    assert first["method"] == "update2"
+    assert second["id"] == "t" and second["result"][0]["uuid"]
+
+
+def test_monitor_cond_change_sends_delta_before_reply(peer):
+    server = peer()
+    with server.client() as c, server.client() as writer:
+        a = insert(writer, "a")
+        b = insert(writer, "b")
+        c.request("monitor_cond", ["Test", "m", {"Root": [{"columns": ["name"],
+                                                            "where": [["name", "==", "a"]]}]}])
+        request_id = c.next_id()
+        c.send({"method": "monitor_cond_change", "id": request_id, "params": [
+            "m", "m2", {"Root": [{"where": [["name", "==", "b"]]}]}]})
+        reply = c.reply(request_id)
+        assert reply["result"] == {}
+        update = c.notifications.pop()
+        assert update["params"] == ["m2", {"Root": {a: {"delete": None},
+                                                    b: {"insert": {"name": "b"}}}}]
+        # Later updates use the new id.
+        writer.transact("Test", {"op": "update", "table": "Root",
+                                 "where": [["name", "==", "b"]], "row": {"count": 3}})
+        writer.transact("Test", {"op": "delete", "table": "Root",
+                                 "where": [["name", "==", "b"]]})
+        assert c.wait_notification("update2")["params"][0] == "m2"
+
+
+def test_monitor_cond_since_unknown_id_gives_initial(peer):
+    server = peer()
+    with server.client() as c:
+        uuid = insert(c, "a")
+        reply = c.request("monitor_cond_since", ["Test", "m3", {"Root": [{"columns": ["name"]}]},
+                                                 ZERO])
+        found, last, updates = reply["result"]
+        assert found is False
+        assert updates == {"Root": {uuid: {"initial": {"name": "a"}}}}
+
+
+def test_monitor_cond_since_resumes_with_delta(tegadb_peer):
+    # ovsdb-server (standalone) always answers found=false; tegadb resumes.
+    server = tegadb_peer()
+    with server.client() as c:
+        insert(c, "a")
+        first = c.request("monitor_cond_since", ["Test", "m", {"Root": [{"columns": ["name"]}]},
+                                                 ZERO])["result"]
+        last_seen = first[1]
+        assert last_seen != ZERO
+    with server.client() as writer:
+        b = insert(writer, "b")
+        writer.transact("Test", {"op": "delete", "table": "Root", "where": [["name", "==", "a"]]})
+    with server.client() as c:
+        found, last, updates = c.request("monitor_cond_since", [
+            "Test", "m", {"Root": [{"columns": ["name"]}]}, last_seen])["result"]
+        assert found is True
+        assert last != last_seen
+        assert set(updates["Root"]) == {b, first[2]["Root"].popitem()[0]}
+        assert updates["Root"][b] == {"insert": {"name": "b"}}
+
+
+def test_monitor_cancel(peer):
+    server = peer()
+    with server.client() as c:
+        c.request("monitor", ["Test", "x", {"Root": {"columns": ["name"]}}])
+        assert c.request("monitor_cancel", ["x"])["result"] == {}
+        assert c.request("monitor_cancel", ["x"])["error"] == "unknown monitor"
+        assert c.request("monitor_cancel", [])["error"] == "invalid parameters"
+        insert(c, "after")
+        assert c.notifications == []
+
+
+@pytest.mark.parametrize("method,params,details", [
+    ("monitor_cond", ["Test", "m", {"Nope": [{}]}], "no table named Nope"),
+    ("monitor_cond", ["Test", "m"], "invalid parameters"),
+    ("monitor_cond", ["Test", "m", []], "monitor-requests must be object"),
+    ("monitor_cond", ["Test", "m", {"Root": [{"columns": ["nope"]}]}],
+     "nope is not a valid column name"),
+    ("monitor_cond", ["Test", "m", {"Root": [{"columns": ["name", "name"]}]}],
+     "column name mentioned more than once"),
+    ("monitor_cond_since", ["Test", "m", {"Root": [{}]}, "zz"],
+     "last-txn-id must be UUID format."),
+    ("monitor_cond_change", ["nope", "m", {}], "unknown monitor session"),
+])
+def test_monitor_errors(peer, method, params, details):
+    server = peer()
+    with server.client() as c:
+        error = c.request(method, params)["error"]
+    assert error["error"] == "syntax error"
+    assert error["details"] == details
+
+
+def test_duplicate_monitor_id(peer):
+    server = peer()
+    with server.client() as c:
+        c.request("monitor_cond", ["Test", "dup", {"Root": [{}]}])
+        assert c.request("monitor_cond", ["Test", "dup", {"Root": [{}]}])["error"] == {
+            "error": "syntax error", "details": "duplicate monitor ID", "syntax": '"dup"'}
+
+
+def test_disconnect_storm_leaves_no_state(tegadb_peer):
+    server = tegadb_peer()
+    for i in range(30):
+        c = server.client()
+        c.request("monitor_cond", ["Test", "m", {"Root": [{"columns": ["name"]}]}])
+        c.request("lock", [f"L{i % 3}"])
+        c.send_raw(b'{"method":"transact","params":["Test",')
+        c.close()
+    with server.client() as c:
+        insert(c, "after-storm")
+        # Every lock is free again: this session owns each at once.
+        for i in range(3):
+            assert c.request("lock", [f"L{i}"])["result"] == {"locked": True}
+    log = server.log_path.read_text()
+    assert "Traceback" not in log
