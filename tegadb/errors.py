@@ -18,11 +18,22 @@ class OVSDBError(Exception):
         self.syntax = syntax
         self.has_syntax = has_syntax or syntax is not None
 
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> OVSDBError:
+        """The error an error object (e.g. from a result array) describes."""
+        error = cls(obj["error"], obj.get("details"))
+        error.quoted_syntax = obj.get("syntax")
+        return error
+
+    quoted_syntax: str | None = None
+
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"error": self.tag}
         if self.details is not None:
             obj["details"] = self.details
-        if self.has_syntax:
+        if self.quoted_syntax is not None:
+            obj["syntax"] = self.quoted_syntax
+        elif self.has_syntax:
             obj["syntax"] = syntax_text(self.syntax)
         return obj
 

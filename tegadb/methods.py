@@ -22,6 +22,7 @@ from . import wire
 from .errors import OVSDBError, syntax_error
 from .locks import Notice
 from .monitor import parse_cond_change, parse_monitor
+from .schema import DbSchema
 from .types import is_id
 
 if TYPE_CHECKING:
@@ -296,6 +297,30 @@ def monitor_cond_change(session: Session, *params: Any) -> Result:
     del session.monitors[monitor_key(params[0])]
     session.monitors[monitor_key(new_id)] = monitor_
     return Success({})
+
+
+@method
+def convert(session: Session, *params: Any) -> Result:
+    try:
+        service = lookup_database(session, "convert", params)
+        if len(params) != 2:
+            raise syntax_error("array expected", list(params))
+        if service.name.startswith("_"):
+            raise OVSDBError("not allowed",
+                             f"conversion is not allowed for read-only database {service.name}")
+        schema = DbSchema.from_json(params[1])
+        if schema.name != service.name:
+            raise OVSDBError("invalid parameters", f"new schema name ({schema.name}) does not "
+                             f"match database name ({service.name})")
+        to_disconnect = session.databases.convert(service, schema)
+    except OVSDBError as e:
+        return ovsdb_error(e)
+    log.info("%s: converted %s to schema version %s", session.peer, service.name,
+             schema.version or "(none)")
+    session.reply(session.request_id, {}, session.request_dialect)
+    for other in to_disconnect:
+        other.disconnect()
+    return Success(DEFERRED)
 
 
 def send_notices(notices: list[Notice]) -> None:

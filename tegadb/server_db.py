@@ -6,7 +6,7 @@ from typing import Any
 
 import ujson
 
-from .engine import Database
+from .engine import Changes, Database
 from .schema import DbSchema
 
 SERVER_DB_NAME = "_Server"
@@ -45,3 +45,10 @@ class ServerDatabase:
         row = {"name": name, "model": "standalone", "connected": True, "leader": True,
                "schema": schema_text(schema_json)}
         self.database.insert_internal("Database", row)
+
+    def set_schema(self, name: str, schema_json: dict[str, Any]) -> Changes | None:
+        """A converted database's new schema (ovsdb-server forgets this; clients need it)."""
+        outcome = self.database.transact([{
+            "op": "update", "table": "Database", "where": [["name", "==", name]],
+            "row": {"schema": schema_text(schema_json)}}], privileged=True)
+        return outcome.changes

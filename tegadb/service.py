@@ -177,6 +177,13 @@ class DatabaseService:
         session.reply_error(request_id, "canceled", txn.dialect)
         return True
 
+    def cancel_parked(self) -> None:
+        """Fail every parked transaction with "canceled" (a conversion)."""
+        for key in list(self.parked):
+            txn = self._unpark(key)
+            if txn is not None and not txn.session.closed:
+                txn.session.reply_error(txn.request_id, "canceled", txn.dialect)
+
     def _commit(self, outcome: Any, session: Session) -> None:
         self.seq += 1
         self.last_txn = str(uuid.uuid4())
@@ -216,16 +223,22 @@ class DatabaseService:
         assert outcome.results is not None
         for result in outcome.results:
             if isinstance(result, dict) and "error" in result:
-                raise OVSDBError(result["error"], result.get("details"), result.get("syntax"))
+                raise OVSDBError.from_json(result)
         return database
 
     def replace_schema(self, schema: DbSchema, database: Database) -> None:
-        """Adopt a converted database and rewrite the journal as its snapshot."""
+        """Adopt a converted database and rewrite the journal as its snapshot.
+
+        Monitors of the old database end here: the history restarts, so no
+        client resumes across a conversion.
+        """
         self.schema = schema
         self.schema_json = schema.to_json()
         self.database = database
         self.seq += 1
         self.last_txn = str(uuid.uuid4())
+        self.history.reset(self.last_txn)
+        self.hub = MonitorHub(database, self.history)
         self.compact()
 
     def flush(self) -> None:
@@ -300,6 +313,31 @@ class ServerDatabases:
     def flush(self) -> None:
         for service in self.services.values():
             service.flush()
+
+    def convert(self, service: DatabaseService, schema: DbSchema) -> list[Session]:
+        """Convert ``service`` to ``schema`` (PROTOCOL.md 2.10).
+
+        Change-aware sessions get ``monitor_canceled`` for the database's
+        monitors and "canceled" for its parked transactions; the sessions that
+        are not change-aware are returned, to be disconnected after the reply.
+        Raises OVSDBError, changing nothing, when the data does not fit.
+        """
+        database = service.converted(schema)
+        for session in list(self.sessions):
+            if not session.change_aware:
+                continue
+            for key, monitor in list(session.monitors.items()):
+                if monitor.spec.db == service.name:
+                    session.notify("monitor_canceled", [monitor.id])
+                    monitor.cancel()
+                    del session.monitors[key]
+        service.cancel_parked()
+        service.replace_schema(schema, database)
+        server = self.services[SERVER_DB_NAME]
+        changes = self.server_db.set_schema(service.name, service.schema_json)
+        if changes:
+            server.publish(changes, str(uuid.uuid4()))
+        return [s for s in self.sessions if not s.change_aware]
 
     def flush_sessions(self) -> None:
         for service in self.services.values():
