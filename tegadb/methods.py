@@ -255,6 +255,10 @@ def _open_monitor(session: Session, method_name: str, params: tuple[Any, ...]) -
         return ovsdb_error(e)
     monitor, result = service.hub.open(request, owner=session)
     session.monitors[monitor_key(request.monitor_id)] = monitor
+    if request.version == 3:
+        log.info("%s: monitor_cond_since %s on %s from transaction %s", session.peer,
+                 "resumed" if result[0] else "sent everything", service.name,
+                 request.last_txn_id)
     return Success(result)
 
 
