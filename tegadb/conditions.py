@@ -10,8 +10,8 @@ tuples, so equality is tuple equality and membership is tuple membership.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from . import values
 from .errors import OVSDBError, syntax_error
@@ -26,8 +26,7 @@ RELATIONAL = frozenset(("<", "<=", ">", ">="))
 FUNCTIONS = RELATIONAL | {"==", "!=", "includes", "excludes"}
 
 
-@dataclass(frozen=True, slots=True)
-class Clause:
+class Clause(NamedTuple):
     """One parsed clause; ``function`` is "true"/"false" for the boolean clauses."""
 
     column: str | None
@@ -126,6 +125,7 @@ def predicate(clause: Clause) -> Predicate:
     if function == "false":
         return _never
     col, arg = clause.column, clause.arg
+    assert col is not None
     if function == "==":
         return lambda row: row[col] == arg
     if function == "!=":
@@ -214,5 +214,5 @@ def equalities(clauses: list[Clause]) -> dict[str, Datum]:
     return found
 
 
-__all__ = ["Clause", "ConditionParser", "Predicate", "Row", "FUNCTIONS", "parser_for", "parse",
-           "predicate", "match_all", "match_any", "equalities", "TRUE", "FALSE"]
+__all__ = ["FALSE", "FUNCTIONS", "TRUE", "Clause", "ConditionParser", "Predicate", "Row",
+           "equalities", "match_all", "match_any", "parse", "parser_for", "predicate"]

@@ -23,9 +23,12 @@ journal and to feed monitors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import count
+from operator import itemgetter
 from random import getrandbits
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from . import conditions, mutations, values
 from .conditions import Clause, ConditionParser
@@ -46,11 +49,25 @@ class Session(Protocol):
     def owns_lock(self, name: str) -> bool: ...
 
 
+_UUID_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
+_UUID_V4 = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_uuid() -> str:
-    """A random (version 4) UUID as canonical text, about 5x cheaper than uuid.uuid4()."""
-    n = getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48) | (0x4000 << 64) | (0x8000 << 48)
-    h = "%032x" % n
+    """A random (version 4) UUID as canonical text, about twice as cheap as uuid.uuid4()."""
+    h = "%032x" % (getrandbits(128) & _UUID_MASK | _UUID_V4)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# _version only has to differ from every other version: a random per-process
+# prefix and a counter make one for a fifth of the cost of a random UUID.
+_VERSION_PREFIX = new_uuid()[:24]
+_version_serial = count(getrandbits(40))
+
+
+def new_version() -> Datum:
+    """A fresh ``_version`` datum."""
+    return (f"{_VERSION_PREFIX}{next(_version_serial):012x}",)
 
 
 @dataclass(slots=True)
@@ -73,7 +90,8 @@ class TxnOutcome:
 
 # --- tables -------------------------------------------------------------------
 
-RefColumn = tuple[str, str | None, str | None]   # column, key's refTable, value's refTable
+# A column holding references: (column, key's refTable, value's refTable, is a map).
+RefColumn = tuple[str, str | None, str | None, bool]
 
 
 def _ref_columns(table: TableSchema, kind: str) -> list[RefColumn]:
@@ -84,21 +102,22 @@ def _ref_columns(table: TableSchema, kind: str) -> list[RefColumn]:
         value_ref = (value.ref_table if value is not None and value.ref_table is not None
                      and value.ref_type == kind else None)
         if key_ref or value_ref:
-            found.append((name, key_ref, value_ref))
+            found.append((name, key_ref, value_ref, value is not None))
     return found
 
 
 def _ref_atoms(ref: RefColumn, elements: Any) -> Iterator[tuple[str, str]]:
     """(table, uuid) of every reference in ``elements`` (atoms, or pairs for a map)."""
-    _, key_ref, value_ref = ref
-    if value_ref is None:
+    _, key_ref, value_ref, is_map = ref
+    if not is_map:
         for atom in elements:
             yield key_ref, atom  # type: ignore[misc]
         return
     for key, value in elements:
         if key_ref is not None:
             yield key_ref, key
-        yield value_ref, value
+        if value_ref is not None:
+            yield value_ref, value
 
 
 def _sort_key(type_: Type) -> Callable[[Datum], Any]:
@@ -116,10 +135,12 @@ class Table:
         self.name = schema.name
         self.columns: dict[str, ColumnSchema] = schema.columns
         self.types: dict[str, Type] = {n: c.type for n, c in schema.columns.items()}
+        # Per column: its type, and whether values need constraint checks after parsing.
+        self.fields = {n: (t, t.key.has_constraints
+                           or (t.value is not None and t.value.has_constraints))
+                       for n, t in self.types.items()}
         self.rows: dict[str, Row] = {}
-        # One dict per schema index: tuple of the index columns' datums -> row uuid.
-        self.indexes: list[tuple[tuple[str, ...], dict[tuple[Datum, ...], str]]] = [
-            (columns, {}) for columns in schema.indexes]
+        self.indexes = [Index(columns) for columns in schema.indexes]
         # Strong references into each row from other rows (absent = 0).
         self.refs: dict[str, int] = {}
         # Reverse weak-reference index: row -> {(referring table, row): count}.
@@ -129,7 +150,8 @@ class Table:
         self.defaults: Row = {n: values.default(t) for n, t in self.types.items()}
         # Columns whose default breaks their own constraints: an insert must set them.
         self.checked_defaults = [n for n, c in schema.user_columns.items()
-                                 if len(self.defaults[n]) == 1 and not _valid(c.type, self.defaults[n])]
+                                 if len(self.defaults[n]) == 1
+                                 and not _valid(c.type, self.defaults[n])]
         self.stored = [(n, c.type) for n, c in schema.user_columns.items() if c.persistent]
         self.sort_keys = {n: _sort_key(t) for n, t in self.types.items()}
         self.conditions = ConditionParser(schema)
@@ -137,9 +159,9 @@ class Table:
 
     def lookup(self, eq: dict[str, Datum]) -> list[str] | None:
         """Committed rows whose indexed columns equal ``eq``; None if no index applies."""
-        for columns, index in self.indexes:
-            if all(c in eq for c in columns):
-                found = index.get(tuple([eq[c] for c in columns]))
+        for index in self.indexes:
+            if all(c in eq for c in index.columns):
+                found = index.rows.get(index.key(eq))
                 return [] if found is None else [found]
         return None
 
@@ -154,17 +176,29 @@ class Table:
 
     def apply(self, uuid: str, old: Row | None, new: Row | None) -> None:
         """Make a change permanent: rows and unique indexes (reference counts are separate)."""
-        for columns, index in self.indexes:
-            if old is not None:
-                key = tuple([old[c] for c in columns])
-                if index.get(key) == uuid:
-                    del index[key]
+        if old is not None:
+            for index in self.indexes:
+                key = index.key(old)
+                if index.rows.get(key) == uuid:  # a swap may already have taken it over
+                    del index.rows[key]
         if new is None:
             del self.rows[uuid]
             return
         self.rows[uuid] = new
-        for columns, index in self.indexes:
-            index[tuple([new[c] for c in columns])] = uuid
+        for index in self.indexes:
+            index.rows[index.key(new)] = uuid
+
+
+class Index:
+    """A unique index: the key of a row (its datum for one column, a tuple of datums
+    for several) -> the uuid of the committed row that has it."""
+
+    __slots__ = ("columns", "key", "rows")
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self.columns = columns
+        self.key: Callable[[Row], Any] = itemgetter(*columns)
+        self.rows: dict[Any, str] = {}
 
 
 def _valid(type_: Type, datum: Datum) -> bool:
@@ -177,36 +211,33 @@ def _valid(type_: Type, datum: Datum) -> bool:
 
 # --- op parsing ----------------------------------------------------------------
 
-_KINDS: dict[str, Callable[[Any], bool]] = {
-    "id": is_id,
-    "table": is_id,
-    "string": lambda v: type(v) is str,
-    "array": lambda v: type(v) is list,
-    "object": lambda v: type(v) is dict,
-    "boolean": lambda v: type(v) is bool,
-    "integer": lambda v: type(v) is int,
-}
-
-# Members of each op, in the order ovsdb-server reads them (the first error wins).
-Spec = tuple[tuple[str, str, bool], ...]   # (name, kind, optional)
+# Members of each op, in the order ovsdb-server reads them (the first error wins):
+# (name, kind, optional), where kind is the JSON value's Python type, or "id" for
+# an <id> string, or "table" for an <id> naming a table of the database.
+Kind = type | str
+Spec = tuple[tuple[str, Kind, bool], ...]
+_TABLE: Kind = "table"
+_ID: Kind = "id"
 _SPECS: dict[str, Spec] = {
-    "insert": (("table", "table", False), ("uuid", "string", True), ("uuid-name", "id", True),
-               ("row", "object", False)),
-    "select": (("table", "table", False), ("where", "array", False), ("columns", "array", True),
-               ("sort", "array", True)),
-    "update": (("table", "table", False), ("where", "array", False), ("row", "object", False)),
-    "mutate": (("table", "table", False), ("where", "array", False),
-               ("mutations", "array", False)),
-    "delete": (("where", "array", False), ("table", "table", False)),
-    "wait": (("timeout", "integer", True), ("where", "array", False), ("columns", "array", True),
-             ("until", "string", False), ("rows", "array", False), ("table", "table", False)),
-    "commit": (("durable", "boolean", False),),
+    "insert": (("table", _TABLE, False), ("uuid", str, True), ("uuid-name", _ID, True),
+               ("row", dict, False)),
+    "select": (("table", _TABLE, False), ("where", list, False), ("columns", list, True),
+               ("sort", list, True)),
+    "update": (("table", _TABLE, False), ("where", list, False), ("row", dict, False)),
+    "mutate": (("table", _TABLE, False), ("where", list, False), ("mutations", list, False)),
+    "delete": (("where", list, False), ("table", _TABLE, False)),
+    "wait": (("timeout", int, True), ("where", list, False), ("columns", list, True),
+             ("until", str, False), ("rows", list, False), ("table", _TABLE, False)),
+    "commit": (("durable", bool, False),),
     "abort": (),
-    "comment": (("comment", "string", False),),
-    "assert": (("lock", "id", False),),
+    "comment": (("comment", str, False),),
+    "assert": (("lock", _ID, False),),
 }
 _ALLOWED = {op: ("op", *(name for name, _, _ in spec)) for op, spec in _SPECS.items()}
 _READ_ONLY_OPS = frozenset(("select", "wait", "abort", "comment", "assert"))
+
+
+_ABSENT = object()
 
 
 class _Parked(Exception):
@@ -217,7 +248,7 @@ class _TxnRow:
     """A row this transaction touched: ``old`` is committed (None if inserted),
     ``new`` is the private copy (None if deleted)."""
 
-    __slots__ = ("old", "new")
+    __slots__ = ("new", "old")
 
     def __init__(self, old: Row | None, new: Row | None) -> None:
         self.old = old
@@ -237,6 +268,11 @@ class _Transaction:
         self.comments: list[str] = []
         self.durable = False
         self.wait_timeout: int | None = None
+        # Whether any row was modified / deleted, or lost a weak reference at commit:
+        # commit skips the work they would need.
+        self.modified = False
+        self.deleted = False
+        self.weakened = False
 
     # --- executing ops ---------------------------------------------------------
     def execute(self, op: Any, index: int, count: int, read_only: bool,
@@ -245,8 +281,8 @@ class _Transaction:
             raise OVSDBError("syntax error",
                              f"Parsing ovsdb operation {index} of {count} failed: Object expected.")
         name = op.get("op")
-        spec = _SPECS.get(name) if type(name) is str else None  # type: ignore[arg-type]
-        if spec is None:
+        spec = _SPECS.get(name) if type(name) is str else None
+        if spec is None or name is None:
             if "op" not in op:
                 problem = "Required 'op' member is missing."
             elif not is_id(name):
@@ -275,21 +311,20 @@ class _Transaction:
         args: list[Any] = []
         problem = None
         for member, kind, optional in spec:
-            if member not in op:
+            value = op.get(member, _ABSENT)
+            if value is _ABSENT:
                 if not optional and problem is None:
                     problem = f"Required '{member}' member is missing."
-                args.append(None)
-                continue
-            value = op[member]
-            if not _KINDS[kind](value):
-                problem = problem or f"Type mismatch for member '{member}'."
-                args.append(None)
-                continue
-            if kind == "table":
-                table = self.tables.get(value)
-                if table is None:
-                    problem = problem or f"No table named {value}."
+                value = None
+            elif kind is _TABLE:
+                table = self.tables.get(value) if type(value) is str else None
+                if table is None and problem is None:
+                    problem = (f"No table named {value}." if is_id(value)
+                               else f"Type mismatch for member '{member}'.")
                 value = table
+            elif type(value) is not kind and (kind is not _ID or not is_id(value)):
+                problem = problem or f"Type mismatch for member '{member}'."
+                value = None
             args.append(value)
         if problem is not None:
             raise _parse_error(op, index, count, problem)
@@ -299,7 +334,7 @@ class _Transaction:
     def _check_members(op: dict[str, Any], name: str, args: list[Any], index: int,
                        count: int) -> None:
         # Every member present was consumed, unless there are unknown ones.
-        if len(op) != 1 + sum(1 for a in args if a is not None):
+        if len(op) != 1 + len(args) - args.count(None):
             check_members(op, _ALLOWED[name], f"ovsdb operation {index} of {count}")
 
     def op_insert(self, op: dict[str, Any], table: Table, uuid_text: str | None,
@@ -310,10 +345,10 @@ class _Transaction:
                 raise syntax_error("bad uuid", uuid_text)
             uuid = uuid_text.lower()
             if uuid in table.rows or (rows is not None and uuid in rows):
+                # ovsdb-server 3.1's wording (later versions name the table).
                 raise OVSDBError(
                     "duplicate uuid", "This UUID would duplicate a UUID already present within "
-                    f'the "{table.name}" table or deleted from this table within the same '
-                    "transaction.", uuid_text)
+                    "the table or deleted within the same transaction.", uuid_text)
         if uuid_name is not None:
             uuid = self.symtab.declare(uuid_name, uuid if uuid_text is not None else None)
         elif uuid_text is None:
@@ -325,7 +360,7 @@ class _Transaction:
                 values.check(table.types[column], row[column])
         # _uuid and _version given in the row are parsed, then ignored (as OVS does).
         row["_uuid"] = (uuid,)
-        row["_version"] = (new_uuid(),)
+        row["_version"] = new_version()
         if rows is None:
             rows = self.touched[table.name] = {}
         rows[uuid] = _TxnRow(None, row)
@@ -425,33 +460,47 @@ class _Transaction:
 
     # --- the private view --------------------------------------------------------
     def _parse_row(self, table: Table, row_json: dict[str, Any], row: Row) -> None:
-        columns = table.columns
+        fields = table.fields
         for name, value in row_json.items():
-            column = columns.get(name)
-            if column is None:
+            field = fields.get(name)
+            if field is None:
                 raise OVSDBError("unknown column", f"No column {name} in table {table.name}.",
                                  row_json)
-            row[name] = values.parse(column.type, value, self.symtab)
+            type_, constrained = field
+            datum = values.parse_unchecked(type_, value, self.symtab)
+            if constrained:
+                values.check(type_, datum)
+            row[name] = datum
 
     def _query(self, table: Table, clauses: list[Clause]) -> list[Row]:
-        """The rows matching every clause, as this transaction sees them."""
-        match = conditions.match_all(clauses)
+        """The rows matching every clause, as this transaction sees them.
+
+        An ``==`` on ``_uuid`` or on every column of an index is answered by a
+        lookup; only rows this transaction touched are then checked one by one.
+        """
         touched = self.touched.get(table.name)
         eq = conditions.equalities(clauses) if clauses else None
         if eq:
+            # With a single clause, whatever the lookup finds matches.
+            exact = len(clauses) == 1
             uuid_datum = eq.get("_uuid")
             if uuid_datum is not None:
                 row = self._current(table, touched, uuid_datum[0])
-                return [row] if row is not None and match(row) else []
+                if row is None or not (exact or conditions.match_all(clauses)(row)):
+                    return []
+                return [row]
             hits = table.lookup(eq)
             if hits is not None:
-                # Index hits are committed rows; rows this transaction touched may
-                # have changed either way, so they are checked one by one.
-                found = [table.rows[u] for u in hits if not touched or u not in touched]
-                found = [row for row in found if match(row)]
-                if touched:
-                    found += [t.new for t in touched.values() if t.new is not None and match(t.new)]
+                committed = table.rows
+                found = [committed[u] for u in hits if not touched or u not in touched]
+                if not exact or touched:
+                    match = conditions.match_all(clauses)
+                    found = [row for row in found if exact or match(row)]
+                    if touched:
+                        found += [t.new for t in touched.values()
+                                  if t.new is not None and match(t.new)]
                 return found
+        match = conditions.match_all(clauses)
         committed = table.rows
         if not touched:
             return [row for row in committed.values() if match(row)]
@@ -475,11 +524,13 @@ class _Transaction:
         if t is None:
             new = dict(row)
             touched[uuid] = _TxnRow(row, new)
+            self.modified = True
             return new
         assert t.new is not None
         return t.new
 
     def _delete(self, table: Table, uuid: str) -> None:
+        self.deleted = True
         touched = self.touched.setdefault(table.name, {})
         t = touched.get(uuid)
         if t is None:
@@ -500,14 +551,20 @@ class _Transaction:
     # --- commit ----------------------------------------------------------------
     def commit(self) -> Changes:
         """Check the transaction (4.7) and apply it; returns the rows that changed."""
-        self._drop_unchanged()
+        db = self.db
+        if self.modified:
+            self._drop_unchanged()
         if not self.touched:
             return {}
         refs = self._count_references()
-        self._collect_garbage(refs)
-        self._check_max_rows()
-        self._remove_weak_references()
-        self._drop_unchanged()
+        if db.collected_tables:
+            self._collect_garbage(refs)
+        if db.limited_tables:
+            self._check_max_rows()
+        if db.weak_tables:
+            self._remove_weak_references()
+            if self.weakened:
+                self._drop_unchanged()  # removing a reference added here may undo a change
         self._check_indexes()
         return self._apply(refs)
 
@@ -546,6 +603,8 @@ class _Transaction:
                                 f"row {target} in table {target_table}.")
                         counts = deltas.setdefault(target_table, {})
                         counts[target] = counts.get(target, 0) + 1
+        if not self.deleted:
+            return deltas
         for name, touched in self.touched.items():
             table = self.tables[name]
             if not table.refs and name not in deltas:
@@ -569,15 +628,17 @@ class _Transaction:
     def _collect_garbage(self, refs: dict[str, dict[str, int]]) -> None:
         """Delete the rows of non-root tables left without strong references, cascading."""
         doomed: list[tuple[Table, str]] = []
-        for name in set(self.touched) | set(refs):
-            table = self.tables[name]
-            if table.schema.is_root:
+        for table in self.db.collected_tables:
+            touched = self.touched.get(table.name)
+            counts = refs.get(table.name)
+            if not touched and not counts:
                 continue
-            counts = refs.get(name, {})
-            candidates = set(counts)
-            candidates.update(u for u, t in self.touched.get(name, {}).items() if t.new is not None)
+            candidates = set(counts or ())
+            if touched:
+                candidates.update(u for u, t in touched.items() if t.new is not None)
+            committed = table.refs
             doomed += [(table, u) for u in candidates
-                       if table.refs.get(u, 0) + counts.get(u, 0) == 0]
+                       if committed.get(u, 0) + (counts.get(u, 0) if counts else 0) == 0]
         while doomed:
             table, uuid = doomed.pop()
             row = self._current(table, self.touched.get(table.name), uuid)
@@ -585,22 +646,24 @@ class _Transaction:
                 continue
             self._delete(table, uuid)
             for ref in table.strong_columns:
-                for target_table, target in _ref_atoms(ref, row[ref[0]]):
+                for target_name, target in _ref_atoms(ref, row[ref[0]]):
                     if target == uuid:
                         continue
-                    counts = refs.setdefault(target_table, {})
+                    counts = refs.setdefault(target_name, {})
                     counts[target] = counts.get(target, 0) - 1
-                    target_schema = self.tables[target_table]
-                    if (not target_schema.schema.is_root
-                            and target_schema.refs.get(target, 0) + counts[target] == 0):
-                        doomed.append((target_schema, target))
+                    target_table = self.tables[target_name]
+                    if (not target_table.schema.is_root
+                            and target_table.refs.get(target, 0) + counts[target] == 0):
+                        doomed.append((target_table, target))
 
     def _check_max_rows(self) -> None:
-        for name, touched in self.touched.items():
-            table = self.tables[name]
-            limit = table.schema.max_rows
-            if limit is None:
+        for table in self.db.limited_tables:
+            name = table.name
+            touched = self.touched.get(name)
+            if not touched:
                 continue
+            limit = table.schema.max_rows
+            assert limit is not None
             n = len(table.rows)
             for t in touched.values():
                 n += (t.old is None) - (t.new is None)
@@ -611,35 +674,37 @@ class _Transaction:
 
     def _remove_weak_references(self) -> None:
         """Drop weak references to rows that are gone, from every row that holds one."""
-        # Rows holding committed weak references to rows deleted here (reverse index).
+        holders = self._weak_holders() if self.deleted else {}
+        for table in self.db.weak_tables:
+            touched = self.touched.get(table.name)
+            suspects = holders.get(table.name, ())
+            if touched:
+                for uuid, t in touched.items():
+                    if t.new is not None:
+                        self._check_weak_row(table, uuid, t.old, t.new, uuid in suspects)
+            for uuid in suspects:
+                if not touched or uuid not in touched:
+                    row = table.rows[uuid]
+                    self._check_weak_row(table, uuid, row, row, True)
+
+    def _weak_holders(self) -> dict[str, set[str]]:
+        """Rows holding committed weak references to rows deleted here (reverse index)."""
         holders: dict[str, set[str]] = {}
         for name, touched in self.touched.items():
             weak_refs = self.tables[name].weak_refs
-            if not weak_refs:
-                continue
-            for uuid, t in touched.items():
-                if t.new is None:
-                    for source_table, source in weak_refs.get(uuid, ()):
-                        holders.setdefault(source_table, set()).add(source)
-        for table in self.db.weak_tables:
-            name = table.name
-            touched = self.touched.get(name, {})
-            suspects = holders.get(name, set())
-            for uuid in list(touched.keys() | suspects):
-                t = touched.get(uuid)
-                if t is None:
-                    row = table.rows.get(uuid)
-                    if row is not None:
-                        self._check_weak_row(table, uuid, row, row, True)
-                elif t.new is not None:
-                    self._check_weak_row(table, uuid, t.old, t.new, uuid in suspects)
+            if weak_refs:
+                for uuid, t in touched.items():
+                    if t.new is None:
+                        for source_table, source in weak_refs.get(uuid, ()):
+                            holders.setdefault(source_table, set()).add(source)
+        return holders
 
     def _check_weak_row(self, table: Table, uuid: str, old: Row | None, new: Row,
                         suspect: bool) -> None:
         for ref in table.weak_columns:
             column = ref[0]
             datum = new[column]
-            if not (suspect or old is None or old[column] != datum):
+            if not datum or not (suspect or old is None or old[column] != datum):
                 continue
             alive = self._alive
             kept = tuple(e for e in datum
@@ -650,6 +715,7 @@ class _Transaction:
             if old is new:  # a committed row: take it into the transaction
                 new = self._writable(table, new)
             new[column] = kept
+            self.weakened = True
             n_min = table.types[column].n_min
             if len(kept) >= n_min:
                 continue
@@ -673,30 +739,33 @@ class _Transaction:
     def _check_indexes(self) -> None:
         for name, touched in self.touched.items():
             table = self.tables[name]
-            for columns, index in table.indexes:
-                seen: dict[tuple[Datum, ...], str] = {}
+            for index in table.indexes:
+                key_of, committed_rows = index.key, index.rows
+                seen: dict[Any, str] = {}
                 for uuid, t in touched.items():
                     if t.new is None:
                         continue
-                    key = tuple([t.new[c] for c in columns])
+                    key = key_of(t.new)
                     other = seen.get(key)
                     if other is None:
-                        committed = index.get(key)
+                        committed = committed_rows.get(key)
                         if committed is not None and committed != uuid and committed not in touched:
                             other = committed
                     if other is not None:
-                        raise self._index_error(table, columns, key, other, uuid)
+                        raise self._index_error(table, index, other, uuid)
                     seen[key] = uuid
 
-    def _index_error(self, table: Table, columns: tuple[str, ...], key: tuple[Datum, ...],
-                     a: str, b: str) -> OVSDBError:
-        first, second = sorted((a, b), reverse=True)  # OVS names the greater row first
+    def _index_error(self, table: Table, index: Index, first: str, second: str) -> OVSDBError:
+        """``first`` is the row met first: an untouched row, or one checked earlier."""
+        columns = index.columns
         what = (f'column "{columns[0]}"' if len(columns) == 1 else
                 "columns " + _english([f'"{c}"' for c in columns]))
+        row = self.touched[table.name][second].new
+        assert row is not None
         return OVSDBError(
             "constraint violation",
             f'Transaction causes multiple rows in "{table.name}" table to have identical values '
-            f"({_values_text(table, columns, key)}) for index on {what}.  "
+            f"({_values_text(table, columns, row)}) for index on {what}.  "
             f"{self._index_row_text(table, columns, first, 'First')}  "
             f"{self._index_row_text(table, columns, second, 'Second')}")
 
@@ -710,26 +779,31 @@ class _Transaction:
         if t.old is None:
             return text + "was inserted by this transaction."
         assert t.new is not None
-        old_key = tuple([t.old[c] for c in columns])
-        if old_key == tuple([t.new[c] for c in columns]):
+        if all(t.old[c] == t.new[c] for c in columns):
             return text + ("existed in the database before this transaction, which modified "
                            "some of the row's columns but not any columns in this index.")
         return (text + "had the following index values before the transaction: "
-                f"{_values_text(table, columns, old_key)}.")
+                f"{_values_text(table, columns, t.old)}.")
 
     def _apply(self, refs: dict[str, dict[str, int]]) -> Changes:
         """Make the transaction permanent; nothing here can fail."""
         changes: Changes = {}
         tables = self.tables
+        index_weak_references = self.db.index_weak_references
         for name, touched in self.touched.items():
+            if not touched:
+                continue  # every row it touched was collected or unchanged
             table = tables[name]
+            weak = bool(table.weak_columns)
+            applied = changes[name] = {}
             for uuid, t in touched.items():
-                if t.old is not None and t.new is not None:
-                    t.new["_version"] = (new_uuid(),)
-                table.apply(uuid, t.old, t.new)
-                if table.weak_columns:
-                    self.db.index_weak_references(table, uuid, t.old, t.new)
-            changes[name] = {u: (t.old, t.new) for u, t in touched.items()}
+                old, new = t.old, t.new
+                if old is not None and new is not None:
+                    new["_version"] = new_version()
+                table.apply(uuid, old, new)
+                if weak:
+                    index_weak_references(table, uuid, old, new)
+                applied[uuid] = (old, new)
         for name, counts in refs.items():
             table_refs = tables[name].refs
             for uuid, delta in counts.items():
@@ -793,8 +867,8 @@ def _datum_text(type_: Type, datum: Datum) -> str:
     return f"[{text}]" if type_.n_max > 1 or not datum else text
 
 
-def _values_text(table: Table, columns: tuple[str, ...], key: tuple[Datum, ...]) -> str:
-    return _english([_datum_text(table.types[c], d) for c, d in zip(columns, key)])
+def _values_text(table: Table, columns: tuple[str, ...], row: Row) -> str:
+    return _english([_datum_text(table.types[c], row[c]) for c in columns])
 
 
 # --- the database ---------------------------------------------------------------
@@ -811,7 +885,10 @@ class Database:
 
     def _load_tables(self) -> None:
         self.tables = {name: Table(ts) for name, ts in self.schema.tables.items()}
+        # The commit steps each schema needs at all.
         self.weak_tables = [t for t in self.tables.values() if t.weak_columns]
+        self.limited_tables = [t for t in self.tables.values() if t.schema.max_rows is not None]
+        self.collected_tables = [t for t in self.tables.values() if not t.schema.is_root]
 
     def transact(self, ops: list[Any], session: Session | None = None, *, elapsed_ms: int = 0,
                  read_only: bool = False, privileged: bool = False) -> TxnOutcome:
@@ -858,21 +935,24 @@ class Database:
         source = (table.name, uuid)
         for ref in table.weak_columns:
             column = ref[0]
-            removed, added = _difference(old[column] if old is not None else (),
-                                         new[column] if new is not None else ())
-            for target_table, target in _ref_atoms(ref, removed):
-                holders = self.tables[target_table].weak_refs.get(target)
+            before = old[column] if old is not None else ()
+            after = new[column] if new is not None else ()
+            if before == after:
+                continue
+            removed, added = _difference(before, after)
+            for target_name, target in _ref_atoms(ref, removed):
+                weak_refs = self.tables[target_name].weak_refs
+                holders = weak_refs.get(target)
                 if holders is not None and source in holders:
                     holders[source] -= 1
                     if not holders[source]:
                         del holders[source]
                         if not holders:
-                            del self.tables[target_table].weak_refs[target]
-            for target_table, target in _ref_atoms(ref, added):
-                if target_table == table.name and target == uuid:
-                    continue
-                holders = self.tables[target_table].weak_refs.setdefault(target, {})
-                holders[source] = holders.get(source, 0) + 1
+                            del weak_refs[target]
+            for target_name, target in _ref_atoms(ref, added):
+                if target_name != table.name or target != uuid:
+                    holders = self.tables[target_name].weak_refs.setdefault(target, {})
+                    holders[source] = holders.get(source, 0) + 1
 
     # --- journal -----------------------------------------------------------------
     def changes_to_json(self, changes: Changes) -> dict[str, Any]:
@@ -917,6 +997,8 @@ class Database:
             applied = changes.setdefault(name, {})
             for uuid, data in rows.items():
                 old = table.rows.get(uuid)
+                if data is None and old is None:
+                    continue  # already gone: replay is idempotent
                 new = None if data is None else self._replayed_row(table, uuid, old, data)
                 self._replay_references(table, uuid, old, new)
                 table.apply(uuid, old, new)
@@ -934,7 +1016,7 @@ class Database:
                 raise OVSDBError("syntax error", f"No column {column} in table {table.name}.")
             row[column] = values.parse_unchecked(type_, value)
         row["_uuid"] = (uuid,)
-        row["_version"] = (new_uuid(),)
+        row["_version"] = new_version()
         return row
 
     def _replay_references(self, table: Table, uuid: str, old: Row | None,
@@ -955,5 +1037,5 @@ class Database:
                         refs.pop(target, None)
 
 
-__all__ = ["Database", "Table", "TxnOutcome", "Changes", "Row", "Session", "WAIT_FOREVER",
-           "new_uuid"]
+__all__ = ["WAIT_FOREVER", "Changes", "Database", "Row", "Session", "Table", "TxnOutcome",
+           "new_uuid", "new_version"]

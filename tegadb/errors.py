@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import ujson
+from .jsonfmt import syntax_text
 
 
 class OVSDBError(Exception):
@@ -36,11 +36,6 @@ class OVSDBError(Exception):
         elif self.has_syntax:
             obj["syntax"] = syntax_text(self.syntax)
         return obj
-
-
-def syntax_text(value: Any) -> str:
-    """The offending JSON as OVS quotes it: sorted keys, no spaces."""
-    return ujson.dumps(value, sort_keys=True, ensure_ascii=False, escape_forward_slashes=False)
 
 
 def syntax_error(details: str, syntax: Any = None, has_syntax: bool = True) -> OVSDBError:

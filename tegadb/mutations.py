@@ -11,8 +11,8 @@ takes either pairs or keys.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from . import values
 from .errors import OVSDBError, syntax_error
@@ -23,8 +23,7 @@ from .values import Datum, NamedUUIDs
 Row = dict[str, Datum]
 
 
-@dataclass(frozen=True, slots=True)
-class Mutation:
+class Mutation(NamedTuple):
     """One parsed mutation: ``run`` maps the column's datum to its mutated datum."""
 
     column: str
@@ -209,4 +208,4 @@ def apply(mutations: list[Mutation], row: Row) -> None:
         row[m.column] = m.run(row[m.column])
 
 
-__all__ = ["Mutation", "MutationParser", "MUTATORS", "apply"]
+__all__ = ["MUTATORS", "Mutation", "MutationParser", "apply"]

@@ -14,6 +14,7 @@ import uuid as uuidlib
 from typing import Any, Callable
 
 from .errors import OVSDBError, constraint_violation, syntax_error, syntax_text
+from .jsonfmt import real_json
 from .types import INT64_MAX, INT64_MIN, UNLIMITED, UUID_RE, BaseType, Type, format_real, is_id
 
 Datum = tuple
@@ -58,7 +59,9 @@ def _parse_integer(json: Any, symtab: NamedUUIDs | None) -> int:
     if kind is int:
         if INT64_MIN <= json <= INT64_MAX:
             return json
-    elif kind is float and json.is_integer() and INT64_MIN <= json <= INT64_MAX:
+        # OVS reads a number beyond int64 as a real, and quotes it so.
+        raise syntax_error("expected integer", float(json))
+    if kind is float and json.is_integer() and INT64_MIN <= json <= INT64_MAX:
         return int(json)
     raise syntax_error("expected integer", json)
 
@@ -111,7 +114,8 @@ ATOM_PARSERS: dict[str, Callable[[Any, NamedUUIDs | None], Any]] = {
 
 
 def atom_to_json(base: BaseType, atom: Any) -> Any:
-    return ["uuid", atom] if base.type == "uuid" else atom
+    wrap = _wrap(base.type)
+    return atom if wrap is None else wrap(atom)
 
 
 def _string_needs_quotes(s: str) -> bool:
@@ -259,20 +263,37 @@ def check_size(type_: Type, datum: Datum) -> None:
             f"Attempted to store {len(datum)} elements in {type_.english()}.")
 
 
+def _wrap(base_type: str) -> Callable[[Any], Any] | None:
+    """How atoms of a type appear in JSON, when not as they are."""
+    if base_type == "uuid":
+        return _uuid_json
+    if base_type == "real":
+        return real_json
+    return None
+
+
+def _uuid_json(atom: str) -> list[str]:
+    return ["uuid", atom]
+
+
 def to_json(type_: Type, datum: Datum) -> Any:
-    """OVSDB JSON notation: a 1-element set is a bare atom; maps always wrapped."""
-    key_is_uuid = type_.key.type == "uuid"
+    """OVSDB JSON notation: a 1-element set is a bare atom; maps always wrapped.
+
+    Reals print as ovsdb-server prints them (15 significant digits).
+    """
+    wrap_key = _wrap(type_.key.type)
     if type_.is_map:
-        value_is_uuid = type_.value is not None and type_.value.type == "uuid"
-        if not key_is_uuid and not value_is_uuid:
+        assert type_.value is not None
+        wrap_value = _wrap(type_.value.type)
+        if wrap_key is None and wrap_value is None:
             return ["map", [[k, v] for k, v in datum]]
-        return ["map", [[["uuid", k] if key_is_uuid else k,
-                         ["uuid", v] if value_is_uuid else v] for k, v in datum]]
+        return ["map", [[k if wrap_key is None else wrap_key(k),
+                         v if wrap_value is None else wrap_value(v)] for k, v in datum]]
     if len(datum) == 1:
-        return ["uuid", datum[0]] if key_is_uuid else datum[0]
-    if key_is_uuid:
-        return ["set", [["uuid", a] for a in datum]]
-    return ["set", list(datum)]
+        return datum[0] if wrap_key is None else wrap_key(datum[0])
+    if wrap_key is None:
+        return ["set", list(datum)]
+    return ["set", [wrap_key(a) for a in datum]]
 
 
 def default(type_: Type) -> Datum:
