@@ -172,7 +172,11 @@ class Table:
     def stored_json(self, row: Row) -> dict[str, Any]:
         """A new row as the journal stores it: persistent columns not at their default."""
         defaults = self.defaults
-        return {c: values.to_json(t, row[c]) for c, t in self.stored if row[c] != defaults[c]}
+        stored = {c: values.to_json(t, row[c]) for c, t in self.stored if row[c] != defaults[c]}
+        # _version is kept too (ovsdb-server does not), so that a client that
+        # resumes a monitor after a restart holds the rows' current versions.
+        stored["_version"] = row["_version"][0]
+        return stored
 
     def apply(self, uuid: str, old: Row | None, new: Row | None) -> None:
         """Make a change permanent: rows and unique indexes (reference counts are separate)."""
@@ -975,6 +979,7 @@ class Database:
                     changed = {c: values.to_json(t, new[c]) for c, t in table.stored
                                if old[c] != new[c]}
                     if changed:
+                        changed["_version"] = new["_version"][0]
                         records[uuid] = changed
             if records:
                 out[name] = records
@@ -1010,13 +1015,16 @@ class Database:
     @staticmethod
     def _replayed_row(table: Table, uuid: str, old: Row | None, data: dict[str, Any]) -> Row:
         row = dict(old) if old is not None else table.defaults.copy()
+        version = data.get("_version")
         for column, value in data.items():
+            if column == "_version":
+                continue
             type_ = table.types.get(column)
             if type_ is None:
                 raise OVSDBError("syntax error", f"No column {column} in table {table.name}.")
             row[column] = values.parse_unchecked(type_, value)
         row["_uuid"] = (uuid,)
-        row["_version"] = new_version()
+        row["_version"] = (version,) if isinstance(version, str) else new_version()
         return row
 
     def _replay_references(self, table: Table, uuid: str, old: Row | None,

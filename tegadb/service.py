@@ -120,24 +120,31 @@ class DatabaseService:
         key = (id(session), _id_key(request_id))
         if key in self.parked:
             raise syntax_error("transact: duplicate request ID", [self.name, *ops])
-        return self._run(ParkedTransaction(session, request_id, dialect, ops), key, first=True)
+        txn = ParkedTransaction(session, request_id, dialect, ops)
+        results = self._run(txn, key)
+        if results is None:
+            self.parked[key] = txn
+            session.cleanups.append(lambda: self._unpark(key))
+        return results
 
-    def _run(self, txn: ParkedTransaction, key: tuple[int, str], first: bool) -> list[Any] | None:
+    def _run(self, txn: ParkedTransaction, key: tuple[int, str]) -> list[Any] | None:
         outcome = self.database.transact(txn.ops, txn.session, elapsed_ms=txn.elapsed_ms())
         if outcome.wait_deadline_ms is not None:
-            if first:
-                self._park(txn, key, outcome.wait_deadline_ms)
+            self._arm_timer(txn, key, outcome.wait_deadline_ms)
             return None
         if outcome.changes:
             self._commit(outcome, txn.session)
         return outcome.results
 
-    def _park(self, txn: ParkedTransaction, key: tuple[int, str], deadline_ms: float) -> None:
-        self.parked[key] = txn
-        txn.session.cleanups.append(lambda: self._unpark(key))
-        if deadline_ms != float("inf") and self.call_later is not None:
-            delay = max(0.0, deadline_ms - txn.elapsed_ms()) / 1000.0
-            txn.timer = self.call_later(delay, lambda: self._retry(key))
+    def _arm_timer(self, txn: ParkedTransaction, key: tuple[int, str], deadline_ms: float) -> None:
+        """Run the transaction again when its smallest wait timeout expires."""
+        if deadline_ms == float("inf") or self.call_later is None:
+            return
+        if txn.timer is not None:
+            txn.timer.cancel()
+        # A timer may fire a little early: the re-run then re-arms it.
+        delay = max(1.0, deadline_ms - txn.elapsed_ms()) / 1000.0
+        txn.timer = self.call_later(delay, lambda: self._retry(key))
 
     def _unpark(self, key: tuple[int, str]) -> ParkedTransaction | None:
         txn = self.parked.pop(key, None)
@@ -149,7 +156,7 @@ class DatabaseService:
         txn = self.parked.get(key)
         if txn is None:
             return
-        results = self._run(txn, key, first=False)
+        results = self._run(txn, key)
         if results is not None:
             self._unpark(key)
             txn.session.reply(txn.request_id, results, txn.dialect)

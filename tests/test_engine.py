@@ -534,14 +534,21 @@ def test_changes_to_json() -> None:
             "name": "a", "count": 0, "tags": ["set", ["x"]], "status": "up",
             "children": ["named-uuid", "c"]}}])
     assert outcome.changes is not None
+
+    def version(table: str, uuid: str) -> str:
+        return db.tables[table].rows[uuid]["_version"][0]
+
+    # _version is journaled so that monitors resume exactly after a restart.
     assert db.changes_to_json(outcome.changes) == {
-        "Root": {U1: {"name": "a", "tags": "x", "children": ["uuid", U2]}},
-        "Child": {U2: {}}}
+        "Root": {U1: {"name": "a", "tags": "x", "children": ["uuid", U2],
+                      "_version": version("Root", U1)}},
+        "Child": {U2: {"_version": version("Child", U2)}}}
     outcome = db.transact([{"op": "update", "table": "Root", "where": [],
                             "row": {"count": 3, "props": ["map", [["k", "v"]]]}}])
     assert outcome.changes is not None
     assert db.changes_to_json(outcome.changes) == {
-        "Root": {U1: {"count": 3, "props": ["map", [["k", "v"]]]}}}
+        "Root": {U1: {"count": 3, "props": ["map", [["k", "v"]]],
+                      "_version": version("Root", U1)}}}
     # Ephemeral-only changes are not journaled.
     outcome = db.transact([{"op": "update", "table": "Root", "where": [],
                             "row": {"status": "down"}}])
@@ -552,8 +559,9 @@ def test_changes_to_json() -> None:
 
 
 def stored(db: Database) -> dict[str, dict[str, Any]]:
-    """Everything the journal keeps: rows without _version and ephemeral columns."""
-    return {name: {u: {c: row[c] for c, _ in table.stored} for u, row in table.rows.items()}
+    """Everything the journal keeps: rows without their ephemeral columns."""
+    return {name: {u: {c: row[c] for c in [*(c for c, _ in table.stored), "_version"]}
+                   for u, row in table.rows.items()}
             for name, table in db.tables.items()}
 
 
