@@ -87,10 +87,12 @@ class Session:
         if self.backlogged and not force:
             return
         self.dirty = False
+        dialect = self.dialect or 1
         for monitor in self.monitors.values():
             update = monitor.take()
             if update is not None:
-                self._notify(monitor.method, monitor.params(update))
+                self.write(wire.encode_notification_around(
+                    monitor.method, monitor.head(), update.encoded(), dialect))
 
     # --- state ----------------------------------------------------------------
     def owns_lock(self, name: str) -> bool:

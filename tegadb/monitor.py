@@ -719,11 +719,16 @@ class Monitor:
         """
         return self._group.take(self)
 
+    def head(self) -> list[Any]:
+        """The notification params that precede the body: the id (and for update3
+        the newest transaction)."""
+        if self.version == 3:
+            return [self.id, self._hub.last_txn_id]
+        return [self.id]
+
     def params(self, update: Update) -> list[Any]:
         """Notification params around ``update``; update3 names the newest transaction."""
-        if self.version == 3:
-            return [self.id, self._hub.last_txn_id, update.body]
-        return [self.id, update.body]
+        return [*self.head(), update.body]
 
     def flush(self) -> list[Any] | None:
         """Params of the notification to send now (method: ``self.method``), or None."""

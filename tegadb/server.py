@@ -30,6 +30,7 @@ log = logging.getLogger("tegadb.server")
 
 DEFAULT_REMOTES = ["ptcp:6640:127.0.0.1", "punix:var/tegadb.sock"]
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+DEFAULT_MAX_BACKLOG = 64 * 1024 * 1024
 # OVS probes TCP and TLS peers after 5 s of silence and drops them after 5 s
 # more; Unix-socket peers are not probed.
 PROBE_INTERVAL = 5.0
@@ -144,6 +145,21 @@ class Connection(asyncio.Protocol):
             self.held.append(data)
         elif self.transport is not None:
             self.transport.write(data)
+            if self.session is not None and self.session.backlogged:
+                self.check_backlog()
+
+    def check_backlog(self) -> None:
+        """Drop a peer that does not read while its output keeps growing.
+
+        Its monitor updates merge while it is backed up (memory bounded by the
+        rows that changed); what is already encoded is bounded here.
+        """
+        assert self.transport is not None and self.session is not None
+        size = self.transport.get_write_buffer_size()
+        if size > self.server.max_backlog:
+            log.warning("%s: %d bytes of output backlog exceed the limit of %d, disconnecting",
+                        self.session.peer, size, self.server.max_backlog)
+            self.transport.abort()
 
     def release(self) -> None:
         if self.held and self.transport is not None:
@@ -185,8 +201,10 @@ class Server:
 
     def __init__(self, databases: ServerDatabases, max_message_size: int = DEFAULT_MAX_MESSAGE,
                  ssl_context: ssl.SSLContext | None = None,
-                 probe_interval: float = PROBE_INTERVAL) -> None:
+                 probe_interval: float = PROBE_INTERVAL,
+                 max_backlog: int = DEFAULT_MAX_BACKLOG) -> None:
         self.databases = databases
+        self.max_backlog = max_backlog
         self.probe_interval = probe_interval
         self.max_message_size = max_message_size
         self.ssl_context = ssl_context
@@ -296,6 +314,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ca-cert", metavar="FILE")
     parser.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE,
                         metavar="BYTES", help="largest accepted message (default 64 MiB)")
+    parser.add_argument("--max-backlog", type=int, default=DEFAULT_MAX_BACKLOG,
+                        metavar="BYTES", help="drop a client whose unread output exceeds "
+                        "this (default 64 MiB)")
     parser.add_argument("--inactivity-probe", type=float, default=PROBE_INTERVAL * 1000,
                         metavar="MS", help="probe idle TCP/TLS peers after MS ms "
                         "(0 disables; at least 1000; default 5000)")
@@ -354,7 +375,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     databases = ServerDatabases(services)
     probe_ms = args.inactivity_probe
     server = Server(databases, args.max_message_size, build_ssl_context(args),
-                    max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0)
+                    max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0, args.max_backlog)
     for text in remotes:
         await server.listen(Remote.parse(text))
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -466,6 +466,18 @@ def encode_notification(method: str, params: list[Any], dialect: int = OVSDB_DIA
     return _dumps({"id": None, "method": method, "params": params})
 
 
+def encode_notification_around(method: str, head: list[Any], body: bytes,
+                               dialect: int = OVSDB_DIALECT) -> bytes:
+    """A notification whose last param, ``body``, is JSON encoded once and shared
+    by every session that sends it (monitor fan-out)."""
+    if dialect == JSONRPC2_DIALECT:
+        start = b'{"jsonrpc":"2.0","method":' + _dumps(method) + b',"params":'
+    else:
+        start = b'{"id":null,"method":' + _dumps(method) + b',"params":'
+    head_json = _dumps(head)
+    return start + head_json[:-1] + (b"," if head else b"") + body + b"]}"
+
+
 def encode_request(id_: Any, method: str, params: list[Any], dialect: int = OVSDB_DIALECT) -> bytes:
     """A server-initiated request: the inactivity probe
     `{"id":"echo","method":"echo","params":[]}`."""

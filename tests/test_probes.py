@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from peers import TEST_SCHEMA, start_tegadb_server
@@ -64,3 +65,50 @@ def test_cancel_parked_transaction(peer):
             "rows": [{"name": "never"}]}]})
         c.send({"method": "cancel", "params": ["w"], "id": None})
         assert c.reply("w") == {"id": "w", "error": "canceled"}
+
+
+def test_client_that_does_not_read_is_dropped_past_the_backlog_limit(tmp_path):
+    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA], ["--max-backlog=300000"])
+    try:
+        with server.client() as slow, server.client() as other:
+            slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            big = "x" * 1_000_000
+            try:
+                for i in range(4):
+                    slow.send({"method": "echo", "params": [big], "id": i})
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # dropped while still sending: what this test wants
+            deadline = time.monotonic() + 10
+            while "output backlog" not in server.log_path.read_text():
+                assert time.monotonic() < deadline, server.diagnostics()
+                time.sleep(0.05)
+            # Everyone else is served as before.
+            assert other.request("echo", ["fine"])["result"] == ["fine"]
+    finally:
+        server.stop()
+
+
+def test_monitor_updates_merge_while_a_client_does_not_read(tmp_path):
+    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA])
+    try:
+        with server.client() as slow, server.client() as writer:
+            slow.request("monitor_cond", ["Test", "m", {"Root": [{"columns": ["count", "tags"]}]}])
+            writer.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "n"}})
+            # 300 updates of ~4 kB each: far more than the socket buffers hold.
+            for i in range(300):
+                writer.transact("Test", {"op": "update", "table": "Root", "where": [],
+                                         "row": {"count": i % 100,
+                                                 "tags": ["set", [f"{i}" + "x" * 4000]]}})
+            # Now read everything: the final state arrives, in fewer notifications
+            # than commits because updates merged while the client was backed up.
+            count = None
+            received = 0
+            while count != 99:
+                message = slow.wait_notification("update2", timeout=5)
+                received += 1
+                for row in message["params"][1]["Root"].values():
+                    change = row.get("modify") or row.get("insert") or {}
+                    count = change.get("count", count)
+            assert received < 300
+    finally:
+        server.stop()

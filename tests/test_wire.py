@@ -393,3 +393,12 @@ def test_encoded_messages_frame_and_classify_back() -> None:
     kinds = [(m.kind, m.dialect) for m in map(classify, feed_all([stream]))]
     assert kinds == [("request", 1), ("reply", 1), ("error", 1), ("notification", 1),
                      ("request", 2)]
+
+
+def test_notification_around_shared_body_equals_plain_encoding() -> None:
+    body = {"Root": {"u": {"modify": {"n": 1, "s": "é/"}}}}
+    shared = ujson.dumps(body, ensure_ascii=False, escape_forward_slashes=False).encode()
+    for head in (["m1"], [["monid", "db"], "00000000-0000-0000-0000-000000000000"], []):
+        for dialect in (OVSDB_DIALECT, JSONRPC2_DIALECT):
+            assert wire.encode_notification_around("update2", head, shared, dialect) == \
+                wire.encode_notification("update2", [*head, body], dialect)
