@@ -329,6 +329,12 @@ def convert(session: Session, *params: Any) -> Result:
     return Success(DEFERRED)
 
 
+@method
+def tegadb_stats(session: Session, *params: Any) -> Result:
+    """tegadb's own: counts of sessions, monitors, locks and parked transactions."""
+    return Success(session.databases.stats())
+
+
 def send_notices(notices: list[Notice]) -> None:
     for holder, notice, lock_name in notices:
         assert isinstance(holder, Session)

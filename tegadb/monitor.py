@@ -807,6 +807,11 @@ class MonitorHub:
         self._by_table: dict[str, list[_Group]] = {}
 
     @property
+    def group_count(self) -> int:
+        """Distinct monitor specs in use (each rendered once per change)."""
+        return len(self._groups)
+
+    @property
     def last_txn_id(self) -> str:
         """What update3 and monitor_cond_since report: all zeros without a history."""
         return ZERO_UUID if self.history is None else self.history.last_txn_id

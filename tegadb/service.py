@@ -346,6 +346,17 @@ class ServerDatabases:
             server.publish(changes, str(uuid.uuid4()))
         return [s for s in self.sessions if not s.change_aware]
 
+    def stats(self) -> dict[str, int]:
+        """What the server holds for its clients (tegadb_stats; like ovs-appctl memory/show)."""
+        services = self.services.values()
+        return {
+            "sessions": len(self.sessions),
+            "monitors": sum(len(s.monitors) for s in self.sessions),
+            "monitor_specs": sum(s.hub.group_count for s in services),
+            "locks": len(self.locks.records),
+            "parked_transactions": sum(len(s.parked) for s in services),
+        }
+
     def flush_sessions(self) -> None:
         for service in self.services.values():
             if service.dirty_sessions:

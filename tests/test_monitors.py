@@ -158,11 +158,18 @@ def test_disconnect_storm_leaves_no_state(tegadb_peer):
     for i in range(30):
         c = server.client()
         c.request("monitor_cond", ["Test", "m", {"Root": [{"columns": ["name"]}]}])
+        c.request("monitor", ["Test", "v1", {"Root": {"columns": ["count"]}}])
         c.request("lock", [f"L{i % 3}"])
+        c.send({"method": "transact", "id": "w", "params": ["Test", {
+            "op": "wait", "table": "Root", "where": [], "columns": ["name"], "until": "==",
+            "rows": [{"name": "never"}]}]})
         c.send_raw(b'{"method":"transact","params":["Test",')
         c.close()
     with server.client() as c:
         insert(c, "after-storm")
+        assert c.request("tegadb_stats", [])["result"] == {
+            "sessions": 1, "monitors": 0, "monitor_specs": 0, "locks": 0,
+            "parked_transactions": 0}
         # Every lock is free again: this session owns each at once.
         for i in range(3):
             assert c.request("lock", [f"L{i}"])["result"] == {"locked": True}
