@@ -6,6 +6,11 @@ colon) and defaults to ``$TEGADB_REMOTE``, else ``unix:var/tegadb.sock``.
 DATABASE, where a command needs one, is taken from the arguments if the
 server has a database of that name, else it is ``Open_vSwitch`` if served,
 else the only database whose name does not start with ``_``.
+
+Most commands print their output once, at the end.  ``monitor``,
+``monitor-cond``, ``monitor-cond-since``, ``lock``, ``steal`` and ``unlock``
+print as replies and notifications arrive, until the connection ends or the
+program is killed.
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ from __future__ import annotations
 import getopt
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import formats
-from .client import ProtocolError, RPCError, SyncConnection, ssl_context
-from .errors import OVSDBError
-from .formats import JsonCell, Style, Table
-from .schema import IMPLICIT_COLUMNS, DbSchema
+from . import conditions, formats
+from .client import Notification, ProtocolError, RPCError, SyncConnection, ssl_context
+from .errors import OVSDBError, syntax_error, syntax_text
+from .formats import JsonCell, Monitored, Style, Table
+from .schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
+from .types import UUID_RE, ZERO_UUID
 
 PROGRAM = "tegadb-client"
 DEFAULT_REMOTE = "unix:var/tegadb.sock"
@@ -35,10 +42,12 @@ class Fatal(Exception):
 @dataclass
 class Options:
     style: Style = field(default_factory=Style)
+    timestamp: bool = False
     timeout: float | None = None
     private_key: str | None = None
     certificate: str | None = None
     ca_cert: str | None = None
+    server: str = ""  # the SERVER connected to, as messages name it (set by open_rpc)
 
 
 # --- connecting ----------------------------------------------------------------
@@ -94,6 +103,7 @@ def open_rpc(args: list[str], min_args: int, need_db: bool, options: Options,
     if len(args) > min_args and looks_like_remote(args[0]):
         remote, args = args[0], args[1:]
     conn = connect(remote, options)
+    options.server = remote
     if need_db and database is None:
         dbs = list_dbs(conn, options)
         if len(args) > min_args and args[0] in dbs:
@@ -217,8 +227,8 @@ def do_dump(conn: SyncConnection, database: str, args: list[str], options: Optio
     return formats.render(tables, options.style)
 
 
-def parse_transaction(text: str) -> Any:
-    """The TRANSACTION argument, with numbers as OVS's parser reads them."""
+def parse_json_arg(text: str) -> Any:
+    """A JSON argument (TRANSACTION, CONDITION), with numbers as OVS's parser reads them."""
     try:
         value = json.loads(text)
     except ValueError as e:
@@ -243,12 +253,12 @@ def json_output(result: Any, options: Options) -> Output:
 
 
 def do_transact(args: list[str], options: Options) -> Output:
-    return json_output(transact(args, parse_transaction(args[-1]), options), options)
+    return json_output(transact(args, parse_json_arg(args[-1]), options), options)
 
 
 def do_query(args: list[str], options: Options) -> Output:
     """transact, made read-only as ovsdb-client does: an "abort" op at the end."""
-    transaction = parse_transaction(args[-1])
+    transaction = parse_json_arg(args[-1])
     if not isinstance(transaction, list):
         raise Fatal("not a valid OVSDB query")
     abort_index = len(transaction) - 1  # its place in the result array
@@ -261,6 +271,213 @@ def do_query(args: list[str], options: Options) -> Output:
     return json_output(result, options)
 
 
+# --- monitor, lock: printing as things happen ---------------------------------
+
+def emit(text: str, errors: Iterable[str] = ()) -> None:
+    """Print now: ``errors`` on stderr (as ovsdb-client's complaints), then ``text``."""
+    for error in errors:
+        print(f"{PROGRAM}: {error}", file=sys.stderr, flush=True)
+    if text:
+        _write(text)
+
+
+def _receive_failed(options: Options, error: Exception) -> Fatal:
+    if isinstance(error, ConnectionError) and error.errno is None:
+        reason = "End of file"  # the server closed the connection
+    else:
+        reason = getattr(error, "strerror", None) or str(error)
+    return Fatal(f"{options.server}: receive failed ({reason})")
+
+
+def request_quietly(conn: SyncConnection, method: str, params: list[Any],
+                    options: Options) -> tuple[bool, Any]:
+    """(True, result), or (False, None) for an error reply: ovsdb-client's
+    monitor and lock commands print nothing for one, and keep listening."""
+    try:
+        return True, conn.request(method, params)
+    except RPCError:
+        return False, None
+    except (OSError, ProtocolError) as e:
+        raise _receive_failed(options, e) from None
+
+
+def notifications(conn: SyncConnection, options: Options) -> Iterator[Notification]:
+    """Notifications in the order they arrive, until the connection ends (Fatal)."""
+    while True:
+        try:
+            notification = conn.wait_notification()
+        except (OSError, ProtocolError) as e:
+            raise _receive_failed(options, e) from None
+        yield notification
+
+
+def _monitor_request(arg: str, table: TableSchema, shown: dict[str, Any],
+                     database: str, options: Options) -> dict[str, Any]:
+    """One ``COLUMN,...`` argument as a <monitor-request>; adds its columns to ``shown``.
+
+    ``!initial``, ``!insert``, ``!delete`` and ``!modify`` turn off a kind of
+    update; no column at all means every column, sorted, then ``_version``.
+    """
+    select = {"initial": True, "insert": True, "delete": True, "modify": True}
+    columns: list[str] = []
+
+    def add(name: str) -> None:
+        if name in shown:
+            raise Fatal(f'{options.server}: column "{name}" mentioned multiple times')
+        shown[name] = table.columns[name].type
+        columns.append(name)
+
+    for token in filter(None, arg.split(",")):
+        if token.startswith("!") and token[1:] in select:
+            select[token[1:]] = False
+        elif token in table.columns:
+            add(token)
+        else:
+            raise Fatal(f'{options.server}: table "{table.name}" in {database} '
+                        f'does not have a column named "{token}"')
+    if not columns:
+        for name in sorted(table.user_columns):
+            add(name)
+        add("_version")
+    request: dict[str, Any] = {"columns": columns}
+    if not all(select.values()):
+        request["select"] = select
+    return request
+
+
+def monitor_requests(schema: DbSchema, database: str, args: list[str], condition: Any,
+                     options: Options) -> tuple[list[Monitored], dict[str, Any]]:
+    """``TABLE [COLUMN,...]...`` or ``ALL [COLUMN,...]...``: what to show, what to ask for.
+
+    The condition, if any, goes in each table's first monitor-request.
+    """
+    name, column_args = args[0], args[1:] or [""]
+    if name == "ALL":
+        if condition is not None:
+            raise Fatal("ALL tables are not allowed with condition")
+        tables = [schema.tables[n] for n in sorted(schema.tables)]
+    elif name in schema.tables:
+        tables = [schema.tables[name]]
+    else:
+        raise Fatal(f'{options.server}: {database} does not have a table named "{name}"')
+    monitored = []
+    requests = {}
+    for table in tables:
+        shown: dict[str, Any] = {}
+        table_requests = [_monitor_request(arg, table, shown, database, options)
+                          for arg in column_args]
+        if condition is not None:
+            table_requests[0]["where"] = condition
+        requests[table.name] = table_requests
+        monitored.append(Monitored(table.name, tuple(shown.items())))
+    return monitored, requests
+
+
+METHODS = {1: "monitor", 2: "monitor_cond", 3: "monitor_cond_since"}
+
+
+def monitor(conn: SyncConnection, database: str, args: list[str], options: Options,
+            version: int, condition: Any = None, last_id: str = ZERO_UUID) -> Output:
+    """Print the monitor's initial contents, then every update, until the connection ends."""
+    schema = fetch_schema(conn, database, options).schema
+    monitored, requests = monitor_requests(schema, database, args, condition, options)
+    try:
+        conn.request("set_db_change_aware", [True])
+    except RPCError:
+        pass  # an old server: carry on without
+    except (OSError, ProtocolError) as e:
+        raise Fatal(f"{options.server}: error setting db_change_aware ({e})") from None
+    params = [database, None, requests, *([last_id] if version == 3 else [])]
+    printer = formats.Printer(options.style)
+
+    def show(updates: Any, update_version: int, initial: bool = False, prefix: str = "") -> None:
+        time = formats.timestamp() if options.timestamp else None
+        tables, errors = formats.monitor_tables(updates, monitored, update_version, initial, time)
+        emit(prefix + "".join(printer.render(table) for table in tables), errors)
+
+    replied, result = request_quietly(conn, METHODS[version], params, options)
+    if replied and version == 3:
+        if not isinstance(result, list) or len(result) != 3:
+            raise Fatal("<result> should be an array of 3 elements")
+        found, newest, updates = result
+        show(updates, 3, prefix=f"found: {'true' if found is True else 'false'}, "
+                                f"last_id: {newest}\n")
+    elif replied:
+        show(result, version, initial=True)
+    for note in notifications(conn, options):
+        if note.method == "monitor_canceled":
+            raise Fatal(f"{options.server}: {database} database was removed")
+        got = note.params if isinstance(note.params, list) else []
+        if len(got) != (3 if note.method == "update3" else 2) or got[0] is not None:
+            continue  # not for the one monitor this program made (its id is null)
+        if note.method == "update":
+            show(got[1], 1)
+        elif note.method == "update2" and version == 2:
+            show(got[1], 2)
+        elif note.method == "update3" and version == 3:
+            show(got[2], 3, prefix=f"\nlast_id: {got[1]}")
+    return ""
+
+
+def condition_error(error: OVSDBError) -> str:
+    """An error as OVS's ``ovsdb_error_to_string`` words it."""
+    syntax = error.quoted_syntax
+    if syntax is None and error.has_syntax:
+        syntax = syntax_text(error.syntax)
+    return ("" if syntax is None else f'syntax "{syntax}": ') + str(error)
+
+
+def monitor_cond(conn: SyncConnection, database: str, args: list[str], options: Options,
+                 version: int, last_id: str = ZERO_UUID) -> Output:
+    """``CONDITION TABLE [COLUMN,...]``: the condition is checked here first."""
+    if len(args) < 2:
+        raise Fatal(f"invalid syntax for '{METHODS[version].replace('_', '-')}' "
+                    "(use --help for help)")
+    schema = fetch_schema(conn, database, options).schema
+    table = schema.tables.get(args[1])
+    if table is None:
+        raise Fatal(f'{database} does not have a table named "{args[1]}"')
+    condition = parse_json_arg(args[0])
+    try:
+        if not isinstance(condition, list):
+            raise syntax_error("Parse error in condition.", condition)
+        conditions.parse(table, condition)
+    except OVSDBError as e:
+        raise Fatal(condition_error(e)) from None
+    return monitor(conn, database, args[1:], options, version, condition, last_id)
+
+
+def do_monitor(conn: SyncConnection, database: str, args: list[str], options: Options) -> Output:
+    return monitor(conn, database, args, options, 1)
+
+
+def do_monitor_cond(conn: SyncConnection, database: str, args: list[str],
+                    options: Options) -> Output:
+    return monitor_cond(conn, database, args, options, 2)
+
+
+def do_monitor_cond_since(conn: SyncConnection, database: str, args: list[str],
+                          options: Options) -> Output:
+    last_id = ZERO_UUID
+    if UUID_RE.match(args[0]):
+        last_id, args = args[0].lower(), args[1:]
+    return monitor_cond(conn, database, args, options, 3, last_id)
+
+
+def lock_command(method: str) -> Handler:
+    """``lock``, ``steal`` or ``unlock`` LOCK: print the reply, then every notification."""
+    def handler(conn: SyncConnection, database: str, args: list[str], options: Options) -> Output:
+        replied, result = request_quietly(conn, method, [args[0]], options)
+        if replied:
+            emit(json_output(result, options))
+        for note in notifications(conn, options):
+            emit(note.method + "\n" + json_output(note.params, options))
+        return ""
+    return handler
+
+
+# --- the command table -------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Command:
     min_args: int
@@ -268,6 +485,7 @@ class Command:
     handler: Handler | None = None  # run after connecting (and finding the database)
     need_db: bool = True
     standalone: Callable[[list[str], Options], Output] | None = None  # connects itself
+    follows: bool = False  # prints as it goes and never ends by itself
 
 
 UNLIMITED_ARGS = sys.maxsize
@@ -281,6 +499,12 @@ COMMANDS = {
     "transact": Command(1, 2, standalone=do_transact),
     "query": Command(1, 2, standalone=do_query),
     "dump": Command(0, UNLIMITED_ARGS, do_dump),
+    "monitor": Command(1, UNLIMITED_ARGS, do_monitor, follows=True),
+    "monitor-cond": Command(2, 3, do_monitor_cond, follows=True),
+    "monitor-cond-since": Command(2, 4, do_monitor_cond_since, follows=True),
+    "lock": Command(1, 1, lock_command("lock"), need_db=False, follows=True),
+    "steal": Command(1, 1, lock_command("steal"), need_db=False, follows=True),
+    "unlock": Command(1, 1, lock_command("unlock"), need_db=False, follows=True),
 }
 
 
@@ -320,8 +544,39 @@ Valid commands are:
     run TRANSACTION (params for "transact" request) on SERVER,
     as read-only, and print the results as JSON on stdout
 
+  monitor [SERVER] [DATABASE] TABLE [COLUMN,...]...
+    monitor contents of COLUMNs in TABLE in DATABASE on SERVER.
+    COLUMNs may include !initial, !insert, !delete, !modify
+    to avoid seeing the specified kinds of changes.
+
+  monitor-cond [SERVER] [DATABASE] CONDITION TABLE [COLUMN,...]...
+    monitor contents that match CONDITION of COLUMNs in TABLE in
+    DATABASE on SERVER.
+    COLUMNs may include !initial, !insert, !delete, !modify
+    to avoid seeing the specified kinds of changes.
+
+  monitor-cond-since [SERVER] [DATABASE] [LASTID] CONDITION TABLE [COLUMN,...]...
+    monitor contents that match CONDITION of COLUMNs in TABLE in
+    DATABASE on SERVER, since change after LASTID (a transaction id
+    printed as "last_id" by an earlier run; tegadb-server resumes from
+    it when it still has that transaction).  If omitted, it defaults
+    to an all-zero uuid: everything, as "initial" rows.
+    Other arguments are the same as in monitor-cond.
+
+  monitor [SERVER] [DATABASE] ALL
+    monitor all changes to all columns in all tables
+
   dump [SERVER] [DATABASE] [TABLE [COLUMN]...]
     dump contents of DATABASE on SERVER to stdout
+
+  lock [SERVER] LOCK
+    create or wait for LOCK in SERVER
+
+  steal [SERVER] LOCK
+    steal LOCK from SERVER
+
+  unlock [SERVER] LOCK
+    unlock LOCK from SERVER
 
 The default SERVER is $TEGADB_REMOTE, else {DEFAULT_REMOTE}.
 The default DATABASE is Open_vSwitch, or the only one served.
@@ -343,7 +598,7 @@ Output formatting options:
   --no-headings               omit table heading row
   --pretty                    pretty-print JSON in output
   --bare                      equivalent to "--format=list --data=bare --no-headings"
-  --timestamp                 timestamp "monitor" output (accepted; no effect here)
+  --timestamp                 timestamp "monitor" output
 
 Other options:
   -t, --timeout=SECS          give up after SECS seconds without an answer
@@ -378,6 +633,8 @@ def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
             style = replace(style, pretty=True)
         elif option == "--bare":
             style = replace(style, format="list", data="bare", headings=False)
+        elif option == "--timestamp":
+            options.timestamp = True
         elif option in ("-t", "--timeout"):
             options.timeout = _timeout(value)
         elif option in ("-p", "--private-key"):
@@ -438,10 +695,24 @@ def run(argv: list[str]) -> Output:
         _check_arg_count(name, command, args)
         return command.standalone(args, options)
     assert command.handler is not None
+    if command.follows:
+        options = _follow_signals(options)
     conn, database, args = open_rpc(args, command.min_args, command.need_db, options)
     with conn:
         _check_arg_count(name, command, args)
         return command.handler(conn, database or "", args, options)
+
+
+def _follow_signals(options: Options) -> Options:
+    """For a command that runs until stopped: die of SIGINT (Ctrl-C) quietly, as
+    ovsdb-client does, and let -t/--timeout bound the whole run (it ends by
+    SIGALRM, as ovsdb-client's does) rather than each wait for the server."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if options.timeout is None:
+        return options
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, options.timeout)
+    return replace(options, timeout=None)
 
 
 def _check_arg_count(name: str, command: Command, args: list[str]) -> None:
@@ -452,13 +723,11 @@ def _check_arg_count(name: str, command: Command, args: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (0, or 1 after an error)."""
     try:
-        output = run(sys.argv[1:] if argv is None else argv)
+        return _write(run(sys.argv[1:] if argv is None else argv))
     except Fatal as e:
         sys.stdout.flush()
         print(f"{PROGRAM}: {e}", file=sys.stderr)
         return 1
-    try:
-        return _write(output)
     except BrokenPipeError:
         # The reader has gone (`| head`).  Point stdout at /dev/null so that
         # Python does not fail again flushing it at exit.

@@ -3,13 +3,15 @@
 Everything here is pure text: tables of cells rendered as ``table``, ``list``,
 ``html``, ``csv`` or ``json`` (OVS ``lib/table.c``), cell data as ``string``,
 ``bare`` or ``json``, OVS's own JSON text (sorted members, its "pretty"
-layout, ``%.15g`` reals), the row order of ``dump`` and the hash order in
-which ovsdb-client lists tables and columns.  Verified against ovsdb-client
+layout, ``%.15g`` reals), the row order of ``dump``, the tables ``monitor``
+prints for each update, and the hash order in which ovsdb-client lists
+tables, columns and the rows of an update.  Verified against ovsdb-client
 3.1 by tests/test_cli_client.py.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -41,7 +43,9 @@ class JsonCell(NamedTuple):
     type: Type | None = None
 
 
-Cell = str | JsonCell  # a str is literal text, shown as it is in every style
+# A str is literal text, shown as it is in every style; None is an empty cell
+# (blank in text, null in JSON).
+Cell = str | JsonCell | None
 
 
 @dataclass
@@ -49,6 +53,13 @@ class Table:
     headings: list[str]
     rows: list[list[Cell]] = field(default_factory=list)
     caption: str | None = None
+    time: str | None = None  # --timestamp: printed above the table (see `timestamp`)
+
+
+def timestamp(now: float | None = None) -> str:
+    """The time OVS puts above a table for ``--timestamp``: UTC, milliseconds."""
+    now = time.time() if now is None else now
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
 
 
 # --- OVS JSON text -----------------------------------------------------------
@@ -156,6 +167,8 @@ def datum_to_bare(type_: Type, datum: values.Datum) -> str:
 
 def cell_text(cell: Cell, style: Style) -> str:
     """A cell's text in ``style`` (OVS ``cell_to_text``)."""
+    if cell is None:
+        return ""
     if isinstance(cell, str):
         return cell
     if style.data == "json" or cell.type is None:
@@ -171,11 +184,32 @@ def cell_text(cell: Cell, style: Style) -> str:
 
 # --- tables ------------------------------------------------------------------
 
+class Printer:
+    """Renders the tables of one ovsdb-client run, one at a time.
+
+    Like OVS's ``table_print``, the ``table``, ``list`` and ``csv`` formats put
+    a blank line before every table but the first one the program prints, so
+    a command that prints as it goes (``monitor``) keeps one Printer.
+    """
+
+    def __init__(self, style: Style) -> None:
+        self.style = style
+        self._first = True
+
+    def render(self, table: Table) -> str:
+        text = _RENDERERS[self.style.format](table, self.style)
+        if self.style.format not in ("table", "list", "csv"):
+            return text
+        if self._first:
+            self._first = False
+            return text
+        return "\n" + text
+
+
 def render(tables: Iterable[Table], style: Style) -> str:
     """All of ``tables`` as one ovsdb-client run prints them."""
-    texts = [_RENDERERS[style.format](table, style) for table in tables]
-    # table, list and csv put a blank line between consecutive tables.
-    return ("\n" if style.format in ("table", "list", "csv") else "").join(texts)
+    printer = Printer(style)
+    return "".join(printer.render(table) for table in tables)
 
 
 def _width(text: str) -> int:
@@ -187,7 +221,9 @@ def _finish_line(line: str) -> str:
 
 
 def _caption(table: Table) -> str:
-    return "" if table.caption is None else table.caption + "\n"
+    """The time (with --timestamp) and caption lines that open a table."""
+    time_line = "" if table.time is None else table.time + "\n"
+    return time_line + ("" if table.caption is None else table.caption + "\n")
 
 
 def _render_table(table: Table, style: Style) -> str:
@@ -257,7 +293,7 @@ def _html_cell(element: str, content: str) -> str:
 
 
 def _render_html(table: Table, style: Style) -> str:
-    out = ["<table border=1>\n"]
+    out = ["" if table.time is None else table.time + "\n", "<table border=1>\n"]
     if table.caption is not None:
         out.append(_html_cell("caption", table.caption))
     if style.headings:
@@ -284,11 +320,13 @@ def _render_json(table: Table, style: Style) -> str:
     # Cells keep their JSON whatever --data says; literal text becomes a string.
     obj: dict[str, Any] = {
         "headings": table.headings,
-        "data": [[cell if isinstance(cell, str) else cell.json for cell in row]
+        "data": [[cell if cell is None or isinstance(cell, str) else cell.json for cell in row]
                  for row in table.rows],
     }
     if table.caption is not None:
         obj["caption"] = table.caption
+    if table.time is not None:
+        obj["time"] = table.time  # (ovsdb-client 3.1 crashes here instead)
     return ovs_json(obj, style.pretty) + "\n"
 
 
@@ -299,6 +337,106 @@ _RENDERERS: dict[str, Callable[[Table, Style], str]] = {
     "csv": _render_csv,
     "json": _render_json,
 }
+
+
+# --- monitor -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Monitored:
+    """A table that ``monitor`` watches, and the columns it shows, in order."""
+
+    name: str
+    columns: tuple[tuple[str, Type], ...]
+
+
+# The members of a <row-update2>, in the order ovsdb-client looks for them.
+ROW_UPDATE2_KINDS = ("delete", "initial", "modify", "insert")
+_ABSENT = object()
+
+
+def monitor_tables(updates: Any, monitored: Iterable[Monitored], version: int,
+                   initial: bool = False,
+                   time: str | None = None) -> tuple[list[Table], list[str]]:
+    """The tables ovsdb-client prints for one monitor reply or update.
+
+    ``updates`` is a <table-updates> (``version`` 1; ``initial`` for the
+    reply) or a <table-updates2> (versions 2 and 3).  There is one table per
+    monitored table present, captioned with its name when several are
+    monitored; its rows come in the hash order of their uuids on the wire.
+    Also returns the complaints ovsdb-client writes to stderr about parts it
+    cannot show.
+    """
+    monitored = list(monitored)
+    errors: list[str] = []
+    if not isinstance(updates, dict):
+        return [], [f"<table-updates{'' if version == 1 else '2'}> is not object"]
+    tables = []
+    for mt in monitored:
+        if mt.name not in updates:
+            continue
+        update = updates[mt.name]
+        if not isinstance(update, dict):
+            errors.append(f"<table-update> for table {mt.name} is not object")
+            continue
+        table = Table(["row", "action", *(name for name, _ in mt.columns)],
+                      caption=mt.name if len(monitored) > 1 else None, time=time)
+        for uuid in shash_order(update):
+            if version == 1:
+                _add_row_update(table, mt, uuid, update[uuid], initial, errors)
+            else:
+                _add_row_update2(table, mt, uuid, update[uuid], errors)
+        tables.append(table)
+    return tables, errors
+
+
+def _add_row_update(table: Table, mt: Monitored, uuid: str, row_update: Any, initial: bool,
+                    errors: list[str]) -> None:
+    """A <row-update>: one line, or two ("old" and "new") for a modification."""
+    if not isinstance(row_update, dict):
+        errors.append("<row-update> is not object")
+        return
+    old = row_update.get("old", _ABSENT)
+    new = row_update.get("new", _ABSENT)
+    if initial:
+        _add_row(table, mt, uuid, "initial", new, errors)
+    elif old is _ABSENT:
+        _add_row(table, mt, uuid, "insert", new, errors)
+    elif new is _ABSENT:
+        _add_row(table, mt, uuid, "delete", old, errors)
+    else:
+        _add_row(table, mt, uuid, "old", old, errors)
+        _add_row(table, mt, "", "new", new, errors)
+
+
+def _add_row_update2(table: Table, mt: Monitored, uuid: str, row_update: Any,
+                     errors: list[str]) -> None:
+    """A <row-update2>: one line; a deletion shows no values."""
+    if not isinstance(row_update, dict):
+        errors.append("<row-update2> is not object")
+        return
+    kind = next((k for k in ROW_UPDATE2_KINDS if k in row_update), None)
+    if kind is None:
+        return
+    row = row_update[kind]
+    if kind != "delete":
+        _add_row(table, mt, uuid, kind, row, errors)
+    elif row is not None:
+        errors.append("delete method does not expect <row>")
+    else:
+        table.rows.append([uuid, kind, *(None for _ in mt.columns)])
+
+
+def _add_row(table: Table, mt: Monitored, uuid: str, action: str, row: Any,
+             errors: list[str]) -> None:
+    if row is _ABSENT:
+        errors.append(f"missing {action} row")
+    elif not isinstance(row, dict):
+        errors.append("<row> is not object")
+    else:
+        # A column the row leaves out is an empty cell (e.g. unchanged in "old").
+        table.rows.append([uuid, action, *(
+            JsonCell(ovs_numbers(row[name]), type_) if name in row else None
+            for name, type_ in mt.columns)])
 
 
 # --- dump --------------------------------------------------------------------

@@ -6,7 +6,7 @@ Sans-IO: operations return the notices to send as
 
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 Holder = Hashable
 Notice = tuple[Holder, str, str]

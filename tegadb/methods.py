@@ -10,7 +10,8 @@ schema validation (~96 us, against a budget of ~15 us per transaction).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import ujson
 from jsonrpcserver import Error, Result, Success, method
@@ -55,7 +56,7 @@ class Session:
         self.closed = False
         self.change_aware = False
         self.lock_names: set[str] = set()
-        self.cleanups: list[Callable[[], None]] = []
+        self.cleanups: list[Callable[[], object]] = []
         self.monitors: dict[str, Monitor] = {}
         self.dirty = False          # some monitor may have an update to send
         self.backlogged = False     # the peer is not reading: hold updates back
@@ -128,9 +129,10 @@ def handle_message(session: Session, raw: Any) -> None:
         if message.dialect == 2:
             _dispatch_jsonrpc2(session, raw)
         else:
+            assert message.method is not None and message.params is not None
             call_method(session, message.method, message.params, message.id, 1)
     elif kind == "notification":
-        if message.method == "cancel":
+        if message.method == "cancel" and message.params is not None:
             cancel(session, message.params)
     elif message.id != "echo":
         raise wire.ProtocolError("received unexpected reply message")
@@ -160,9 +162,10 @@ def _dispatch_jsonrpc2(session: Session, raw: dict[str, Any]) -> None:
     session.request_id = request_id
     session.request_dialect = 2
     response = dispatch_to_response(raw, METHODS, context=session,  # type: ignore[arg-type]
-                                    deserializer=lambda r: r)
+                                    deserializer=_already_parsed)
     if response is None:
         return
+    assert not isinstance(response, list)  # one request in, one response out
     if type(response) is Right:
         if response._value.result is not DEFERRED:
             session.reply(request_id, response._value.result, 2)
@@ -170,6 +173,11 @@ def _dispatch_jsonrpc2(session: Session, raw: dict[str, Any]) -> None:
     error = response._error
     data = error.data if error.code != CODE_UNKNOWN_METHOD else "unknown method"
     session.reply_error(request_id, data, 2)
+
+
+def _already_parsed(request: Any) -> Any:
+    """The wire layer has parsed the request already."""
+    return request
 
 
 def ovsdb_error(error: OVSDBError) -> Result:
@@ -394,5 +402,12 @@ def cancel(session: Session, params: list[Any]) -> None:
         session.databases.cancel(session, params[0])
 
 
-__all__ = ["Session", "handle_message", "call_method", "DEFERRED", "ovsdb_error", "bare_error",
-           "lookup_database"]
+__all__ = [
+    "DEFERRED",
+    "Session",
+    "bare_error",
+    "call_method",
+    "handle_message",
+    "lookup_database",
+    "ovsdb_error",
+]

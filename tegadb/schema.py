@@ -240,4 +240,4 @@ class DbSchema:
         return obj
 
 
-__all__ = ["ColumnSchema", "TableSchema", "DbSchema", "IMPLICIT_COLUMNS"]
+__all__ = ["IMPLICIT_COLUMNS", "ColumnSchema", "DbSchema", "TableSchema"]

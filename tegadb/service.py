@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import ujson
 
@@ -58,7 +59,7 @@ def _id_key(request_id: Any) -> str:
 class ParkedTransaction:
     """A transaction whose ``wait`` is not yet satisfied."""
 
-    __slots__ = ("session", "request_id", "dialect", "ops", "arrived", "timer")
+    __slots__ = ("arrived", "dialect", "ops", "request_id", "session", "timer")
 
     def __init__(self, session: Session, request_id: Any, dialect: int, ops: list[Any]) -> None:
         self.session = session
@@ -367,5 +368,10 @@ class ServerDatabases:
             service.close()
 
 
-__all__ = ["DatabaseService", "ServerDatabases", "create_database_file", "read_schema_file",
-           "OVSDBError"]
+__all__ = [
+    "DatabaseService",
+    "OVSDBError",
+    "ServerDatabases",
+    "create_database_file",
+    "read_schema_file",
+]

@@ -183,7 +183,7 @@ def _length(obj: dict[str, Any], name: str) -> int | None:
     value = _bound(obj, name, (int, float))
     if value is None:
         return None
-    if isinstance(value, float) and not value.is_integer() or not 0 <= value <= UNLIMITED:
+    if (isinstance(value, float) and not value.is_integer()) or not 0 <= value <= UNLIMITED:
         raise syntax_error(f"{name} out of valid range 0 to {UNLIMITED}", value)
     return int(value)
 
@@ -279,6 +279,17 @@ def _size(value: Any, allow_unlimited: bool) -> int:
 UUID_TYPE = Type(BaseType("uuid"))
 
 __all__ = [
-    "ATOMIC_TYPES", "UNLIMITED", "INT64_MIN", "INT64_MAX", "ZERO_UUID", "BaseType", "Type",
-    "OVSDBError", "is_id", "check_members", "format_real", "UUID_TYPE", "UUID_RE",
+    "ATOMIC_TYPES",
+    "INT64_MAX",
+    "INT64_MIN",
+    "UNLIMITED",
+    "UUID_RE",
+    "UUID_TYPE",
+    "ZERO_UUID",
+    "BaseType",
+    "OVSDBError",
+    "Type",
+    "check_members",
+    "format_real",
+    "is_id",
 ]

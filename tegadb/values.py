@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import uuid as uuidlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import OVSDBError, constraint_violation, syntax_error, syntax_text
 from .jsonfmt import real_json
@@ -27,7 +28,7 @@ class NamedUUIDs:
     the insert that declares it later binds to that same UUID.
     """
 
-    __slots__ = ("uuids", "declared")
+    __slots__ = ("declared", "uuids")
 
     def __init__(self) -> None:
         self.uuids: dict[str, str] = {}
@@ -349,7 +350,20 @@ def enum_to_json(base: BaseType) -> Any:
 
 
 __all__ = [
-    "Datum", "NamedUUIDs", "ATOM_PARSERS", "parse", "parse_unchecked", "check", "check_atom",
-    "check_size", "to_json", "default", "diff", "apply_diff", "atom_to_json", "atom_to_string",
-    "parse_enum", "enum_to_json",
+    "ATOM_PARSERS",
+    "Datum",
+    "NamedUUIDs",
+    "apply_diff",
+    "atom_to_json",
+    "atom_to_string",
+    "check",
+    "check_atom",
+    "check_size",
+    "default",
+    "diff",
+    "enum_to_json",
+    "parse",
+    "parse_enum",
+    "parse_unchecked",
+    "to_json",
 ]

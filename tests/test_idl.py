@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
 ovs_idl = pytest.importorskip("ovs.db.idl")
 import ovs.poller  # noqa: E402
-
 from peers import TEST_SCHEMA  # noqa: E402
 
 

@@ -11,7 +11,6 @@ import socket
 import time
 
 import pytest
-
 from peers import RawClient
 
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
