@@ -1,4 +1,4 @@
-# The project's verbs: venv, peers, test, run, lint, clean.
+# The project's verbs: venv, peers, test, bench, bench-quick, run, lint, clean.
 
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -14,7 +14,7 @@ PEER_FILES := /usr/sbin/ovsdb-server /usr/bin/ovsdb-client /usr/bin/ovsdb-tool \
 	/usr/share/ovn/ovn-nb.ovsschema /usr/share/ovn/ovn-sb.ovsschema
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: venv peers test run lint clean distclean
+.PHONY: venv peers test bench bench-quick run lint clean distclean
 
 venv: $(STAMP)
 
@@ -35,11 +35,18 @@ peers:
 test: venv peers
 	$(BIN)/pytest -q
 
+# Side by side with ovsdb-server (issue 4): table on stdout, JSON in bench-results/.
+bench: venv peers
+	$(BIN)/python tests/bench/bench_run.py
+
+bench-quick: venv peers
+	$(BIN)/python tests/bench/bench_run.py --quick
+
 run: venv
 	$(BIN)/tegadb-server
 
 lint: venv
-	$(BIN)/ruff check --target-version py311 tegadb
+	$(BIN)/ruff check tegadb tests
 	$(BIN)/mypy tegadb
 
 clean:
