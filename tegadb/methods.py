@@ -272,19 +272,16 @@ def _open_monitor(session: Session, method_name: str, params: tuple[Any, ...]) -
     return Success(result)
 
 
-@method
-def monitor(session: Session, *params: Any) -> Result:
-    return _open_monitor(session, "monitor", params)
+def _register_variants(handler: Callable[[Session, str, tuple[Any, ...]], Result],
+                       *names: str) -> None:
+    """Register one handler under several method names it tells apart."""
+    for name in names:
+        def call(session: Session, *params: Any, _name: str = name) -> Result:
+            return handler(session, _name, params)
+        method(call, name=name)
 
 
-@method
-def monitor_cond(session: Session, *params: Any) -> Result:
-    return _open_monitor(session, "monitor_cond", params)
-
-
-@method
-def monitor_cond_since(session: Session, *params: Any) -> Result:
-    return _open_monitor(session, "monitor_cond_since", params)
+_register_variants(_open_monitor, "monitor", "monitor_cond", "monitor_cond_since")
 
 
 @method
@@ -357,16 +354,6 @@ def _lock_name(method_name: str, params: tuple[Any, ...]) -> str:
     return name
 
 
-@method
-def lock(session: Session, *params: Any) -> Result:
-    return _acquire(session, "lock", params)
-
-
-@method
-def steal(session: Session, *params: Any) -> Result:
-    return _acquire(session, "steal", params)
-
-
 def _acquire(session: Session, method_name: str, params: tuple[Any, ...]) -> Result:
     locks = session.databases.locks
     try:
@@ -380,6 +367,9 @@ def _acquire(session: Session, method_name: str, params: tuple[Any, ...]) -> Res
         return Success({"locked": locks.lock(session, name)})
     send_notices(locks.steal(session, name))
     return Success({"locked": True})
+
+
+_register_variants(_acquire, "lock", "steal")
 
 
 @method

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import ujson
 
 from . import journal, values
-from .engine import Database
+from .engine import Database, new_uuid
 from .errors import OVSDBError, syntax_error
 from .locks import LockTable
 from .monitor import History, MonitorHub
@@ -194,7 +194,7 @@ class DatabaseService:
 
     def _commit(self, outcome: Any, session: Session) -> None:
         self.seq += 1
-        self.last_txn = str(uuid.uuid4())
+        self.last_txn = new_uuid()
         record: dict[str, Any] = {"seq": self.seq, "txn": self.last_txn, "date": now_ms()}
         if outcome.comment:
             record["comment"] = outcome.comment
@@ -244,7 +244,7 @@ class DatabaseService:
         self.schema_json = schema.to_json()
         self.database = database
         self.seq += 1
-        self.last_txn = str(uuid.uuid4())
+        self.last_txn = new_uuid()
         self.history.reset(self.last_txn)
         self.hub = MonitorHub(database, self.history)
         self.compact()
@@ -344,7 +344,7 @@ class ServerDatabases:
         server = self.services[SERVER_DB_NAME]
         changes = self.server_db.set_schema(service.name, service.schema_json)
         if changes:
-            server.publish(changes, str(uuid.uuid4()))
+            server.publish(changes, new_uuid())
         return [s for s in self.sessions if not s.change_aware]
 
     def stats(self) -> dict[str, int]:
