@@ -121,16 +121,20 @@ class Session:
 
 def handle_message(session: Session, raw: Any) -> None:
     """Classify one parsed message and act on it (raises wire.ProtocolError)."""
+    if type(raw) is dict and raw.get("jsonrpc") == "2.0" and "method" in raw:
+        # jsonrpcserver validates JSON-RPC 2.0 requests itself, answering a
+        # malformed one with a 2.0 error instead of dropping the connection.
+        if not session.dialect:
+            session.dialect = 2
+        _dispatch_jsonrpc2(session, raw)
+        return
     message = wire.classify(raw)
     kind = message.kind
     if kind == "request":
         if not session.dialect:
             session.dialect = message.dialect
-        if message.dialect == 2:
-            _dispatch_jsonrpc2(session, raw)
-        else:
-            assert message.method is not None and message.params is not None
-            call_method(session, message.method, message.params, message.id, 1)
+        assert message.method is not None and message.params is not None
+        call_method(session, message.method, message.params, message.id, 1)
     elif kind == "notification":
         if message.method == "cancel" and message.params is not None:
             cancel(session, message.params)
@@ -170,9 +174,13 @@ def _dispatch_jsonrpc2(session: Session, raw: dict[str, Any]) -> None:
         if response._value.result is not DEFERRED:
             session.reply(request_id, response._value.result, 2)
         return
+    # Our methods' errors carry the OVSDB error in data; jsonrpcserver's own
+    # (invalid request, invalid params, method not found) come as they are.
     error = response._error
-    data = error.data if error.code != CODE_UNKNOWN_METHOD else "unknown method"
-    session.reply_error(request_id, data, 2)
+    data = "unknown method" if error.code == CODE_UNKNOWN_METHOD else error.data
+    if session.dirty:
+        session.flush_monitors(force=True)
+    session.write(wire.encode_jsonrpc2_error(request_id, error.code, error.message, data))
 
 
 def _already_parsed(request: Any) -> Any:

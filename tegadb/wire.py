@@ -453,9 +453,12 @@ def encode_error(id_: Any, error: str | dict[str, Any] | OVSDBError,
     if dialect != JSONRPC2_DIALECT:
         return _dumps({"id": id_, "error": error})
     tag = error if isinstance(error, str) else str(error.get("error"))
-    code = _JSONRPC2_CODES.get(tag, _JSONRPC2_SERVER_ERROR)
-    return _dumps({"jsonrpc": "2.0",
-                   "error": {"code": code, "message": tag, "data": error},
+    return encode_jsonrpc2_error(id_, _JSONRPC2_CODES.get(tag, _JSONRPC2_SERVER_ERROR), tag, error)
+
+
+def encode_jsonrpc2_error(id_: Any, code: int, message: str, data: Any) -> bytes:
+    """A JSON-RPC 2.0 error reply with its code, message and data."""
+    return _dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message, "data": data},
                    "id": id_})
 
 

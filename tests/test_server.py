@@ -261,3 +261,20 @@ def test_many_clients_are_independent(peer):
         for c in clients:
             c.close()
     assert sorted(r["name"] for r in rows) == sorted(f"n{i}" for i in range(20))
+
+
+def test_malformed_jsonrpc2_requests_get_jsonrpc2_errors(tegadb_peer):
+    server = tegadb_peer()
+    with server.client() as c:
+        c.send({"jsonrpc": "2.0", "method": "echo", "params": {"named": 1}, "id": 1})
+        reply = c.recv()
+        assert reply["id"] == 1 and reply["error"]["code"] == -32602
+        c.send({"jsonrpc": "2.0", "method": "echo", "params": [], "id": 2, "extra": True})
+        reply = c.recv()
+        assert reply["error"]["code"] == -32600
+        c.send({"jsonrpc": "2.0", "method": "transact", "params": ["Nope"], "id": 3})
+        reply = c.recv()
+        assert reply["error"]["code"] == -32000
+        assert reply["error"]["data"]["error"] == "unknown database"
+        # Still connected.
+        assert c.request("echo", ["ok"])["result"] == ["ok"]
