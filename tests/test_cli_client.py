@@ -7,6 +7,11 @@ program name is set aside.  The server is a parameter: ovsdb-server, and
 tegadb once it runs; the data, loaded with ``ovsdb-client transact``, has
 strings that need quoting, integers, reals, booleans, uuid references, sets,
 maps and empty sets.
+
+The commands that keep running (``monitor``, ``monitor-cond``,
+``monitor-cond-since``, ``lock``, ``steal``, ``unlock``) run side by side
+as `Watcher` subprocesses (from test_ovsdb_client_monitor.py) while the data
+changes, and must have printed the same when both are killed.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,13 +35,21 @@ from peers import (
     REPO_ROOT,
     TEST_SCHEMA,
     Peer,
+    RawClient,
     free_tcp_port,
     missing_ovs_binaries,
     start_ovsdb_server,
     start_tegadb_server,
 )
+from test_ovsdb_client_monitor import (  # watch_fixture: the "watch" fixture
+    TIMESTAMP,
+    Watcher,
+    lock_transcripts,
+    watch_fixture,  # noqa: F401
+)
 
 from tegadb import formats
+from tegadb.cli_client import COMMANDS
 from tegadb.client import (
     ClientProtocol,
     Connection,
@@ -110,9 +125,10 @@ TABLE_COMMANDS = [
 # --- running both clients ---------------------------------------------------------
 
 def run(argv: list[str], env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> tuple[int, str, str]:
+        cwd: Path | None = None, timeout: float = 60) -> tuple[int, str, str]:
     """Exit status, stdout and stderr (its program name replaced by PROG)."""
-    proc = subprocess.run(argv, check=False, capture_output=True, env=env, cwd=cwd, timeout=60)
+    proc = subprocess.run(argv, check=False, capture_output=True, env=env, cwd=cwd,
+                          timeout=timeout)
     stderr = re.sub(r"^(ovsdb|tegadb)-client:", "PROG:", proc.stderr.decode(), flags=re.MULTILINE)
     return proc.returncode, proc.stdout.decode(), stderr
 
@@ -124,17 +140,20 @@ def tegadb_env(**extra: str) -> dict[str, str]:
     return env
 
 
+TEGADB_CLIENT = [sys.executable, "-m", "tegadb.cli_client"]
+
+
 def tegadb_client(*args: str, env: dict[str, str] | None = None,
-                  cwd: Path | None = None) -> tuple[int, str, str]:
-    return run([sys.executable, "-m", "tegadb.cli_client", *args], env or tegadb_env(), cwd)
+                  cwd: Path | None = None, timeout: float = 60) -> tuple[int, str, str]:
+    return run([*TEGADB_CLIENT, *args], env or tegadb_env(), cwd, timeout)
 
 
-def ovsdb_client(*args: str) -> tuple[int, str, str]:
-    return run(["ovsdb-client", *args])
+def ovsdb_client(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    return run(["ovsdb-client", *args], timeout=timeout)
 
 
-def assert_same(*args: str) -> tuple[int, str, str]:
-    ours, theirs = tegadb_client(*args), ovsdb_client(*args)
+def assert_same(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    ours, theirs = tegadb_client(*args, timeout=timeout), ovsdb_client(*args, timeout=timeout)
     assert ours == theirs, f"tegadb-client {' '.join(args)}"
     return ours
 
@@ -229,7 +248,8 @@ def test_json_commands_match_ovsdb_client(loaded: str, args: list[str]) -> None:
 @pytest.mark.parametrize("args", [
     ["transact", '["Nope"]'], ["transact", "[]"], ["query", '{"a":1}'], ["query", "[]"],
     ["get-schema", "Nope"], ["dump", "Test", "Nope"], ["dump", "Test", "Root", "nope"],
-    ["dump", "Test", "Root", "name", "nope"], ["list-columns", "Test", "Root", "extra"], ["list-dbs", "extra"],
+    ["dump", "Test", "Root", "name", "nope"], ["list-columns", "Test", "Root", "extra"],
+    ["list-dbs", "extra"],
     ["--format=xml", "list-dbs"], ["--data=xml", "list-dbs"], ["--bogus", "list-dbs"],
     ["-x", "list-dbs"], ["frob"], ["--format"],
 ], ids=" ".join)
@@ -377,6 +397,202 @@ def test_ssl(tmp_path: Path) -> None:
             1, "", "PROG: SSL remotes need --private-key, --certificate and --ca-cert\n")
     finally:
         server.stop()
+
+
+# --- monitor, lock: side by side while the data changes --------------------------
+
+WAIT = 5.0  # seconds to wait for any one expected output
+
+
+@pytest.fixture(scope="module", params=sorted(STARTERS))
+def watched(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The remote of a server holding DATA, for the monitor tests (which leave
+    the data as they found it)."""
+    with serving(request.param, tmp_path_factory.mktemp("watched"), [TEST_SCHEMA]) as server:
+        status, out, err = ovsdb_client("transact", server.remote_unix, json.dumps(DATA))
+        assert status == 0 and '"error"' not in out, out + err
+        yield server.remote_unix
+
+
+def both_clients(watch: Callable[..., Watcher], args: list[str],
+                 remote: str) -> tuple[Watcher, Watcher]:
+    """ovsdb-client and tegadb-client running ``args`` against ``remote``."""
+    at = next(i + 1 for i, arg in enumerate(args) if arg in COMMANDS)  # after the command
+    argv = [*args[:at], remote, *args[at:]]
+    return watch("ovsdb-client", *argv), watch(*TEGADB_CLIENT, *argv, env=tegadb_env())
+
+
+def settle(theirs: Watcher, ours: Watcher, before: str,
+           same: Callable[[str], str] = lambda text: text) -> str:
+    """Wait until ovsdb-client has printed more than ``before`` (whole lines) and
+    tegadb-client the same; returns what ovsdb-client printed.
+
+    (ovsdb-client's output may arrive in pieces, so one that tegadb-client
+    has not matched yet may still be growing.)  The test's final comparison
+    says what differs if they never agree.
+    """
+    deadline = time.monotonic() + WAIT
+    while True:
+        text = theirs.output
+        if (len(text) > len(before) and text.endswith("\n")
+                and same(ours.output) == same(text)) or time.monotonic() > deadline:
+            assert len(text) > len(before), f"{theirs.argv}: nothing new after\n{before}"
+            return text
+        time.sleep(0.01)
+
+
+MARK = "m,\"k\" 1"  # a Root row added, changed and removed by each monitor test
+MARK_STEPS = [
+    [{"op": "insert", "table": "Root", "row": {
+        "name": MARK, "count": 50, "ratio": 0.75, "color": "green",
+        "tags": ["set", ["p q", "r"]], "numbers": ["set", [1, 2]],
+        "props": ["map", [["a b", "c,d"], ["x", "y"]]]}}],
+    [{"op": "update", "table": "Root", "where": [["name", "==", MARK]], "row": {
+        "count": 60, "color": ["set", []], "tags": ["set", ["r", "s"]],
+        "numbers": ["set", [2, 3, 4]], "props": ["map", [["a b", "e"], ["z", "y"]]]}}],
+    [{"op": "delete", "table": "Root", "where": [["name", "==", MARK]]}],
+]
+ZERO = "00000000-0000-0000-0000-000000000000"
+
+
+@contextlib.contextmanager
+def writer(remote: str) -> Iterator[RawClient]:
+    """A client to make the MARK_STEPS with; the MARK row is gone afterwards."""
+    with RawClient(remote) as client:
+        try:
+            yield client
+        finally:
+            client.transact("Test", *MARK_STEPS[-1])
+
+
+MONITOR_COMMANDS = [
+    *([*style, "monitor", "Test", "Root"] for style in STYLES),
+    ["monitor", "Test", "ALL"],
+    ["--format=csv", "monitor", "Test", "ALL"],
+    ["monitor", "Test", "Root", "name,tags,!delete", "props,numbers,!initial"],
+    ["monitor", "Test", "Root", "_uuid,name,_version"],
+    # (Not _uuid in html: ovsdb-client 3.1 reads past an empty _uuid cell ("old" rows).)
+    ["--format=html", "monitor", "Test", "Root", "name,count,named"],
+    ["monitor-cond", "Test", '[["count",">=",7],["flag","==",true]]', "Root",
+     "name,count,flag,tags,props,numbers,color"],
+    ["--format=json", "monitor-cond", "Test", "[true]", "Root"],
+    ["--data=json", "monitor-cond", "Test", '[["name","!=",""]]', "Root", "name,numbers"],
+    ["monitor-cond-since", "Test", "[true]", "Root", "name,count,props"],
+    ["--format=list", "monitor-cond-since", "Test", ZERO, '[["count",">",0]]', "Root"],
+]
+
+
+@pytest.mark.parametrize("args", MONITOR_COMMANDS, ids=" ".join)
+def test_monitor_matches_ovsdb_client(watched: str, watch: Callable[..., Watcher],
+                                      args: list[str]) -> None:
+    theirs, ours = both_clients(watch, args, watched)
+    text = settle(theirs, ours, "")
+    with writer(watched) as client:
+        for ops in MARK_STEPS:
+            client.transact("Test", *ops)
+            text = settle(theirs, ours, text)
+    assert ours.stop() == theirs.stop() == (-9, text, "")
+
+
+def test_monitor_timestamps(watched: str, watch: Callable[..., Watcher]) -> None:
+    def untimed(text: str) -> str:
+        return TIMESTAMP.sub("TIME", text)
+
+    theirs, ours = both_clients(watch, ["--timestamp", "monitor", "Test", "ALL"], watched)
+    text = settle(theirs, ours, "", untimed)
+    with writer(watched) as client:
+        for ops in MARK_STEPS:
+            client.transact("Test", *ops)
+            text = settle(theirs, ours, text, untimed)
+    status, out, err = ours.stop()
+    assert (status, untimed(out), err) == (-9, untimed(text), "")
+    assert untimed(out).startswith("TIME\nChild\nrow ")
+
+
+def test_monitor_resumes_from_last_id(watched: str, watch: Callable[..., Watcher]) -> None:
+    """Both print what the server answers to a LASTID; tegadb resumes from it."""
+    args = ["monitor-cond-since", "Test", "[true]", "Root", "name,count"]
+    theirs, ours = both_clients(watch, args, watched)
+    text = settle(theirs, ours, "")
+    last_id = text.split("\n", 1)[0].rsplit(" ", 1)[1]
+    assert ours.stop() == theirs.stop() == (-9, text, "")
+    with writer(watched) as client:
+        client.transact("Test", *MARK_STEPS[0])
+        theirs, ours = both_clients(watch, [*args[:2], last_id, *args[2:]], watched)
+        text = settle(theirs, ours, "")
+        client.transact("Test", *MARK_STEPS[2])
+        text = settle(theirs, ours, text)
+    assert ours.stop() == theirs.stop() == (-9, text, "")
+    if last_id != ZERO:  # tegadb: only the row added since
+        assert text.startswith("found: true, ") and text.count(" insert ") == 1, text
+
+
+@pytest.mark.parametrize("args", [
+    ["monitor", "Test", "Nope"], ["monitor", "Test", "Root", "nope"],
+    ["monitor", "Test", "Root", "name,!insert,name"], ["monitor", "Test", "Root", "name", "name"],
+    ["monitor", "Test", "Root", "!modify", "tags"], ["monitor", "Test", "ALL", "name,count"],
+    ["monitor-cond", "Test", '[["nope","==",1]]', "Root"],
+    ["monitor-cond", "Test", '[["name","==",1]]', "Root"],
+    ["monitor-cond", "Test", '[["count","<","x"]]', "Root", "name"],
+    ["monitor-cond", "Test", '[["tags","<",1]]', "Root"],
+    ["monitor-cond", "Test", '[["name","==","a","b"]]', "Root"],
+    ["monitor-cond", "Test", '["name"]', "Root"],
+    ["monitor-cond", "Test", "[]", "Nope"], ["monitor-cond", "Test", "[]", "ALL"],
+    ["monitor-cond", "Test", "[]", "Root", "name", "count"], ["monitor-cond", "Test", "[]"],
+    ["monitor-cond-since", "Test", "[]", "Nope"],
+    ["monitor-cond-since", "Test", "[]", "Root", "nope"],
+    ["lock", "a", "b"], ["unlock", "a", "b"],
+], ids=" ".join)
+def test_monitor_errors_match_ovsdb_client(watched: str, args: list[str]) -> None:
+    assert assert_same(*with_server(args, watched), timeout=WAIT)[0] == 1
+
+
+def test_monitor_bad_condition_json(watched: str) -> None:
+    # Both name the argument; the parser's own message differs.
+    for text in ("[bad", '"x"'):
+        args = ["monitor-cond", watched, "Test", text, "Root"]
+        ours, theirs = tegadb_client(*args, timeout=WAIT), ovsdb_client(*args, timeout=WAIT)
+        assert ours[:2] == theirs[:2] == (1, "")
+        assert ours[2].startswith(f'PROG: "{text}": ')
+
+
+def test_monitor_timeout(watched: str, watch: Callable[..., Watcher]) -> None:
+    """-t ends a monitor after that long, by SIGALRM as ovsdb-client's ends."""
+    theirs, ours = both_clients(watch, ["-t", "1", "monitor", "Test", "Singleton"], watched)
+    status, out, _ = theirs.wait_exit(WAIT)
+    assert (status, out.count(" initial auto ")) == (-signal.SIGALRM, 1)
+    assert ours.wait_exit(WAIT) == (status, out, "")
+
+
+def test_monitor_ends_like_ovsdb_client(peer: Callable[..., Peer],
+                                        watch: Callable[..., Watcher]) -> None:
+    """When the server goes away, both say so and exit with status 1."""
+    _require_peers()
+    server = peer()
+    with RawClient(server.remote_unix) as writer:
+        writer.transact("Test", {"op": "insert", "table": "Weak", "row": {"name": "w"}})
+    theirs, ours = both_clients(watch, ["monitor", "Test", "Weak"], server.remote_unix)
+    settle(theirs, ours, "")
+    server.stop()
+    status, out, err = theirs.wait_exit(WAIT)
+    assert (status, err) == (1, f"ovsdb-client: {server.remote_unix}: receive failed (End of file)\n")
+    assert ours.wait_exit(WAIT) == (status, out, "tegadb" + err.removeprefix("ovsdb"))
+
+
+def test_lock_steal_unlock_match_ovsdb_client(watched: str,
+                                              watch: Callable[..., Watcher]) -> None:
+    """The same contention story, told by four ovsdb-clients, then four tegadb-clients."""
+    theirs = lock_transcripts(watched, watch, "L")
+    assert lock_transcripts(watched, watch, "L", TEGADB_CLIENT, tegadb_env()) == theirs
+    # "unlock" without the lock: an error reply, which both ignore (and wait on).
+    unlocks = both_clients(watch, ["unlock", "U"], watched)
+    pretty = [watch(*client, "--pretty", "steal", watched, name, env=tegadb_env())
+              for client, name in ((["ovsdb-client"], "P1"), (TEGADB_CLIENT, "P2"))]
+    assert [w.wait_for(lambda t: t.endswith("}\n"), WAIT) for w in pretty] == [
+        '{\n  "locked": true}\n'] * 2
+    assert [w.output for w in unlocks] == ["", ""]
+    assert [w.process.poll() for w in unlocks] == [None, None]
 
 
 def test_help_and_version() -> None:
