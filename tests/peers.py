@@ -391,3 +391,19 @@ def start_tegadb_server(directory: Path, schema_paths: Sequence[str | os.PathLik
     peer = Peer("tegadb", directory, command, env)
     peer.start()
     return peer
+
+
+def make_pki(directory: Path) -> dict[str, Path]:
+    """A CA and two certificates it signed, "server" and "client" (openssl)."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+            "-out", "ca.pem", "-days", "2", "-subj", "/CN=tegadb test CA")
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2")
+    return {name: directory / name for name in
+            ("ca.pem", "server.key", "server.pem", "client.key", "client.pem")}

@@ -37,6 +37,7 @@ from peers import (
     Peer,
     RawClient,
     free_tcp_port,
+    make_pki,
     missing_ovs_binaries,
     start_ovsdb_server,
     start_tegadb_server,
@@ -349,22 +350,6 @@ def test_default_remote(loaded: str, tmp_path: Path) -> None:
     assert tegadb_client("dump", env=tegadb_env(TEGADB_REMOTE="unix:/nonexistent/x.sock")) == (
         1, "", ('PROG: failed to connect to "unix:/nonexistent/x.sock" '
                "(No such file or directory)\n"))
-
-
-def make_pki(directory: Path) -> dict[str, Path]:
-    """A CA and two certificates it signed, "server" and "client" (openssl)."""
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-            "-out", "ca.pem", "-days", "2", "-subj", "/CN=tegadb test CA")
-    for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2")
-    return {name: directory / name for name in
-            ("ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
 
 
 def test_ssl(tmp_path: Path) -> None:
