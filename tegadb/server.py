@@ -24,6 +24,7 @@ import uvloop
 from . import methods, wire
 from .errors import OVSDBError
 from .journal import JournalError
+from .monitor import History
 from .service import DatabaseService, ServerDatabases, create_database_file
 from .wire import Framer, ProtocolError
 
@@ -318,6 +319,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-backlog", type=int, default=DEFAULT_MAX_BACKLOG,
                         metavar="BYTES", help="drop a client whose unread output exceeds "
                         "this (default 64 MiB)")
+    parser.add_argument("--history-transactions", type=int, default=10_000, metavar="N",
+                        help="transactions kept per database for monitor_cond_since resumes "
+                        "(default 10000)")
+    parser.add_argument("--history-rows", type=int, default=20_000, metavar="N",
+                        help="row changes kept per database for resumes (default 20000)")
     parser.add_argument("--inactivity-probe", type=float, default=PROBE_INTERVAL * 1000,
                         metavar="MS", help="probe idle TCP/TLS peers after MS ms "
                         "(0 disables; at least 1000; default 5000)")
@@ -372,7 +378,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
             Path("var"), [Path("schemas"), here.parent / "schemas",
                           Path(sys.prefix) / "share" / "tegadb" / "schemas"])
         remotes = args.remote or DEFAULT_REMOTES
-    services = [DatabaseService.open(f) for f in files]
+    services = [DatabaseService.open(f, History(args.history_transactions, args.history_rows))
+                for f in files]
     databases = ServerDatabases(services)
     probe_ms = args.inactivity_probe
     server = Server(databases, args.max_message_size, build_ssl_context(args),

@@ -77,7 +77,8 @@ class DatabaseService:
     """One database served from one journal file."""
 
     def __init__(self, schema: DbSchema, database: Database,
-                 log_file: journal.Journal | None, path: Path | None) -> None:
+                 log_file: journal.Journal | None, path: Path | None,
+                 history: History | None = None) -> None:
         self.schema = schema
         self.name = schema.name
         self.schema_json = schema.to_json()
@@ -86,7 +87,7 @@ class DatabaseService:
         self.path = path
         self.seq = 0
         self.last_txn = ZERO_TXN
-        self.history = History()
+        self.history = history or History()
         self.hub = MonitorHub(database, self.history)
         # Sessions whose monitors have updates waiting, flushed each loop turn.
         self.dirty_sessions: set[Session] = set()
@@ -97,11 +98,14 @@ class DatabaseService:
         self.call_later: Callable[[float, Callable[[], None]], Any] | None = None
 
     @classmethod
-    def open(cls, path: Path) -> DatabaseService:
-        """Open a database file and replay its journal into memory."""
+    def open(cls, path: Path, history: History | None = None) -> DatabaseService:
+        """Open a database file and replay its journal into memory.
+
+        ``history`` bounds the transactions kept for ``monitor_cond_since``.
+        """
         log_file, header, records = journal.Journal.open(str(path))
         schema = DbSchema.from_json(header["schema"])
-        service = cls(schema, Database(schema), log_file, path)
+        service = cls(schema, Database(schema), log_file, path, history)
         history = service.history
         for record in records:
             changes = service.database.apply_journal_record(record)

@@ -15,8 +15,9 @@ Results are compared after normalization: every UUID inside a string becomes
 order, and so are the two rows a unique-index error describes (ovsdb-server
 orders them by comparing all columns, `_version` included, in hash order, so
 its order is random).  Of several unknown members of an op, ovsdb-server
-names the first in its hash order; the name is not compared then, the count is.  One server of each kind serves every schema for the whole module; each
-case starts by deleting all rows of its database.
+names the first in its hash order; the name is not compared then, the count is.
+One server of each kind serves every schema for the whole module; each case
+starts by deleting all rows of its database.
 """
 
 from __future__ import annotations

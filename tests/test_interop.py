@@ -210,7 +210,8 @@ def test_ovsdb_client_dump(pair: Pair, filled_test_db: Any, options: list[str]) 
     assert "alpha" in out and "beta" in out
 
 
-@pytest.mark.parametrize("columns", [["Root"], ["Root", "name", "tags", "named"], ["Child", "_uuid", "number"]],
+@pytest.mark.parametrize("columns", [["Root"], ["Root", "name", "tags", "named"],
+                                     ["Child", "_uuid", "number"]],
                          ids=" ".join)
 def test_ovsdb_client_dump_table_and_columns(pair: Pair, filled_test_db: Any, columns: list[str]) -> None:
     for fmt in ("table", "json"):

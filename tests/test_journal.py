@@ -195,7 +195,7 @@ def test_failed_write_is_undone(path: str, monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setattr(os, "fsync", fail)
     journal.append(txn(2))
     journal.append(txn(3))
-    with pytest.raises(JournalError, match="No space left on device|Input/output error"):
+    with pytest.raises(JournalError, match=r"No space left on device|Input/output error"):
         journal.flush(fsync=True)
     monkeypatch.undo()
     assert Path(path).read_bytes() == good

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from peers import TEST_SCHEMA, start_tegadb_server
+
 ZERO = "00000000-0000-0000-0000-000000000000"
 
 
@@ -88,7 +90,7 @@ def test_monitor_cond_since_unknown_id_gives_initial(peer):
         uuid = insert(c, "a")
         reply = c.request("monitor_cond_since", ["Test", "m3", {"Root": [{"columns": ["name"]}]},
                                                  ZERO])
-        found, last, updates = reply["result"]
+        found, _last, updates = reply["result"]
         assert found is False
         assert updates == {"Root": {uuid: {"initial": {"name": "a"}}}}
 
@@ -175,3 +177,30 @@ def test_disconnect_storm_leaves_no_state(tegadb_peer):
             assert c.request("lock", [f"L{i}"])["result"] == {"locked": True}
     log = server.log_path.read_text()
     assert "Traceback" not in log
+
+
+def test_history_bound_gives_found_false_past_the_window(tmp_path):
+    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA], ["--history-transactions=3"])
+    try:
+        with server.client() as c:
+            ids = []
+            for i in range(6):
+                insert(c, f"r{i}")
+                ids.append(c.request("monitor_cond_since", [
+                    "Test", f"m{i}", {"Root": [{"columns": ["name"]}]}, ZERO])["result"][1])
+            spec = {"Root": [{"columns": ["name"]}]}
+            old = c.request("monitor_cond_since", ["Test", "old", spec, ids[1]])["result"]
+            recent = c.request("monitor_cond_since", ["Test", "new", spec, ids[3]])["result"]
+        assert old[0] is False and len(old[2]["Root"]) == 6
+        assert recent[0] is True
+        assert sorted(u["insert"]["name"] for u in recent[2]["Root"].values()) == ["r4", "r5"]
+    finally:
+        server.stop()
+
+
+def test_cond_change_of_another_sessions_monitor(peer):
+    server = peer()
+    with server.client() as a, server.client() as b:
+        a.request("monitor_cond", ["Test", "mine", {"Root": [{"columns": ["name"]}]}])
+        error = b.request("monitor_cond_change", ["mine", "mine", {"Root": [{"where": []}]}])
+        assert error["error"]["details"] == "unknown monitor session"

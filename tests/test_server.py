@@ -278,3 +278,40 @@ def test_malformed_jsonrpc2_requests_get_jsonrpc2_errors(tegadb_peer):
         assert reply["error"]["data"]["error"] == "unknown database"
         # Still connected.
         assert c.request("echo", ["ok"])["result"] == ["ok"]
+
+
+def dump(client):
+    """Every row of every Test table, all columns but _version."""
+    tables = ["Root", "Child", "Weak", "Singleton"]
+    results = client.transact("Test", *[{"op": "select", "table": t, "where": []}
+                                        for t in tables])
+    return {t: sorted(({k: v for k, v in row.items() if k != "_version"}
+                       for row in r["rows"]), key=repr) for t, r in zip(tables, results)}
+
+
+def test_restart_keeps_gc_and_weak_reference_cleanups_and_ignores_failures(tegadb_peer):
+    server = tegadb_peer()
+    with server.client() as c:
+        c.transact("Test",
+                   {"op": "insert", "table": "Weak", "row": {"name": "w1"}, "uuid-name": "w1"},
+                   {"op": "insert", "table": "Weak", "row": {"name": "w2"}, "uuid-name": "w2"},
+                   {"op": "insert", "table": "Child", "row": {"value": "c"}, "uuid-name": "c"},
+                   {"op": "insert", "table": "Root", "row": {
+                       "name": "r", "weak": ["set", [["named-uuid", "w1"], ["named-uuid", "w2"]]],
+                       "children": ["named-uuid", "c"]}})
+        # Deleting w1 removes it from Root.weak; emptying children collects the Child.
+        c.transact("Test", {"op": "delete", "table": "Weak", "where": [["name", "==", "w1"]]},
+                   {"op": "update", "table": "Root", "where": [], "row": {
+                       "children": ["set", []]}})
+        size = (server.directory / "Test.db").stat().st_size
+        failed = c.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "x"}},
+                            {"op": "insert", "table": "Root", "row": {"count": 1000}})
+        assert failed[1]["error"] == "constraint violation"
+        assert (server.directory / "Test.db").stat().st_size == size
+        before = dump(c)
+    assert before["Child"] == []
+    assert [w["name"] for w in before["Weak"]] == ["w2"]
+    assert before["Root"][0]["weak"] == before["Weak"][0]["_uuid"]
+    server.restart()
+    with server.client() as c:
+        assert dump(c) == before

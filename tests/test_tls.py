@@ -6,7 +6,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from peers import TEST_SCHEMA, free_tcp_port, make_pki, missing_ovs_binaries, start_tegadb_server
 
 

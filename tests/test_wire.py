@@ -104,7 +104,7 @@ def random_value(rnd: random.Random, depth: int = 1) -> Any:
 
 def random_chunks(rnd: random.Random, stream: bytes) -> list[bytes]:
     cuts = sorted(rnd.sample(range(len(stream) + 1), rnd.randint(0, 6)))
-    return [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+    return [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
 
 
 def test_random_streams_and_chunkings() -> None:
