@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from peers import TEST_SCHEMA, start_tegadb_server
 
 ZERO = "00000000-0000-0000-0000-000000000000"
