@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -367,6 +368,26 @@ def detach() -> Callable[[], None]:
     return notify_ready
 
 
+def open_databases(files: list[Path], args: argparse.Namespace) -> list[DatabaseService]:
+    """Replay every database file, with the cyclic garbage collector paused.
+
+    Replay allocates millions of acyclic objects (rows are dicts of tuples);
+    letting the collector rescan the growing heap made start-up about twice
+    as slow.  What was loaded is then frozen out of later collections.
+    """
+    gc.disable()
+    try:
+        return [DatabaseService.open(f, History(args.history_transactions, args.history_rows))
+                for f in files]
+    finally:
+        gc.freeze()
+        gc.enable()
+        # Transactions allocate many short-lived acyclic objects: collecting
+        # the young generation every 50000 allocations instead of every 700
+        # made a 100k-row bulk load about a quarter faster.
+        gc.set_threshold(50_000, 20, 100)
+
+
 async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit status (1 after a journal failure)."""
     if args.databases:
@@ -378,8 +399,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
             Path("var"), [Path("schemas"), here.parent / "schemas",
                           Path(sys.prefix) / "share" / "tegadb" / "schemas"])
         remotes = args.remote or DEFAULT_REMOTES
-    services = [DatabaseService.open(f, History(args.history_transactions, args.history_rows))
-                for f in files]
+    services = open_databases(files, args)
     databases = ServerDatabases(services)
     probe_ms = args.inactivity_probe
     server = Server(databases, args.max_message_size, build_ssl_context(args),
