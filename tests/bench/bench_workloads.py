@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import time
 import timeit
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +83,10 @@ FULL = Config(reps=5, timeout=60.0,
               w6_txns=100_000,
               w7_duration=1.0, w7_conns=4, w7_inflight=8)
 
-QUICK = Config(reps=3, timeout=30.0,
-               w1_warmup=100, w1_n=1000,
-               w2_rows=1000, w2_conns=4, w2_inflight=32, w2_duration=0.5,
-               w3_rows=20_000, w3_batch=1000,
-               w4_clients=50, w4_txns=1000, w4_inflight=32, w4_method="monitor", w4_read_pause=0.002,
-               w5_rows=10_000, w5_conns=4, w5_inflight=8, w5_duration=0.5,
-               w6_txns=20_000,
-               w7_duration=0.4, w7_conns=4, w7_inflight=8)
+# The quick run: fewer repetitions, smaller loads, shorter phases.
+QUICK = replace(FULL, reps=3, timeout=30.0, w1_warmup=100, w1_n=1000, w2_duration=0.5,
+                w3_rows=20_000, w4_txns=1000, w5_duration=0.5, w6_txns=20_000,
+                w7_duration=0.4)
 
 
 # --- servers ----------------------------------------------------------------
