@@ -122,24 +122,32 @@ class DatabaseService:
     def transact(self, session: Session, request_id: Any, dialect: int,
                  ops: list[Any]) -> list[Any] | None:
         """Run a transaction; None means it is parked and answered later."""
-        key = (id(session), _id_key(request_id))
-        if key in self.parked:
+        # Most transactions never park: the bookkeeping for parking is made
+        # only when one does (or when a parked one might share the id).
+        if self.parked and (id(session), _id_key(request_id)) in self.parked:
             raise syntax_error("transact: duplicate request ID", [self.name, *ops])
-        txn = ParkedTransaction(session, request_id, dialect, ops)
-        results = self._run(txn, key)
-        if results is None:
-            self.parked[key] = txn
-            session.cleanups.append(lambda: self._unpark(key))
-        return results
+        outcome = self.database.transact(ops, session)
+        if outcome.wait_deadline_ms is None:
+            return self._finish(outcome, session)
+        key = (id(session), _id_key(request_id))
+        txn = self.parked[key] = ParkedTransaction(session, request_id, dialect, ops)
+        session.cleanups.append(lambda: self._unpark(key))
+        self._arm_timer(txn, key, outcome.wait_deadline_ms)
+        return None
 
     def _run(self, txn: ParkedTransaction, key: tuple[int, str]) -> list[Any] | None:
+        """Run a parked transaction again; None while it still waits."""
         outcome = self.database.transact(txn.ops, txn.session, elapsed_ms=txn.elapsed_ms())
         if outcome.wait_deadline_ms is not None:
             self._arm_timer(txn, key, outcome.wait_deadline_ms)
             return None
+        return self._finish(outcome, txn.session)
+
+    def _finish(self, outcome: Any, session: Session) -> list[Any]:
         if outcome.changes:
-            self._commit(outcome, txn.session)
-        return outcome.results
+            self._commit(outcome, session)
+        results: list[Any] = outcome.results
+        return results
 
     def _arm_timer(self, txn: ParkedTransaction, key: tuple[int, str], deadline_ms: float) -> None:
         """Run the transaction again when its smallest wait timeout expires."""
