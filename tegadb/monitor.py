@@ -508,7 +508,9 @@ class History:
 
     def append(self, txn_id: str, changes: Changes) -> None:
         """Record a committed transaction (change sets are kept by reference, not copied)."""
-        size = sum(len(rows) for rows in changes.values())
+        size = 0
+        for rows in changes.values():
+            size += len(rows)
         self._entries.append((txn_id, changes, size))
         self._position[txn_id] = self._next
         self._next += 1
