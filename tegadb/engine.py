@@ -141,6 +141,9 @@ class Table:
                        for n, t in self.types.items()}
         self.rows: dict[str, Row] = {}
         self.indexes = [Index(columns) for columns in schema.indexes]
+        # Indexes the table builds for itself (see ``scanned``): column -> value index.
+        self.value_indexes: dict[str, ValueIndex] = {}
+        self.scans: dict[str, int] = {}
         # Strong references into each row from other rows (absent = 0).
         self.refs: dict[str, int] = {}
         # Reverse weak-reference index: row -> {(referring table, row): count}.
@@ -163,7 +166,30 @@ class Table:
             if all(c in eq for c in index.columns):
                 found = index.rows.get(index.key(eq))
                 return [] if found is None else [found]
+        if self.value_indexes:
+            for column, datum in eq.items():
+                value_index = self.value_indexes.get(column)
+                if value_index is not None:
+                    return list(value_index.rows.get(datum, ()))
         return None
+
+    def scanned(self, eq: dict[str, Datum]) -> bool:
+        """Note a scan for ``eq`` that no index could answer; True when it made one.
+
+        A column that keeps being searched for equality in a big table gets a
+        value index (as SQLite builds automatic indexes): one scan's worth of
+        work, then every later search by that column is a dictionary lookup,
+        and every commit keeps it current.
+        """
+        if len(self.rows) < VALUE_INDEX_MIN_ROWS:
+            return False
+        for column in eq:
+            seen = self.scans.get(column, 0) + 1
+            self.scans[column] = seen
+            if seen >= VALUE_INDEX_AFTER_SCANS and column != "_uuid":
+                self.value_indexes[column] = ValueIndex(column, self.rows)
+                return True
+        return False
 
     def row_json(self, row: Row, columns: list[str]) -> dict[str, Any]:
         types = self.types
@@ -185,6 +211,8 @@ class Table:
                 key = index.key(old)
                 if index.rows.get(key) == uuid:  # a swap may already have taken it over
                     del index.rows[key]
+        for value_index in self.value_indexes.values():
+            value_index.apply(uuid, old, new)
         if new is None:
             del self.rows[uuid]
             return
@@ -203,6 +231,39 @@ class Index:
         self.columns = columns
         self.key: Callable[[Row], Any] = itemgetter(*columns)
         self.rows: dict[Any, str] = {}
+
+
+# A table builds a value index on a column once it holds this many rows and
+# has been scanned this many times for equality on the column.
+VALUE_INDEX_MIN_ROWS = 1000
+VALUE_INDEX_AFTER_SCANS = 3
+
+
+class ValueIndex:
+    """A non-unique index on one column: datum -> the committed rows that have it
+    (a dict used as an insertion-ordered set)."""
+
+    __slots__ = ("column", "rows")
+
+    def __init__(self, column: str, rows: dict[str, Row]) -> None:
+        self.column = column
+        self.rows: dict[Datum, dict[str, None]] = {}
+        for uuid, row in rows.items():
+            self.rows.setdefault(row[column], {})[uuid] = None
+
+    def apply(self, uuid: str, old: Row | None, new: Row | None) -> None:
+        column = self.column
+        before = old[column] if old is not None else None
+        after = new[column] if new is not None else None
+        if before == after:
+            return
+        if before is not None:
+            bucket = self.rows[before]
+            del bucket[uuid]
+            if not bucket:
+                del self.rows[before]
+        if after is not None:
+            self.rows.setdefault(after, {})[uuid] = None
 
 
 def _valid(type_: Type, datum: Datum) -> bool:
@@ -504,6 +565,8 @@ class _Transaction:
                         found += [t.new for t in touched.values()
                                   if t.new is not None and match(t.new)]
                 return found
+        if eq and table.scanned(eq):
+            return self._query(table, clauses)
         committed = table.rows
         if eq and len(clauses) == 1 and not touched:
             # One equality on a column without an index: compare inside the

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tegadb import engine
+from tegadb import engine, values
 from tegadb.engine import WAIT_FOREVER, Database, Table
 from tegadb.schema import DbSchema
 
@@ -110,6 +110,8 @@ def check_bookkeeping(db: Database) -> None:
                         weak[target_table].setdefault(target, Counter())[(name, uuid)] += 1
         for index in table.indexes:
             assert index.rows == {index.key(row): u for u, row in table.rows.items()}
+        for column, value_index in table.value_indexes.items():
+            assert value_index.rows == engine.ValueIndex(column, table.rows).rows, column
     for name, table in db.tables.items():
         assert table.refs == dict(strong[name]), name
         assert table.weak_refs == {t: dict(c) for t, c in weak[name].items()}, name
@@ -461,6 +463,66 @@ def test_index_follows_swaps_and_renames() -> None:
     check_bookkeeping(db)
 
 
+@pytest.fixture
+def eager_value_indexes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Value indexes from the first scan of any table (normally big tables only)."""
+    monkeypatch.setattr(engine, "VALUE_INDEX_MIN_ROWS", 1)
+    monkeypatch.setattr(engine, "VALUE_INDEX_AFTER_SCANS", 1)
+
+
+def test_a_column_scanned_again_and_again_gets_a_value_index(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "VALUE_INDEX_MIN_ROWS", 20)
+    db = database()
+    results(db, *({"op": "insert", "table": "Root", "row": {"name": f"r{i}", "count": i % 7}}
+                  for i in range(30)))
+    table = db.tables["Root"]
+    table.rows = CountingRows(table.rows)
+    CountingRows.scans = 0
+    by_count = {"op": "select", "table": "Root", "where": [["count", "==", 3]],
+                "columns": ["name"]}
+    expected = {"rows": [{"name": f"r{i}"} for i in (3, 10, 17, 24)]}
+    for _ in range(engine.VALUE_INDEX_AFTER_SCANS + 3):
+        assert results(db, by_count) == [expected]
+    # Scans until the index is built (that scan builds it), lookups after.
+    assert CountingRows.scans == engine.VALUE_INDEX_AFTER_SCANS
+    assert list(table.value_indexes) == ["count"]
+    check_bookkeeping(db)
+
+
+def test_small_tables_are_only_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    db = database()
+    results(db, *({"op": "insert", "table": "Root", "row": {"name": f"r{i}"}} for i in range(5)))
+    for _ in range(10):
+        results(db, {"op": "select", "table": "Root", "where": [["count", "==", 0]]})
+    assert db.tables["Root"].value_indexes == {}
+
+
+@pytest.mark.usefixtures("eager_value_indexes")
+def test_value_index_answers_with_the_transactions_own_changes() -> None:
+    db = database()
+    results(db, {"op": "insert", "table": "Root", "row": {"name": "a", "count": 1}, "uuid": U1},
+            {"op": "insert", "table": "Root", "row": {"name": "b", "count": 2}, "uuid": U2})
+    count_is = [{"op": "select", "table": "Root", "where": [["count", "==", n]],
+                 "columns": ["name"]} for n in (1, 2, 3)]
+    results(db, *count_is)  # builds the index
+    assert "count" in db.tables["Root"].value_indexes
+    got = results(db, {"op": "update", "table": "Root", "where": [["count", "==", 1]],
+                       "row": {"count": 3}},
+                  {"op": "insert", "table": "Root", "row": {"name": "c", "count": 2}},
+                  {"op": "delete", "table": "Root", "where": [["name", "==", "b"]]},
+                  *count_is,
+                  {"op": "select", "table": "Root", "where": [["count", "==", 2],
+                                                             ["name", "!=", "c"]]},
+                  {"op": "abort"})
+    assert got[3:7] == [{"rows": []}, {"rows": [{"name": "c"}]}, {"rows": [{"name": "a"}]},
+                        {"rows": []}]
+    # Aborted: the committed value index is as it was.
+    assert results(db, *count_is) == [{"rows": [{"name": "a"}]}, {"rows": [{"name": "b"}]},
+                                      {"rows": []}]
+    check_bookkeeping(db)
+
+
 def test_select_sorts_like_ovsdb() -> None:
     db = database()
     results(db, *({"op": "insert", "table": "Root", "row": {"name": n, "tags": ["set", t]}}
@@ -509,7 +571,12 @@ def random_op(rng: random.Random, db: Database) -> dict[str, Any]:
         "wmap": ["map", [[str(i), ["uuid", u]] for i, u in enumerate(some("Target")[1])]]}}
 
 
-def test_bookkeeping_stays_exact_under_random_transactions() -> None:
+@pytest.mark.parametrize("value_indexes", [False, True])
+def test_bookkeeping_stays_exact_under_random_transactions(
+        value_indexes: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if value_indexes:
+        monkeypatch.setattr(engine, "VALUE_INDEX_MIN_ROWS", 1)
+        monkeypatch.setattr(engine, "VALUE_INDEX_AFTER_SCANS", 1)
     rng = random.Random(7)
     db = database(REFS_SCHEMA)
     committed = 0
@@ -517,11 +584,19 @@ def test_bookkeeping_stays_exact_under_random_transactions() -> None:
         ops: list[Any] = [{"op": "insert", "table": "Target", "row": {"name": "t"}}
                           for _ in range(rng.randrange(2))]
         ops += [random_op(rng, db) for _ in range(rng.randint(1, 4))]
+        table = db.tables[rng.choice(["Top", "Node", "Leaf", "Holder"])]
+        if value_indexes and table.rows:
+            # An equality on a value some row has (or had): builds and uses value indexes.
+            column = rng.choice([c for c in table.columns if c != "_uuid"])
+            row = rng.choice(list(table.rows.values()))
+            ops.append({"op": "select", "table": table.name, "where": [
+                [column, "==", values.to_json(table.types[column], row[column])]]})
         # "update ... kids" on Node is an unknown column: that failure is fine too.
         outcome = db.transact(ops)
         committed += outcome.changes is not None
         check_bookkeeping(db)
     assert committed > 100
+    assert sum(len(t.value_indexes) for t in db.tables.values()) >= 3 * value_indexes
 
 
 # --- journal forms -----------------------------------------------------------------------
