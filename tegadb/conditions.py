@@ -43,7 +43,8 @@ class ConditionParser:
 
     def __init__(self, table: TableSchema) -> None:
         self.table = table
-        self._arg_types: dict[tuple[str, str], Type] = {}
+        # (column, function) -> the parser of its argument.
+        self._arg_parsers: dict[tuple[str, str], Callable[[Any, NamedUUIDs | None], Datum]] = {}
 
     def parse(self, json: list[Any], symtab: NamedUUIDs | None = None) -> list[Clause]:
         """Parse a ``where`` array (the caller has checked that it is an array)."""
@@ -58,10 +59,11 @@ class ConditionParser:
                 or type(json[0]) is not str or type(json[1]) is not str):
             raise syntax_error("Parse error in condition.", json)
         name, function, value = json
-        arg_type = self._arg_types.get((name, function))
-        if arg_type is None:
-            arg_type = self._arg_type(name, function, json)
-        return Clause(name, function, values.parse(arg_type, value, symtab))
+        parse = self._arg_parsers.get((name, function))
+        if parse is None:
+            parse = values.parser(self._arg_type(name, function, json))
+            self._arg_parsers[(name, function)] = parse
+        return Clause(name, function, parse(value, symtab))
 
     def _arg_type(self, name: str, function: str, json: list[Any]) -> Type:
         column = self.table.columns.get(name)
@@ -70,9 +72,7 @@ class ConditionParser:
                              json)
         if function not in FUNCTIONS:
             raise OVSDBError("unknown function", f"No function named {function}.")
-        arg_type = _argument_type(column, function, json)
-        self._arg_types[(name, function)] = arg_type
-        return arg_type
+        return _argument_type(column, function, json)
 
 
 def _argument_type(column: ColumnSchema, function: str, json: list[Any]) -> Type:

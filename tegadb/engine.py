@@ -59,15 +59,21 @@ def new_uuid() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-# _version only has to differ from every other version: a random per-process
-# prefix and a counter make one for a fifth of the cost of a random UUID.
-_VERSION_PREFIX = new_uuid()[:24]
-_version_serial = count(getrandbits(40))
+# Versions and transaction ids only have to differ from every other one: a
+# random per-process prefix and a counter make one for a fifth of the cost
+# of a random UUID, still in UUID form.
+_SERIAL_PREFIX = new_uuid()[:24]
+_serial = count(getrandbits(40))
 
 
 def new_version() -> Datum:
     """A fresh ``_version`` datum."""
-    return (f"{_VERSION_PREFIX}{next(_version_serial):012x}",)
+    return (f"{_SERIAL_PREFIX}{next(_serial):012x}",)
+
+
+def new_txn_id() -> str:
+    """A fresh transaction id (unique, not random)."""
+    return f"{_SERIAL_PREFIX}{next(_serial):012x}"
 
 
 @dataclass(slots=True)
@@ -135,10 +141,9 @@ class Table:
         self.name = schema.name
         self.columns: dict[str, ColumnSchema] = schema.columns
         self.types: dict[str, Type] = {n: c.type for n, c in schema.columns.items()}
-        # Per column: its type, and whether values need constraint checks after parsing.
-        self.fields = {n: (t, t.key.has_constraints
-                           or (t.value is not None and t.value.has_constraints))
-                       for n, t in self.types.items()}
+        # Per column: its value parser (with constraint checks) and JSON encoder.
+        self.parsers = {n: values.parser(t) for n, t in self.types.items()}
+        self.encoders = {n: values.encoder(t) for n, t in self.types.items()}
         self.rows: dict[str, Row] = {}
         self.indexes = [Index(columns) for columns in schema.indexes]
         # Indexes the table builds for itself (see ``scanned``): column -> value index.
@@ -155,7 +160,9 @@ class Table:
         self.checked_defaults = [n for n, c in schema.user_columns.items()
                                  if len(self.defaults[n]) == 1
                                  and not _valid(c.type, self.defaults[n])]
-        self.stored = [(n, c.type) for n, c in schema.user_columns.items() if c.persistent]
+        # The persistent columns and their encoders: what the journal stores.
+        self.stored = [(n, self.encoders[n]) for n, c in schema.user_columns.items()
+                       if c.persistent]
         self.sort_keys = {n: _sort_key(t) for n, t in self.types.items()}
         self.conditions = ConditionParser(schema)
         self.mutations = MutationParser(schema)
@@ -192,13 +199,13 @@ class Table:
         return False
 
     def row_json(self, row: Row, columns: list[str]) -> dict[str, Any]:
-        types = self.types
-        return {c: values.to_json(types[c], row[c]) for c in columns}
+        encoders = self.encoders
+        return {c: encoders[c](row[c]) for c in columns}
 
     def stored_json(self, row: Row) -> dict[str, Any]:
         """A new row as the journal stores it: persistent columns not at their default."""
         defaults = self.defaults
-        stored = {c: values.to_json(t, row[c]) for c, t in self.stored if row[c] != defaults[c]}
+        stored = {c: encode(row[c]) for c, encode in self.stored if row[c] != defaults[c]}
         # _version is kept too (ovsdb-server does not), so that a client that
         # resumes a monitor after a restart holds the rows' current versions.
         stored["_version"] = row["_version"][0]
@@ -322,6 +329,9 @@ class _TxnRow:
 
 class _Transaction:
     """One transaction's private view of the database, and its ops."""
+
+    __slots__ = ("comments", "db", "deleted", "durable", "elapsed_ms", "modified", "session",
+                 "symtab", "tables", "touched", "wait_timeout", "weakened")
 
     def __init__(self, db: Database, session: Session | None, elapsed_ms: int) -> None:
         self.db = db
@@ -525,17 +535,13 @@ class _Transaction:
 
     # --- the private view --------------------------------------------------------
     def _parse_row(self, table: Table, row_json: dict[str, Any], row: Row) -> None:
-        fields = table.fields
+        parsers, symtab = table.parsers, self.symtab
         for name, value in row_json.items():
-            field = fields.get(name)
-            if field is None:
+            parse = parsers.get(name)
+            if parse is None:
                 raise OVSDBError("unknown column", f"No column {name} in table {table.name}.",
                                  row_json)
-            type_, constrained = field
-            datum = values.parse_unchecked(type_, value, self.symtab)
-            if constrained:
-                values.check(type_, datum)
-            row[name] = datum
+            row[name] = parse(value, symtab)
 
     def _query(self, table: Table, clauses: list[Clause]) -> list[Row]:
         """The rows matching every clause, as this transaction sees them.
@@ -1046,7 +1052,7 @@ class Database:
                 elif old is None:
                     records[uuid] = table.stored_json(new)
                 else:
-                    changed = {c: values.to_json(t, new[c]) for c, t in table.stored
+                    changed = {c: encode(new[c]) for c, encode in table.stored
                                if old[c] != new[c]}
                     if changed:
                         changed["_version"] = new["_version"][0]
@@ -1116,4 +1122,4 @@ class Database:
 
 
 __all__ = ["WAIT_FOREVER", "Changes", "Database", "Row", "Session", "Table", "TxnOutcome",
-           "new_uuid", "new_version"]
+           "new_txn_id", "new_uuid", "new_version"]

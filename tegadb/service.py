@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import ujson
 
 from . import journal, values
-from .engine import Database, new_uuid
+from .engine import Database, new_txn_id
 from .errors import OVSDBError, syntax_error
 from .locks import LockTable
 from .monitor import History, MonitorHub
@@ -206,7 +206,7 @@ class DatabaseService:
 
     def _commit(self, outcome: Any, session: Session) -> None:
         self.seq += 1
-        self.last_txn = new_uuid()
+        self.last_txn = new_txn_id()
         record: dict[str, Any] = {"seq": self.seq, "txn": self.last_txn, "date": now_ms()}
         if outcome.comment:
             record["comment"] = outcome.comment
@@ -256,7 +256,7 @@ class DatabaseService:
         self.schema_json = schema.to_json()
         self.database = database
         self.seq += 1
-        self.last_txn = new_uuid()
+        self.last_txn = new_txn_id()
         self.history.reset(self.last_txn)
         self.hub = MonitorHub(database, self.history)
         self.compact()
@@ -356,7 +356,7 @@ class ServerDatabases:
         server = self.services[SERVER_DB_NAME]
         changes = self.server_db.set_schema(service.name, service.schema_json)
         if changes:
-            server.publish(changes, new_uuid())
+            server.publish(changes, new_txn_id())
         return [s for s in self.sessions if not s.change_aware]
 
     def stats(self) -> dict[str, int]:

@@ -143,11 +143,13 @@ class BaseType:
             obj["refType"] = "weak"
         return obj
 
-    @property
-    def has_constraints(self) -> bool:
-        return any(v is not None for v in (
+    # Derived once: checked for every value parsed.
+    has_constraints: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "has_constraints", any(v is not None for v in (
             self.enum, self.min_integer, self.max_integer, self.min_real, self.max_real,
-            self.min_length, self.max_length, self.ref_table))
+            self.min_length, self.max_length, self.ref_table)))
 
     @property
     def is_strong_ref(self) -> bool:

@@ -9,9 +9,11 @@ Representation (relied on everywhere):
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid as uuidlib
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from .errors import OVSDBError, constraint_violation, syntax_error, syntax_text
@@ -257,6 +259,50 @@ def check(type_: Type, datum: Datum) -> None:
             check_atom(key, atom)
 
 
+def needs_check(type_: Type) -> bool:
+    """Whether parsed values of ``type_`` need :func:`check` (references are checked at commit)."""
+    return _needs_check(type_.key) or (type_.value is not None and _needs_check(type_.value))
+
+
+# Python types of the atoms that stand for themselves in JSON (bool is not an int here).
+_PLAIN_ATOMS: dict[str, type] = {"string": str, "boolean": bool}
+
+
+@functools.cache
+def parser(type_: Type) -> Callable[[Any, NamedUUIDs | None], Datum]:
+    """:func:`parse` specialised for one column type (compiled once per type).
+
+    A bare atom of an unconstrained string, boolean or in-range integer type
+    takes one call; every other form goes the general way.
+    """
+    general = parse if needs_check(type_) else parse_unchecked
+    if type_.is_map or needs_check(type_):
+        return functools.partial(general, type_)
+    key_type = type_.key.type
+    atom_type = _PLAIN_ATOMS.get(key_type)
+    if atom_type is not None:
+        def parse_plain(json: Any, symtab: NamedUUIDs | None) -> Datum:
+            if type(json) is atom_type:
+                return (json,)
+            return general(type_, json, symtab)
+        return parse_plain
+    if key_type == "integer":
+        def parse_integer(json: Any, symtab: NamedUUIDs | None) -> Datum:
+            if type(json) is int and INT64_MIN <= json <= INT64_MAX:
+                return (json,)
+            return general(type_, json, symtab)
+        return parse_integer
+    return functools.partial(general, type_)
+
+
+@functools.cache
+def encoder(type_: Type) -> Callable[[Datum], Any]:
+    """:func:`to_json` specialised for one column type (compiled once per type)."""
+    if type_.is_scalar and _wrap(type_.key.type) is None:
+        return itemgetter(0)  # a C call: the commonest column by far
+    return functools.partial(to_json, type_)
+
+
 def check_size(type_: Type, datum: Datum) -> None:
     """The size rule after a mutation, worded as OVS does."""
     if not type_.n_min <= len(datum) <= type_.n_max:
@@ -361,9 +407,12 @@ __all__ = [
     "check_size",
     "default",
     "diff",
+    "encoder",
     "enum_to_json",
+    "needs_check",
     "parse",
     "parse_enum",
     "parse_unchecked",
+    "parser",
     "to_json",
 ]

@@ -262,4 +262,4 @@ def test_parser_is_shared_per_table() -> None:
     parser = conditions.parser_for(TABLE)
     parser.parse([["tags", "includes", "a"]])
     # The relaxed argument type is worked out once and reused.
-    assert ("tags", "includes") in parser._arg_types
+    assert ("tags", "includes") in parser._arg_parsers

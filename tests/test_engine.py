@@ -678,11 +678,13 @@ def test_tables_are_created_per_schema_table() -> None:
     assert [i.columns for i in db.tables["Root"].indexes] == [("name",)]
 
 
-def test_new_uuids_are_version_4_and_versions_unique() -> None:
+def test_new_uuids_are_version_4_and_versions_and_txn_ids_unique() -> None:
     made = {engine.new_uuid() for _ in range(1000)}
     assert len(made) == 1000
     for text in list(made)[:50]:
         parsed = uuidlib.UUID(text)
         assert str(parsed) == text and parsed.version == 4
     versions = {engine.new_version()[0] for _ in range(1000)}
-    assert len(versions) == 1000 and all(UUID_RE.fullmatch(v) for v in versions)
+    txn_ids = {engine.new_txn_id() for _ in range(1000)}
+    assert len(versions | txn_ids) == 2000
+    assert all(UUID_RE.fullmatch(v) for v in versions | txn_ids)
