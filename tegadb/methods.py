@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tegadb.methods")
 
-# A method returns Success(DEFERRED) when its reply is sent later (a parked
-# or committing transaction).
+# A method returns ANSWERED (Success(DEFERRED)) when it sends its reply
+# itself, now or later (a parked transaction).
 DEFERRED = object()
+ANSWERED = Success(DEFERRED)
 
 CODE_UNKNOWN_METHOD = -32601
 CODE_INVALID = -32602
@@ -237,7 +238,11 @@ def transact(session: Session, *params: Any) -> Result:
                                    list(params[1:]))
     except OVSDBError as e:
         return ovsdb_error(e)
-    return Success(DEFERRED if results is None else results)
+    # Answered here (or later, if parked) in the request's dialect: the reply
+    # then needs no Result object of its own.
+    if results is not None:
+        session.reply(session.request_id, results, session.request_dialect)
+    return ANSWERED
 
 
 @method
@@ -339,7 +344,7 @@ def convert(session: Session, *params: Any) -> Result:
     session.reply(session.request_id, {}, session.request_dialect)
     for other in to_disconnect:
         other.disconnect()
-    return Success(DEFERRED)
+    return ANSWERED
 
 
 @method

@@ -416,7 +416,11 @@ def classify(msg: Any) -> Message:
         name, must = next((n, m) for n, m, p in zip(_MEMBERS, shape, present) if m != p)
         raise ProtocolError(f'{kind} must{"" if must else " not"} have "{name}"')
     dialect = JSONRPC2_DIALECT if get("jsonrpc") == "2.0" else OVSDB_DIALECT
-    return Message(kind, method, params, id_, result, error, dialect)
+    # tuple.__new__ skips the NamedTuple's Python-level constructor (per message).
+    return _new_tuple(Message, (kind, method, params, id_, result, error, dialect))
+
+
+_new_tuple = tuple.__new__
 
 
 # ---------------------------------------------------------------------------
