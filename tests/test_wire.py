@@ -166,6 +166,27 @@ def test_one_message_per_chunk_takes_the_fast_path(monkeypatch: pytest.MonkeyPat
         assert framer.feed(dumps(message) + b"\n") == [message]
 
 
+@pytest.mark.parametrize("separator", [b"", b"\n", b" \r\n"])
+def test_whole_messages_per_chunk_take_the_fast_path(monkeypatch: pytest.MonkeyPatch,
+                                                     separator: bytes) -> None:
+    def no_scan(self: Framer, out: list[Any]) -> None:
+        raise AssertionError("scanner used")
+
+    # `}{` inside strings must not split a message; without `\"` quotes tell.
+    messages = [m for m in TRICKY if b'\\"' not in dumps(m)] * 2
+    messages.append({"id": 3, "method": "echo", "params": ["}{", "} {", "}\n{"]})
+    monkeypatch.setattr(Framer, "_scan", no_scan)
+    assert Framer().feed(separator.join(dumps(m) for m in messages)) == messages
+
+
+def test_a_chunk_ending_inside_a_message_is_kept() -> None:
+    first, second = dumps(TRICKY[0]), dumps(TRICKY[3])
+    framer = Framer()
+    cut = second.index(b"}") + 1  # the chunk ends at a "}" inside the second message
+    assert framer.feed(first + second[:cut]) == [TRICKY[0]]
+    assert framer.feed(second[cut:]) == [TRICKY[3]]
+
+
 def test_incomplete_message_is_kept() -> None:
     framer = Framer()
     assert framer.feed(b'{"id":1,"method":"echo","params":["}{') == []
