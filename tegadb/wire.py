@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any, NamedTuple
 
 import ujson
@@ -209,7 +209,7 @@ class Framer:
         if last is None:
             return None
         values = []
-        for start, stop in zip(cuts, cuts[1:]):
+        for start, stop in pairwise(cuts):
             value = self._whole(data[start:stop])
             if value is None:
                 return None
