@@ -298,8 +298,19 @@ def parser(type_: Type) -> Callable[[Any, NamedUUIDs | None], Datum]:
 @functools.cache
 def encoder(type_: Type) -> Callable[[Datum], Any]:
     """:func:`to_json` specialised for one column type (compiled once per type)."""
-    if type_.is_scalar and _wrap(type_.key.type) is None:
+    plain_key = _wrap(type_.key.type) is None
+    if type_.is_scalar and plain_key:
         return itemgetter(0)  # a C call: the commonest column by far
+    if type_.is_map:
+        assert type_.value is not None
+        if plain_key and _wrap(type_.value.type) is None:
+            def encode_plain_map(datum: Datum) -> Any:
+                return ["map", list(map(list, datum))]
+            return encode_plain_map
+    elif plain_key:
+        def encode_plain_set(datum: Datum) -> Any:
+            return datum[0] if len(datum) == 1 else ["set", list(datum)]
+        return encode_plain_set
     return functools.partial(to_json, type_)
 
 

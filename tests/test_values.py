@@ -21,6 +21,8 @@ OPT_UUID = Type.from_json({"key": "uuid", "min": 0, "max": 1})
 SMAP = Type.from_json({"key": "string", "value": "string", "min": 0, "max": "unlimited"})
 REAL = Type.from_json("real")
 BOOL = Type.from_json("boolean")
+STR = Type.from_json("string")
+STRS = Type.from_json({"key": "string", "min": 0, "max": "unlimited"})
 
 PARSE_OK = [
     (INT, 5, (5,)),
@@ -37,18 +39,35 @@ PARSE_OK = [
     (COLOR, "red", ("red",)),
     (NAME, "abcd", ("abcd",)),
     (NAME, "日本", ("日本",)),
+    (STR, "x", ("x",)),
+    (STR, ["set", ["x"]], ("x",)),
+    (BOOL, ["set", [False]], (False,)),
+    (INT, -(2**63), (-(2**63),)),
+    (STRS, ["set", ["b", "a"]], ("a", "b")),
+    (STRS, "a", ("a",)),
 ]
 
+# The general parser, and the one compiled for the column type: the same in all.
+PARSERS = {"general": values.parse, "compiled": lambda t, j: values.parser(t)(j, None)}
 
+
+@pytest.mark.parametrize("parse", PARSERS.values(), ids=PARSERS)
 @pytest.mark.parametrize("type_,json,expected", PARSE_OK)
-def test_parse_accepts(type_, json, expected):
-    assert values.parse(type_, json) == expected
+def test_parse_accepts(type_, json, expected, parse):
+    assert parse(type_, json) == expected
 
 
 PARSE_ERRORS = [
     (INT, 1.5, "syntax error", "expected integer"),
     (INT, True, "syntax error", "expected integer"),
     (INT, 2**64, "syntax error", "expected integer"),
+    (INT, 2**63, "syntax error", "expected integer"),
+    (INT, "1", "syntax error", "expected integer"),
+    (STR, 1, "syntax error", "expected string"),
+    (STR, ["set", ["a", "b"]], "syntax error",
+     "set must have exactly one member but 2 are present"),
+    (STRS, ["set", [1]], "syntax error", "expected string"),
+    (SMAP, ["map", [["a", 1]]], "syntax error", "expected string"),
     (REAL, "x", "syntax error", "expected real"),
     (BOOL, 1, "syntax error", "expected boolean"),
     (NAME, 3, "syntax error", "expected string"),
@@ -75,10 +94,11 @@ PARSE_ERRORS = [
 ]
 
 
+@pytest.mark.parametrize("parse", PARSERS.values(), ids=PARSERS)
 @pytest.mark.parametrize("type_,json,tag,details", PARSE_ERRORS)
-def test_parse_rejects(type_, json, tag, details):
+def test_parse_rejects(type_, json, tag, details, parse):
     with pytest.raises(OVSDBError) as info:
-        values.parse(type_, json)
+        parse(type_, json)
     assert (info.value.tag, info.value.details) == (tag, details)
 
 
@@ -104,12 +124,20 @@ TO_JSON = [
     (OPT_UUID, (U1,), ["uuid", U1]),
     (SMAP, (), ["map", []]),
     (SMAP, (("a", "1"),), ["map", [["a", "1"]]]),
+    (SMAP, (("a", "1"), ("b", "2")), ["map", [["a", "1"], ["b", "2"]]]),
+    (STR, ("x",), "x"),
+    (STRS, ("x",), "x"),
+    (STRS, ("x", "y"), ["set", ["x", "y"]]),
+    (REAL, (1.0,), 1.0),
+    (Type.from_json({"key": "uuid", "value": "integer", "min": 0, "max": "unlimited"}),
+     ((U1, 1),), ["map", [[["uuid", U1], 1]]]),
 ]
 
 
 @pytest.mark.parametrize("type_,datum,expected", TO_JSON)
 def test_to_json(type_, datum, expected):
     assert values.to_json(type_, datum) == expected
+    assert values.encoder(type_)(datum) == expected
     assert values.parse(type_, expected) == datum
 
 
