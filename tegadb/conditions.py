@@ -34,6 +34,7 @@ class Clause(NamedTuple):
     arg: Datum
 
 
+_new_tuple = tuple.__new__
 TRUE = Clause(None, "true", ())
 FALSE = Clause(None, "false", ())
 
@@ -63,7 +64,8 @@ class ConditionParser:
         if parse is None:
             parse = values.parser(self._arg_type(name, function, json))
             self._arg_parsers[(name, function)] = parse
-        return Clause(name, function, parse(value, symtab))
+        # tuple.__new__ skips the NamedTuple's Python-level constructor.
+        return _new_tuple(Clause, (name, function, parse(value, symtab)))
 
     def _arg_type(self, name: str, function: str, json: list[Any]) -> Type:
         column = self.table.columns.get(name)

@@ -276,11 +276,19 @@ def parser(type_: Type) -> Callable[[Any, NamedUUIDs | None], Datum]:
     takes one call; every other form goes the general way.
     """
     general = parse if needs_check(type_) else parse_unchecked
-    if type_.is_map or needs_check(type_):
+    if needs_check(type_):
         return functools.partial(general, type_)
     key_type = type_.key.type
     atom_type = _PLAIN_ATOMS.get(key_type)
+    if type_.is_map:
+        assert type_.value is not None
+        value_type = _PLAIN_ATOMS.get(type_.value.type)
+        if atom_type is None or value_type is None:
+            return functools.partial(general, type_)
+        return _plain_map_parser(type_, atom_type, value_type)
     if atom_type is not None:
+        if type_.is_composite:
+            return _plain_set_parser(type_, atom_type)
         def parse_plain(json: Any, symtab: NamedUUIDs | None) -> Datum:
             if type(json) is atom_type:
                 return (json,)
@@ -293,6 +301,49 @@ def parser(type_: Type) -> Callable[[Any, NamedUUIDs | None], Datum]:
             return general(type_, json, symtab)
         return parse_integer
     return functools.partial(general, type_)
+
+
+def _plain_set_parser(type_: Type, atom_type: type) -> Callable[[Any, NamedUUIDs | None], Datum]:
+    """Sets of strings or booleans: ``["set", [...]]`` checked with C-level calls;
+    anything unusual (including every error) goes the general way."""
+    n_min, n_max, kinds = type_.n_min, type_.n_max, {atom_type}
+
+    def parse_plain_set(json: Any, symtab: NamedUUIDs | None) -> Datum:
+        if type(json) is atom_type:
+            return (json,)
+        if type(json) is list and len(json) == 2 and json[0] == "set":
+            elements = json[1]
+            if (type(elements) is list and n_min <= len(elements) <= n_max
+                    and (set(map(type, elements)) == kinds or not elements)):
+                datum = tuple(sorted(set(elements)))
+                if len(datum) == len(elements):
+                    return datum
+        return parse_unchecked(type_, json, symtab)
+    return parse_plain_set
+
+
+def _plain_map_parser(type_: Type, key_type: type, value_type: type,
+                      ) -> Callable[[Any, NamedUUIDs | None], Datum]:
+    """Maps between strings or booleans; anything unusual (including every
+    error) goes the general way."""
+    n_min, n_max = type_.n_min, type_.n_max
+
+    def parse_plain_map(json: Any, symtab: NamedUUIDs | None) -> Datum:
+        if type(json) is list and len(json) == 2 and json[0] == "map":
+            pairs = json[1]
+            if type(pairs) is list and n_min <= len(pairs) <= n_max:
+                found = {}
+                for pair in pairs:
+                    if type(pair) is not list or len(pair) != 2:
+                        break
+                    key, value = pair
+                    if type(key) is not key_type or type(value) is not value_type or key in found:
+                        break
+                    found[key] = value
+                else:
+                    return tuple(sorted(found.items()))
+        return parse_unchecked(type_, json, symtab)
+    return parse_plain_map
 
 
 @functools.cache
