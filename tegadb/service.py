@@ -110,10 +110,11 @@ class DatabaseService:
         service = cls(schema, Database(schema), log_file, path, history)
         history = service.history
         apply = service.database.apply_journal_record
-        # Only the newest transactions can stay in the history: keep just
-        # those, and the id before them as the base (a snapshot's id after a
-        # compaction), instead of appending every one and dropping almost all.
-        recent: deque[tuple[str, Changes]] = deque(maxlen=max(1, history.max_transactions))
+        # Only the newest transactions can stay in the history: append just
+        # those and the one before them (it becomes the base), instead of
+        # every one, dropping almost all.  A snapshot's id is the base when
+        # fewer transactions follow it.
+        recent: deque[tuple[str, Changes]] = deque(maxlen=max(history.max_transactions, 0) + 1)
         base = None
         record: dict[str, Any] = {"seq": 0, "txn": ZERO_TXN}
         # Replay yields every line after the header, in order.
@@ -128,8 +129,6 @@ class DatabaseService:
                 recent.clear()
                 base = txn
             else:
-                if len(recent) == recent.maxlen:
-                    base = recent[0][0]
                 recent.append((txn, changes))
         if base is not None:
             history.reset(base)
