@@ -1009,7 +1009,6 @@ class Database:
             if table is None:
                 raise OVSDBError("syntax error", f"No table named {name}.")
             applied = changes[name] = {}
-            weak = bool(table.weak_columns)
             for uuid, data in rows.items():
                 old = table.rows.get(uuid)
                 if data is None and old is None:
@@ -1018,7 +1017,7 @@ class Database:
                 if table.strong_columns:
                     self._replay_references(table, uuid, old, new)
                 table.apply(uuid, old, new)
-                if weak:
+                if table.weak_columns:
                     self.index_weak_references(table, uuid, old, new)
                 applied[uuid] = (old, new)
         return changes
@@ -1125,6 +1124,7 @@ def _replay_decoder(type_: Type) -> Callable[[Any], Datum]:
 
 
 def _decode_version(json: Any) -> Datum:
+    """A row's ``_version``: kept as written, so a monitor resumes exactly after a restart."""
     return (json,) if type(json) is str else new_version()
 
 __all__ = ["WAIT_FOREVER", "Changes", "Database", "Row", "Session", "Table", "TxnOutcome",
