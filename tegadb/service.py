@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import ujson
 
 from . import journal, values
-from .engine import Database, new_txn_id
+from .engine import Changes, Database, new_txn_id
 from .errors import OVSDBError, syntax_error
 from .locks import LockTable
 from .monitor import History, MonitorHub
@@ -102,19 +103,39 @@ class DatabaseService:
         """Open a database file and replay its journal into memory.
 
         ``history`` bounds the transactions kept for ``monitor_cond_since``.
+        Raises JournalError naming the line of a record that does not apply.
         """
         log_file, header, records = journal.Journal.open(str(path))
         schema = DbSchema.from_json(header["schema"])
         service = cls(schema, Database(schema), log_file, path, history)
         history = service.history
-        for record in records:
-            changes = service.database.apply_journal_record(record)
-            service.seq = record["seq"]
-            service.last_txn = record["txn"]
+        apply = service.database.apply_journal_record
+        # Only the newest transactions can stay in the history: append just
+        # those and the one before them (it becomes the base), instead of
+        # every one, dropping almost all.  A snapshot's id is the base when
+        # fewer transactions follow it.
+        recent: deque[tuple[str, Changes]] = deque(maxlen=max(history.max_transactions, 0) + 1)
+        base = None
+        record: dict[str, Any] = {"seq": 0, "txn": ZERO_TXN}
+        # Replay yields every line after the header, in order.
+        for lineno, record in enumerate(records, start=2):
+            try:
+                changes = apply(record)
+                txn = record["txn"]
+            except (OVSDBError, LookupError, TypeError, ValueError, AttributeError) as e:
+                log_file.close()
+                raise journal.JournalError(f"{path}:{lineno}: cannot replay record: {e}") from None
             if record.get("snapshot"):
-                history.reset(record["txn"])
+                recent.clear()
+                base = txn
             else:
-                history.append(record["txn"], changes)
+                recent.append((txn, changes))
+        if base is not None:
+            history.reset(base)
+        for txn, changes in recent:
+            history.append(txn, changes)
+        service.seq = record["seq"]
+        service.last_txn = record["txn"]
         log.info("%s: opened %s (%d transactions replayed)", schema.name, path, service.seq)
         return service
 

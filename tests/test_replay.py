@@ -1,0 +1,177 @@
+"""Journal replay: column decoders, damaged records, the rebuilt history."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tegadb import engine, values
+from tegadb.engine import Database
+from tegadb.errors import OVSDBError
+from tegadb.journal import Journal, JournalError, create
+from tegadb.monitor import History
+from tegadb.schema import DbSchema
+from tegadb.service import DatabaseService
+from tegadb.types import Type
+
+DATA = Path(__file__).parent / "data"
+SCHEMA_JSON = json.loads((DATA / "test.ovsschema").read_text())
+U1 = "11111111-1111-4111-8111-111111111111"
+U2 = "22222222-2222-4222-8222-222222222222"
+
+STRINGS = {"key": "string", "min": 0, "max": "unlimited"}
+# Values as the journal holds them, and damaged or foreign ones.
+DECODER_CASES: list[tuple[Any, Any]] = [
+    ("string", "a"), ("string", ""), ("string", 1), ("string", ["set", ["a"]]),
+    ("string", ["set", []]), ("string", None),
+    ("integer", 5), ("integer", -(2**63)), ("integer", 2**63 - 1), ("integer", 2**63),
+    ("integer", -(2**63) - 1), ("integer", 1.0), ("integer", 1.5), ("integer", True),
+    ("integer", "1"), ("integer", ["set", [3]]),
+    ("boolean", True), ("boolean", 0), ("real", 0.5), ("real", 2), ("real", "x"),
+    ("uuid", ["uuid", U1]), ("uuid", ["uuid", U1.upper()]), ("uuid", ["uuid", "x"]),
+    ({"key": "string", "min": 0, "max": 1}, ["set", []]),
+    ({"key": "string", "min": 0, "max": 1}, "a"),
+    ({"key": "string", "min": 0, "max": 1}, ["set", ["a", "b"]]),
+    (STRINGS, ["set", ["a", "b", "c"]]), (STRINGS, ["set", ["b", "a"]]),
+    (STRINGS, ["set", ["a", "a"]]), (STRINGS, ["set", ["a", 1]]), (STRINGS, ["set", "a"]),
+    (STRINGS, ["set"]), (STRINGS, ["map", ["a"]]), (STRINGS, ["set", ["a"], 1]), (STRINGS, 7),
+    ({"key": "string", "min": 1, "max": 3}, ["set", []]),
+    ({"key": "string", "min": 0, "max": 2}, ["set", ["a", "b", "c"]]),
+    ({"key": "boolean", "min": 0, "max": 2}, ["set", [False, True]]),
+    ({"key": "boolean", "min": 0, "max": 2}, ["set", [True, False]]),
+    ({"key": "integer", "min": 0, "max": 3}, ["set", [1, 2]]),
+    ({"key": {"type": "uuid", "refTable": "T"}, "min": 0, "max": "unlimited"},
+     ["set", [["uuid", U2], ["uuid", U1]]]),
+    ({"key": "string", "value": "string", "min": 0, "max": "unlimited"}, ["map", []]),
+    ({"key": "string", "value": "string", "min": 0, "max": "unlimited"},
+     ["map", [["a", "1"], ["b", "2"]]]),
+    ({"key": "string", "value": "string", "min": 0, "max": "unlimited"},
+     ["map", [["b", "1"], ["a", "2"]]]),
+    ({"key": "string", "value": "string", "min": 0, "max": "unlimited"},
+     ["map", [["a", "1"], ["a", "2"]]]),
+    ({"key": "string", "value": "string", "min": 0, "max": "unlimited"},
+     ["map", [["a", 1]]]),
+    ({"key": "string", "value": "string", "min": 0, "max": "unlimited"},
+     ["map", [["a", "1", "x"]]]),
+    ({"key": "string", "value": "string", "min": 0, "max": "unlimited"}, ["map", ["a"]]),
+    ({"key": "string", "value": "string", "min": 0, "max": "unlimited"}, ["set", []]),
+    ({"key": "string", "value": "string", "min": 0, "max": 1},
+     ["map", [["a", "1"], ["b", "2"]]]),
+    ({"key": "string", "value": "integer", "min": 0, "max": "unlimited"},
+     ["map", [["a", 1]]]),
+]
+
+
+@pytest.mark.parametrize(("type_json", "value"), DECODER_CASES)
+def test_replay_decoders_agree_with_the_generic_parser(type_json: Any, value: Any) -> None:
+    type_ = Type.from_json(type_json)
+    decode = engine._replay_decoder(type_)
+    try:
+        expected = values.parse_unchecked(type_, value)
+    except OVSDBError as e:
+        with pytest.raises(OVSDBError) as raised:
+            decode(value)
+        assert raised.value.to_json() == e.to_json()
+        return
+    got = decode(value)
+    assert got == expected
+    assert [type(a) for a in got] == [type(a) for a in expected]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    p = tmp_path / "test.db"
+    create(str(p), SCHEMA_JSON)
+    return p
+
+
+def write(path: Path, records: list[dict[str, Any]]) -> None:
+    journal, _, replayed = Journal.open(str(path))
+    for _ in replayed:
+        pass
+    for record in records:
+        journal.append(record)
+    journal.close()
+
+
+def record(seq: int, changes: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"seq": seq, "txn": f"00000000-0000-4000-8000-{seq:012d}", "date": 0, **extra,
+            "changes": changes}
+
+
+@pytest.mark.parametrize(("changes", "problem"), [
+    ({"Nope": {U1: {}}}, "No table named Nope."),
+    ({"Root": {U1: {"nope": 1}}}, "No column nope in table Root."),
+    ({"Root": {U1: {"count": "x"}}}, "expected integer"),
+    ({"Root": {U1: {"tags": ["set", ["b", "a", "a"]]}}}, "set contains duplicate"),
+    ({"Root": {U1: 5}}, "has no attribute 'items'"),
+    ({"Root": []}, "has no attribute 'items'"),
+])
+def test_a_record_that_does_not_apply_names_file_and_line(path: Path, changes: Any,
+                                                          problem: str) -> None:
+    write(path, [record(1, {"Root": {U2: {"name": "ok"}}}), record(2, changes),
+                 record(3, {})])
+    where = re.escape(f"{path}:3: cannot replay record: ")
+    with pytest.raises(JournalError, match=f"^{where}.*{re.escape(problem)}"):
+        DatabaseService.open(path)
+
+
+def test_a_record_without_a_txn_id_names_file_and_line(path: Path) -> None:
+    write(path, [{"seq": 1, "changes": {}}])
+    with pytest.raises(JournalError, match=rf"^{re.escape(str(path))}:2: cannot replay record: 'txn'"):
+        DatabaseService.open(path)
+
+
+def transactions(db: Database, start: int, stop: int) -> list[dict[str, Any]]:
+    """Change sets of transactions of one to three rows each, as journaled."""
+    out = []
+    for i in range(start, stop):
+        rows = db.tables["Root"].rows
+        if i % 4 == 3 and rows:
+            ops = [{"op": "delete", "table": "Root",
+                    "where": [["_uuid", "==", ["uuid", next(iter(rows))]]]}]
+        else:
+            ops = [{"op": "insert", "table": "Root",
+                    "row": {"name": f"r{i}-{k}", "tags": ["set", [str(i), "x"]],
+                            "props": ["map", [["k", str(k)]]]}}
+                   for k in range(i % 3 + 1)]
+            if rows:
+                ops.append({"op": "mutate", "table": "Root", "where": [],
+                            "mutations": [["count", "+=", 1]]})
+        outcome = db.transact(ops)
+        assert outcome.changes, outcome.results
+        out.append(db.changes_to_json(outcome.changes))
+    return out
+
+
+@pytest.mark.parametrize("bounds", [(5, 1000), (1000, 12), (3, 7), (0, 100), (1000, 1000)])
+@pytest.mark.parametrize("compacted", [False, True])
+def test_history_after_replay_is_as_if_every_transaction_was_appended(
+        path: Path, bounds: tuple[int, int], compacted: bool) -> None:
+    source = Database(DbSchema.from_json(SCHEMA_JSON))
+    records = [record(1, transactions(source, 0, 1)[0])]
+    if compacted:
+        records = [record(1, source.snapshot_json(), snapshot=True)]
+    records += [record(seq, changes)
+                for seq, changes in enumerate(transactions(source, 1, 31), start=2)]
+    write(path, records)
+
+    service = DatabaseService.open(path, History(*bounds))
+    expected = History(*bounds)
+    replayed = Database(DbSchema.from_json(SCHEMA_JSON))
+    for r in records:
+        changes = replayed.apply_journal_record(json.loads(json.dumps(r)))
+        if r.get("snapshot"):
+            expected.reset(r["txn"])
+        else:
+            expected.append(r["txn"], changes)
+    history = service.history
+    assert history.last_txn_id == expected.last_txn_id == records[-1]["txn"]
+    for r in records:
+        assert history.changes_since(r["txn"]) == expected.changes_since(r["txn"]), r["seq"]
+    assert (service.seq, service.last_txn) == (31, records[-1]["txn"])
+    service.close()
