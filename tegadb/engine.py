@@ -35,7 +35,7 @@ from .conditions import Clause, ConditionParser
 from .errors import OVSDBError, syntax_error
 from .mutations import MutationParser
 from .schema import ColumnSchema, DbSchema, TableSchema
-from .types import INT64_MAX, INT64_MIN, UUID_RE, ZERO_UUID, Type, check_members, is_id
+from .types import UUID_RE, ZERO_UUID, Type, check_members, is_id
 from .values import Datum, NamedUUIDs
 
 Row = dict[str, Datum]
@@ -166,8 +166,9 @@ class Table:
         self.sort_keys = {n: _sort_key(t) for n, t in self.types.items()}
         self.conditions = ConditionParser(schema)
         self.mutations = MutationParser(schema)
-        self.replay_decoders = {n: _replay_decoder(t) for n, t in self.types.items()}
-        self.replay_decoders["_version"] = _decode_version
+        # Replay trusts what the journal holds to meet the constraints.
+        self.replay_parsers = {n: values.parser(t, checked=False) for n, t in self.types.items()}
+        self.replay_parsers["_version"] = _replayed_version
 
     def lookup(self, eq: dict[str, Datum]) -> list[str] | None:
         """Committed rows whose indexed columns equal ``eq``; None if no index applies."""
@@ -1094,12 +1095,12 @@ class Database:
     @staticmethod
     def _replayed_row(table: Table, uuid: str, old: Row | None, data: dict[str, Any]) -> Row:
         row = dict(old) if old is not None else table.defaults.copy()
-        decoders = table.replay_decoders
+        parsers = table.replay_parsers
         for column, value in data.items():
-            decode = decoders.get(column)
-            if decode is None:
+            parse = parsers.get(column)
+            if parse is None:
                 raise OVSDBError("syntax error", f"No column {column} in table {table.name}.")
-            row[column] = decode(value)
+            row[column] = parse(value, None)
         row["_uuid"] = (uuid,)
         if "_version" not in data:
             row["_version"] = new_version()
@@ -1123,78 +1124,10 @@ class Database:
                         refs.pop(target, None)
 
 
-# --- journal replay ---------------------------------------------------------------
-# Replay decodes every value of every record, all written by ``values.to_json``.
-# Each column gets a decoder that takes the shapes it writes for plain atoms
-# (a bare atom; a set or map in order) as they are, and hands anything else to
-# ``values.parse_unchecked``, which makes the same datum or raises the error.
-
-# Atoms whose JSON is the atom itself and whose order is Python's.
-_ORDERED_ATOMS: dict[str, type] = {"string": str, "boolean": bool}
-
-
-def _replay_decoder(type_: Type) -> Callable[[Any], Datum]:
-    """A column's value in the journal -> its datum."""
-    def generic(json: Any) -> Datum:
-        return values.parse_unchecked(type_, json)
-
-    n_min, n_max = type_.n_min, type_.n_max
-    if type_.is_map:
-        assert type_.value is not None
-        key = _ORDERED_ATOMS.get(type_.key.type)
-        value = _ORDERED_ATOMS.get(type_.value.type)
-        if key is None or value is None:
-            return generic
-
-        def decode_map(json: Any) -> Datum:
-            """``["map", [[key, value] pairs in key order]]``."""
-            if type(json) is list and len(json) == 2 and json[0] == "map":
-                pairs = json[1]
-                if type(pairs) is list and n_min <= len(pairs) <= n_max:
-                    datum = []
-                    previous: Any = None
-                    for pair in pairs:
-                        if (type(pair) is not list or len(pair) != 2
-                                or type(pair[0]) is not key or type(pair[1]) is not value
-                                or (previous is not None and previous >= pair[0])):
-                            return generic(json)
-                        previous = pair[0]
-                        datum.append((previous, pair[1]))
-                    return tuple(datum)
-            return generic(json)
-        return decode_map
-
-    if type_.key.type == "integer":
-        def decode_integer(json: Any) -> Datum:
-            if type(json) is int and INT64_MIN <= json <= INT64_MAX:
-                return (json,)
-            return generic(json)
-        return decode_integer
-
-    kind = _ORDERED_ATOMS.get(type_.key.type)
-    if kind is None:
-        return generic
-
-    def decode_set(json: Any) -> Datum:
-        """A bare atom, or ``["set", [atoms in order]]``."""
-        if type(json) is kind:
-            return (json,)
-        if type(json) is list and len(json) == 2 and json[0] == "set":
-            atoms = json[1]
-            if type(atoms) is list and n_min <= len(atoms) <= n_max:
-                previous: Any = None
-                for atom in atoms:
-                    if type(atom) is not kind or (previous is not None and previous >= atom):
-                        return generic(json)
-                    previous = atom
-                return tuple(atoms)
-        return generic(json)
-    return decode_set
-
-
-def _decode_version(json: Any) -> Datum:
-    """A row's ``_version``: kept as written, so a monitor resumes exactly after a restart."""
+def _replayed_version(json: Any, symtab: NamedUUIDs | None) -> Datum:
+    """A row's ``_version`` as written, so that a monitor resumes exactly after a restart."""
     return (json,) if type(json) is str else new_version()
+
 
 __all__ = ["WAIT_FOREVER", "Changes", "Database", "Row", "Session", "Table", "TxnOutcome",
            "new_txn_id", "new_uuid", "new_version"]

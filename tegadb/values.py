@@ -269,14 +269,17 @@ _PLAIN_ATOMS: dict[str, type] = {"string": str, "boolean": bool}
 
 
 @functools.cache
-def parser(type_: Type) -> Callable[[Any, NamedUUIDs | None], Datum]:
-    """:func:`parse` specialised for one column type (compiled once per type).
+def parser(type_: Type, checked: bool = True) -> Callable[[Any, NamedUUIDs | None], Datum]:
+    """:func:`parse` (or, unless ``checked``, :func:`parse_unchecked`, as journal
+    replay wants) specialised for one column type, compiled once per type.
 
-    A bare atom of an unconstrained string, boolean or in-range integer type
-    takes one call; every other form goes the general way.
+    A bare string, boolean or in-range integer, and a set or map of strings
+    or booleans, take one call; every other form, and every error, goes the
+    general way.
     """
-    general = parse if needs_check(type_) else parse_unchecked
-    if needs_check(type_):
+    checked = checked and needs_check(type_)
+    general = parse if checked else parse_unchecked
+    if checked:
         return functools.partial(general, type_)
     key_type = type_.key.type
     atom_type = _PLAIN_ATOMS.get(key_type)
@@ -303,45 +306,51 @@ def parser(type_: Type) -> Callable[[Any, NamedUUIDs | None], Datum]:
     return functools.partial(general, type_)
 
 
+# The fast parsers below take sets and maps whose elements come in order (as
+# OVSDB JSON is usually written, and as the journal always holds it) as they
+# are; anything else, every error included, goes the general way.
+
 def _plain_set_parser(type_: Type, atom_type: type) -> Callable[[Any, NamedUUIDs | None], Datum]:
-    """Sets of strings or booleans: ``["set", [...]]`` checked with C-level calls;
-    anything unusual (including every error) goes the general way."""
-    n_min, n_max, kinds = type_.n_min, type_.n_max, {atom_type}
+    """Sets of strings or booleans: a bare atom, or ``["set", [atoms in order]]``."""
+    n_min, n_max = type_.n_min, type_.n_max
 
     def parse_plain_set(json: Any, symtab: NamedUUIDs | None) -> Datum:
         if type(json) is atom_type:
             return (json,)
         if type(json) is list and len(json) == 2 and json[0] == "set":
-            elements = json[1]
-            if (type(elements) is list and n_min <= len(elements) <= n_max
-                    and (set(map(type, elements)) == kinds or not elements)):
-                datum = tuple(sorted(set(elements)))
-                if len(datum) == len(elements):
-                    return datum
+            atoms = json[1]
+            if type(atoms) is list and n_min <= len(atoms) <= n_max:
+                previous: Any = None
+                for atom in atoms:
+                    if type(atom) is not atom_type or (previous is not None and previous >= atom):
+                        break
+                    previous = atom
+                else:
+                    return tuple(atoms)
         return parse_unchecked(type_, json, symtab)
     return parse_plain_set
 
 
 def _plain_map_parser(type_: Type, key_type: type, value_type: type,
                       ) -> Callable[[Any, NamedUUIDs | None], Datum]:
-    """Maps between strings or booleans; anything unusual (including every
-    error) goes the general way."""
+    """Maps between strings or booleans: ``["map", [[key, value] pairs in key order]]``."""
     n_min, n_max = type_.n_min, type_.n_max
 
     def parse_plain_map(json: Any, symtab: NamedUUIDs | None) -> Datum:
         if type(json) is list and len(json) == 2 and json[0] == "map":
             pairs = json[1]
             if type(pairs) is list and n_min <= len(pairs) <= n_max:
-                found = {}
+                datum = []
+                previous: Any = None
                 for pair in pairs:
-                    if type(pair) is not list or len(pair) != 2:
+                    if (type(pair) is not list or len(pair) != 2
+                            or type(pair[0]) is not key_type or type(pair[1]) is not value_type
+                            or (previous is not None and previous >= pair[0])):
                         break
-                    key, value = pair
-                    if type(key) is not key_type or type(value) is not value_type or key in found:
-                        break
-                    found[key] = value
+                    previous = pair[0]
+                    datum.append((previous, pair[1]))
                 else:
-                    return tuple(sorted(found.items()))
+                    return tuple(datum)
         return parse_unchecked(type_, json, symtab)
     return parse_plain_map
 
