@@ -2,7 +2,7 @@
 
 # Debian's CPython 3.11 is built with PGO and LTO: tegadb's request path runs
 # about 11% fewer instructions on it than on a plain source build (such as
-# pyenv's) and 15-25% faster.  Use it when it can make a venv, else python3.11.
+# pyenv's) and on ~20% less CPU.  Use it when it can make a venv, else python3.11.
 SYSTEM_PYTHON := /usr/bin/python3.11
 PYTHON ?= $(shell $(SYSTEM_PYTHON) -c 'import ensurepip' 2>/dev/null && echo $(SYSTEM_PYTHON) || echo python3.11)
 VENV ?= .venv
