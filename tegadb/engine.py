@@ -66,14 +66,14 @@ _SERIAL_PREFIX = new_uuid()[:24]
 _serial = count(getrandbits(40))
 
 
-def new_version() -> Datum:
-    """A fresh ``_version`` datum."""
-    return (f"{_SERIAL_PREFIX}{next(_serial):012x}",)
-
-
 def new_txn_id() -> str:
     """A fresh transaction id (unique, not random)."""
     return f"{_SERIAL_PREFIX}{next(_serial):012x}"
+
+
+def new_version() -> Datum:
+    """A fresh ``_version`` datum."""
+    return (new_txn_id(),)
 
 
 @dataclass(slots=True)

@@ -277,33 +277,30 @@ def parser(type_: Type, checked: bool = True) -> Callable[[Any, NamedUUIDs | Non
     or booleans, take one call; every other form, and every error, goes the
     general way.
     """
-    checked = checked and needs_check(type_)
-    general = parse if checked else parse_unchecked
-    if checked:
-        return functools.partial(general, type_)
+    if checked and needs_check(type_):
+        return functools.partial(parse, type_)
     key_type = type_.key.type
     atom_type = _PLAIN_ATOMS.get(key_type)
     if type_.is_map:
         assert type_.value is not None
         value_type = _PLAIN_ATOMS.get(type_.value.type)
-        if atom_type is None or value_type is None:
-            return functools.partial(general, type_)
-        return _plain_map_parser(type_, atom_type, value_type)
-    if atom_type is not None:
+        if atom_type is not None and value_type is not None:
+            return _plain_map_parser(type_, atom_type, value_type)
+    elif atom_type is not None:
         if type_.is_composite:
             return _plain_set_parser(type_, atom_type)
         def parse_plain(json: Any, symtab: NamedUUIDs | None) -> Datum:
             if type(json) is atom_type:
                 return (json,)
-            return general(type_, json, symtab)
+            return parse_unchecked(type_, json, symtab)
         return parse_plain
-    if key_type == "integer":
+    elif key_type == "integer":
         def parse_integer(json: Any, symtab: NamedUUIDs | None) -> Datum:
             if type(json) is int and INT64_MIN <= json <= INT64_MAX:
                 return (json,)
-            return general(type_, json, symtab)
+            return parse_unchecked(type_, json, symtab)
         return parse_integer
-    return functools.partial(general, type_)
+    return functools.partial(parse_unchecked, type_)
 
 
 # The fast parsers below take sets and maps whose elements come in order (as
