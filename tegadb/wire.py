@@ -114,7 +114,7 @@ class _Finder:
     that only grow during one scan, so each byte is searched once however
     many messages the data holds."""
 
-    def __init__(self, pattern: re.Pattern[bytes], buf: bytearray) -> None:
+    def __init__(self, pattern: re.Pattern[bytes], buf: bytes | bytearray) -> None:
         self.pattern, self.buf = pattern, buf
         self.at = -2  # start of the last match found; -1: none up to the end
 
@@ -128,7 +128,7 @@ class _Finder:
 class _Lookahead:
     """What step 2 has learnt about the data ahead during one scan."""
 
-    def __init__(self, buf: bytearray) -> None:
+    def __init__(self, buf: bytes | bytearray) -> None:
         self.buf = buf
         self.escapes = _Finder(_ESCAPED_QUOTE, buf)
         self._pairs = _Finder(_BOUNDARY, buf)
@@ -196,19 +196,13 @@ class Framer:
         `\\"` in the chunk, a pair after an even number of quotes lies
         outside strings.  The last message is parsed first: a chunk that
         ends inside a message fails there before any other work."""
-        pair = _BOUNDARY.search(data)
-        if pair is None or b'\\"' in data:
+        if b'\\"' in data or _BOUNDARY.search(data) is None:
             value = self._whole(data)
             return None if value is None else [value]
+        ahead, end = _Lookahead(data), len(data)
         cuts = [0]
-        counted = quotes = 0
-        while pair is not None:
-            cut = pair.start() + 1
-            quotes += data.count(b'"', counted, cut)
-            counted = cut
-            if not quotes & 1:
-                cuts.append(cut)
-            pair = _BOUNDARY.search(data, cut)
+        while (cut := ahead.boundary(cuts[-1], False, end)) >= 0:
+            cuts.append(cut)
         last = self._whole(data[cuts[-1]:])
         if last is None:
             return None
