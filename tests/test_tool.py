@@ -83,15 +83,27 @@ def test_torn_last_line_is_dropped_and_damage_is_reported(tmp_path):
     assert len(lines(db)) == 3
     assert tool("check", db).returncode == 0
 
-    # Damage before the last line is reported with its line; repair cuts there.
+    # Damage before the last line is reported with its line; repair cuts
+    # there and keeps the good records before it.
+    server.start()
+    with server.client() as c:
+        c.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "last"}})
+    server.stop()
     text = db.read_text().splitlines()
-    text[1] = text[1][:20]
+    text[2] = text[2][:20]
     db.write_text("\n".join(text) + "\n")
     checked = tool("check", db)
-    assert checked.returncode == 1 and f"{db}:2: not valid JSON" in checked.stdout
+    assert checked.returncode == 1 and f"{db}:3: not valid JSON" in checked.stdout
     with pytest.raises(RuntimeError) as refused:
         server.start()
-    assert f"{db}:2: not valid JSON" in str(refused.value)
+    assert f"{db}:3: not valid JSON" in str(refused.value)
     repaired = tool("repair", db)
     assert repaired.returncode == 0
     assert tool("check", db).returncode == 0
+    assert db.read_text().splitlines() == text[:2]
+    server.start()
+    with server.client() as c:
+        rows = c.transact("Test", {"op": "select", "table": "Root", "where": [],
+                                   "columns": ["name"]})
+    server.stop()
+    assert rows == [{"rows": [{"name": "kept"}]}]
