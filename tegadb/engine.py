@@ -1078,8 +1078,13 @@ class Database:
             table = self.tables.get(name)
             if table is None:
                 raise OVSDBError("syntax error", f"No table named {name}.")
+            if type(rows) is not dict:
+                raise OVSDBError("syntax error", f"Table {name}: rows are not a JSON object.")
             applied = changes[name] = {}
             for uuid, data in rows.items():
+                if data is not None and type(data) is not dict:
+                    raise OVSDBError("syntax error",
+                                     f"Row {uuid} of table {name} is neither a JSON object nor null.")
                 old = table.rows.get(uuid)
                 if data is None and old is None:
                     continue  # already gone: replay is idempotent

@@ -17,6 +17,8 @@ class OVSDBError(Exception):
         self.details = details
         self.syntax = syntax
         self.has_syntax = has_syntax or syntax is not None
+        # An error read back from a result array keeps its syntax text as sent.
+        self.quoted_syntax: str | None = None
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> OVSDBError:
@@ -24,8 +26,6 @@ class OVSDBError(Exception):
         error = cls(obj["error"], obj.get("details"))
         error.quoted_syntax = obj.get("syntax")
         return error
-
-    quoted_syntax: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"error": self.tag}

@@ -422,8 +422,9 @@ def _is_int(value: Any) -> TypeGuard[int]:
 def _write_all(fd: int, data: bytes) -> None:
     """One write(2) for the whole buffer unless the kernel takes less."""
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    written = 0
+    while written < len(data):
+        written += os.write(fd, view[written:])
 
 
 def _lock(fd: int, path: str) -> None:

@@ -111,8 +111,8 @@ def record(seq: int, changes: dict[str, Any], **extra: Any) -> dict[str, Any]:
     ({"Root": {U1: {"nope": 1}}}, "No column nope in table Root."),
     ({"Root": {U1: {"count": "x"}}}, "expected integer"),
     ({"Root": {U1: {"tags": ["set", ["b", "a", "a"]]}}}, "set contains duplicate"),
-    ({"Root": {U1: 5}}, "has no attribute 'items'"),
-    ({"Root": []}, "has no attribute 'items'"),
+    ({"Root": {U1: 5}}, f"Row {U1} of table Root is neither a JSON object nor null."),
+    ({"Root": []}, "Table Root: rows are not a JSON object."),
 ])
 def test_a_record_that_does_not_apply_names_file_and_line(path: Path, changes: Any,
                                                           problem: str) -> None:
