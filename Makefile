@@ -1,4 +1,4 @@
-# The project's verbs: venv, peers, test, bench, bench-quick, run, lint, clean.
+# The project's verbs: venv, peers, native, test, bench, bench-quick, run, lint, clean.
 
 # Debian's CPython 3.11 is built with PGO and LTO: tegadb's request path runs
 # about 11% fewer instructions on it than on a plain source build (such as
@@ -18,13 +18,13 @@ PEER_FILES := /usr/sbin/ovsdb-server /usr/bin/ovsdb-client /usr/bin/ovsdb-tool \
 	/usr/share/ovn/ovn-nb.ovsschema /usr/share/ovn/ovn-sb.ovsschema
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: venv peers bytecode test bench bench-quick run lint clean distclean
+.PHONY: venv peers native bytecode test bench bench-quick run lint clean distclean
 
 venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv --clear $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint,native]'
 	touch $@
 
 peers:
@@ -36,23 +36,31 @@ peers:
 			$(PEER_PACKAGES); \
 	fi
 
+# The compiled core (tegadb/native.py): mypyc compiles the per-transaction
+# modules into tegadb/_native/ when they changed since the last build (a
+# compiled module older than its source is never used: it would be wrong).
+native: venv
+	TEGADB_PURE=1 $(BIN)/python -c 'from tegadb import native; native.build_if_stale()'
+
 # Byte-compile the checkout as an install would: with PYTHONDONTWRITEBYTECODE
 # set (as on these machines), every start would otherwise compile tegadb
 # from source again (~0.1 s of each start-up).
 bytecode: venv
 	$(BIN)/python -m compileall -q tegadb
 
-test: venv peers bytecode
+# Once on the compiled core (what runs), once on the same modules interpreted.
+test: venv peers native bytecode
 	$(BIN)/pytest -q
+	TEGADB_PURE=1 $(BIN)/pytest -q
 
 # Side by side with ovsdb-server (issue 4): table on stdout, JSON in bench-results/.
-bench: venv peers bytecode
+bench: venv peers native bytecode
 	$(BIN)/python tests/bench/bench_run.py
 
-bench-quick: venv peers bytecode
+bench-quick: venv peers native bytecode
 	$(BIN)/python tests/bench/bench_run.py --quick
 
-run: venv bytecode
+run: venv native bytecode
 	$(BIN)/tegadb-server
 
 lint: venv
@@ -60,7 +68,7 @@ lint: venv
 	$(BIN)/mypy tegadb
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache tegadb/_native
 	find tegadb tests -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -51,6 +51,8 @@ from bench_workloads import (  # noqa: E402
     w6_setup,
 )
 
+from tegadb import native  # noqa: E402
+
 SERVERS = ["ovsdb-server", "tegadb"]
 GEN_BUSY = 0.8  # generator CPU (cores) above which a figure may measure the generator
 OTHERS_BUSY = 0.3  # CPU (cores) of other processes above which a run counts as disturbed
@@ -98,9 +100,11 @@ def machine_info() -> dict[str, Any]:
                              check=False).stdout.splitlines()[0]
     except (OSError, IndexError):
         ovs = "?"
+    # The servers started here import tegadb as this process does.
+    core = "compiled core (mypyc)" if native.is_compiled() else "interpreted core"
     return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": model,
             "kernel": platform.release(), "python": platform.python_version(),
-            "ovsdb_server": ovs, "loadavg_at_start": os.getloadavg()}
+            "ovsdb_server": ovs, "tegadb_core": core, "loadavg_at_start": os.getloadavg()}
 
 
 def fmt(value: Any) -> str:
@@ -319,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     print(f"tegadb bench ({'quick' if args.quick else 'full'}), {cfg.reps} reps; "
-          f"{info['nproc']} CPUs, {info['cpu_model']}; {info['ovsdb_server']}", flush=True)
+          f"{info['nproc']} CPUs, {info['cpu_model']}; {info['ovsdb_server']}; "
+          f"tegadb on Python {info['python']}, {info['tegadb_core']}", flush=True)
 
     bench = Bench(cfg, workdir, servers, args.keep)
     dispatch = None
