@@ -285,16 +285,21 @@ def _open_monitor(session: Session, method_name: str, params: tuple[Any, ...]) -
     return Success(result)
 
 
-def _register_variants(handler: Callable[[Session, str, tuple[Any, ...]], Result],
-                       *names: str) -> None:
-    """Register one handler under several method names it tells apart."""
-    for name in names:
-        def call(session: Session, *params: Any, _name: str = name) -> Result:
-            return handler(session, _name, params)
-        method(call, name=name)
+# One module-level function per method name: jsonrpcserver's 2.0 dispatch
+# reads each method's signature, which compiled closures do not have.
+@method
+def monitor(session: Session, *params: Any) -> Result:
+    return _open_monitor(session, "monitor", params)
 
 
-_register_variants(_open_monitor, "monitor", "monitor_cond", "monitor_cond_since")
+@method
+def monitor_cond(session: Session, *params: Any) -> Result:
+    return _open_monitor(session, "monitor_cond", params)
+
+
+@method
+def monitor_cond_since(session: Session, *params: Any) -> Result:
+    return _open_monitor(session, "monitor_cond_since", params)
 
 
 @method
@@ -382,7 +387,14 @@ def _acquire(session: Session, method_name: str, params: tuple[Any, ...]) -> Res
     return Success({"locked": True})
 
 
-_register_variants(_acquire, "lock", "steal")
+@method
+def lock(session: Session, *params: Any) -> Result:
+    return _acquire(session, "lock", params)
+
+
+@method
+def steal(session: Session, *params: Any) -> Result:
+    return _acquire(session, "steal", params)
 
 
 @method

@@ -186,6 +186,43 @@ def test_jsonrpc2_request_gets_jsonrpc2_reply(tegadb_peer):
         assert c.request("echo", [])["error"] is None
 
 
+ZERO_TXN = "00000000-0000-0000-0000-000000000000"
+JSONRPC2_CALLS = [
+    ("get_schema", ["Test"], lambda result: result["name"] == "Test"),
+    ("get_server_id", [], lambda result: isinstance(result, str)),
+    ("set_db_change_aware", [True], lambda result: result == {}),
+    ("monitor", ["Test", "m1", {"Root": {"columns": ["name"]}}], lambda result: result == {}),
+    ("monitor_cond", ["Test", "m2", {"Root": [{"columns": ["name"]}]}],
+     lambda result: result == {}),
+    ("monitor_cond_since", ["Test", "m3", {"Root": [{"columns": ["name"]}]}, ZERO_TXN],
+     lambda result: result[0] is False and result[2] == {}),
+    ("monitor_cond_change", ["m2", "m2b", {"Root": [{"where": [["name", "==", "x"]]}]}],
+     lambda result: result == {}),
+    ("monitor_cancel", ["m1"], lambda result: result == {}),
+    ("lock", ["l"], lambda result: result == {"locked": True}),
+    ("steal", ["k"], lambda result: result == {"locked": True}),
+    ("unlock", ["k"], lambda result: result == {}),
+]
+
+
+def test_every_method_answers_jsonrpc2(tegadb_peer):
+    """jsonrpcserver's 2.0 dispatch reaches each method (it inspects their
+    signatures), and a bad call still gets the method's own error."""
+    server = tegadb_peer()
+    with server.client() as c:
+        for i, (name, params, check) in enumerate(JSONRPC2_CALLS):
+            c.send({"jsonrpc": "2.0", "method": name, "params": params, "id": i})
+            reply = c.recv()
+            assert reply.get("id") == i and "error" not in reply, (name, reply)
+            assert check(reply["result"]), (name, reply)
+        for i, name in enumerate(["monitor", "monitor_cond", "monitor_cond_since"], start=100):
+            c.send({"jsonrpc": "2.0", "method": name, "id": i,
+                    "params": ["Test", "bad", {"Root": [{"columns": [1.5]}]}]})
+            reply = c.recv()
+            assert reply["id"] == i and reply["error"]["code"] == -32602, (name, reply)
+            assert reply["error"]["data"]["error"] == "syntax error", (name, reply)
+
+
 def test_oversized_message_closes_connection(tegadb_peer, tmp_path):
     server = tegadb_peer()
     with server.client() as c:
