@@ -40,6 +40,11 @@ peers:
 # modules into tegadb/_native/ when they changed since the last build (a
 # compiled module older than its source is never used: it would be wrong).
 native: venv
+	@$(BIN)/python -c 'import os, sys, sysconfig; \
+		sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")))' || { \
+		echo "installing a C compiler and the Python headers for the compiled core"; \
+		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+			--no-install-recommends gcc libc6-dev python3.11-dev; }
 	TEGADB_PURE=1 $(BIN)/python -c 'from tegadb import native; native.build_if_stale()'
 
 # Byte-compile the checkout as an install would: with PYTHONDONTWRITEBYTECODE
