@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import ujson
@@ -269,7 +270,7 @@ def monitor_key(monitor_id: Any) -> str:
     return ujson.dumps(monitor_id, sort_keys=True)
 
 
-def _open_monitor(session: Session, method_name: str, params: tuple[Any, ...]) -> Result:
+def _open_monitor(method_name: str, session: Session, *params: Any) -> Result:
     try:
         service = lookup_database(session, method_name, params)
         request = parse_monitor(method_name, params, service.database,
@@ -285,21 +286,15 @@ def _open_monitor(session: Session, method_name: str, params: tuple[Any, ...]) -
     return Success(result)
 
 
-# One module-level function per method name: jsonrpcserver's 2.0 dispatch
-# reads each method's signature, which compiled closures do not have.
-@method
-def monitor(session: Session, *params: Any) -> Result:
-    return _open_monitor(session, "monitor", params)
+def _register_variants(handler: Callable[..., Result], *names: str) -> None:
+    """Register one handler under several method names it tells apart.  A
+    partial, not a closure: jsonrpcserver's 2.0 dispatch reads the method's
+    signature, which a compiled closure lacks."""
+    for name in names:
+        method(partial(handler, name), name=name)
 
 
-@method
-def monitor_cond(session: Session, *params: Any) -> Result:
-    return _open_monitor(session, "monitor_cond", params)
-
-
-@method
-def monitor_cond_since(session: Session, *params: Any) -> Result:
-    return _open_monitor(session, "monitor_cond_since", params)
+_register_variants(_open_monitor, "monitor", "monitor_cond", "monitor_cond_since")
 
 
 @method
@@ -372,7 +367,7 @@ def _lock_name(method_name: str, params: tuple[Any, ...]) -> str:
     return name
 
 
-def _acquire(session: Session, method_name: str, params: tuple[Any, ...]) -> Result:
+def _acquire(method_name: str, session: Session, *params: Any) -> Result:
     locks = session.databases.locks
     try:
         name = _lock_name(method_name, params)
@@ -387,14 +382,7 @@ def _acquire(session: Session, method_name: str, params: tuple[Any, ...]) -> Res
     return Success({"locked": True})
 
 
-@method
-def lock(session: Session, *params: Any) -> Result:
-    return _acquire(session, "lock", params)
-
-
-@method
-def steal(session: Session, *params: Any) -> Result:
-    return _acquire(session, "steal", params)
+_register_variants(_acquire, "lock", "steal")
 
 
 @method
