@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from itertools import count
 from operator import itemgetter
 from random import getrandbits
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from . import conditions, mutations, values
 from .conditions import Clause, ConditionParser
@@ -62,13 +62,14 @@ def new_uuid() -> str:
 # Versions and transaction ids only have to differ from every other one: a
 # random per-process prefix and a counter make one for a fifth of the cost
 # of a random UUID, still in UUID form.
-_SERIAL_PREFIX = new_uuid()[:24]
+_SERIAL_PREFIX: Final = new_uuid()[:24]
 _serial = count(getrandbits(40))
 
 
 def new_txn_id() -> str:
     """A fresh transaction id (unique, not random)."""
-    return f"{_SERIAL_PREFIX}{next(_serial):012x}"
+    # Not an f-string: compiled, its format spec costs a str.format call.
+    return _SERIAL_PREFIX + "%012x" % next(_serial)  # noqa: UP031
 
 
 def new_version() -> Datum:
