@@ -201,7 +201,9 @@ class Framer:
         `\\"` in the chunk, a pair after an even number of quotes lies
         outside strings.  The last message is parsed first: a chunk that
         ends inside a message fails there before any other work."""
-        if b'\\"' in data or _BOUNDARY.search(data) is None:
+        # The backslash byte first: `bytes in bytes` tries the needle as an
+        # integer before searching, raising and clearing a TypeError each time.
+        if (_BACKSLASH in data and b'\\"' in data) or _BOUNDARY.search(data) is None:
             value = self._whole(data)
             return None if value is None else [value]
         ahead, end = _Lookahead(data), len(data)
