@@ -421,10 +421,12 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 def _write_all(fd: int, data: bytes) -> None:
     """One write(2) for the whole buffer unless the kernel takes less."""
-    view = memoryview(data)
-    written = 0
-    while written < len(data):
-        written += os.write(fd, view[written:])
+    written = os.write(fd, data)
+    if written < len(data):
+        # A view for the rest only now: almost every write takes it all.
+        view = memoryview(data)
+        while written < len(data):
+            written += os.write(fd, view[written:])
 
 
 def _lock(fd: int, path: str) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import ujson
 
 from . import journal, values
-from .engine import Changes, Database, new_txn_id
+from .engine import Changes, Database, TxnOutcome, new_txn_id
 from .errors import OVSDBError, syntax_error
 from .locks import LockTable
 from .monitor import History, MonitorHub
@@ -164,11 +164,11 @@ class DatabaseService:
             return None
         return self._finish(outcome, txn.session)
 
-    def _finish(self, outcome: Any, session: Session) -> list[Any]:
+    def _finish(self, outcome: TxnOutcome, session: Session) -> list[Any]:
+        assert outcome.results is not None  # only a parked transaction has none
         if outcome.changes:
-            self._commit(outcome, session)
-        results: list[Any] = outcome.results
-        return results
+            self._commit(outcome.changes, outcome, session)
+        return outcome.results
 
     def _arm_timer(self, txn: ParkedTransaction, key: tuple[int, str], deadline_ms: float) -> None:
         """Run the transaction again when its smallest wait timeout expires."""
@@ -225,18 +225,18 @@ class DatabaseService:
             if txn is not None and not txn.session.closed:
                 txn.session.reply_error(txn.request_id, "canceled", txn.dialect)
 
-    def _commit(self, outcome: Any, session: Session) -> None:
+    def _commit(self, changes: Changes, outcome: TxnOutcome, session: Session) -> None:
         self.seq += 1
         self.last_txn = new_txn_id()
         record: dict[str, Any] = {"seq": self.seq, "txn": self.last_txn, "date": now_ms()}
         if outcome.comment:
             record["comment"] = outcome.comment
         record["writer"] = session.peer
-        record["changes"] = self.database.changes_to_json(outcome.changes)
+        record["changes"] = self.database.changes_to_json(changes)
         if self.journal is not None:
             self.journal.append(record)
         self.durable_pending |= outcome.durable
-        self.publish(outcome.changes, self.last_txn)
+        self.publish(changes, self.last_txn)
         if self.parked:
             for key in list(self.parked):
                 self._retry(key)

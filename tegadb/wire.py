@@ -201,7 +201,9 @@ class Framer:
         `\\"` in the chunk, a pair after an even number of quotes lies
         outside strings.  The last message is parsed first: a chunk that
         ends inside a message fails there before any other work."""
-        if b'\\"' in data or _BOUNDARY.search(data) is None:
+        # The backslash byte first: `bytes in bytes` tries the needle as an
+        # integer before searching, raising and clearing a TypeError each time.
+        if (_BACKSLASH in data and b'\\"' in data) or _BOUNDARY.search(data) is None:
             value = self._whole(data)
             return None if value is None else [value]
         ahead, end = _Lookahead(data), len(data)
@@ -425,12 +427,11 @@ def classify(msg: Any) -> Message:
     """
     if not isinstance(msg, dict):
         raise ProtocolError("message is not a JSON object")
-    get = msg.get
-    method = get("method")
-    params = get("params")
-    result = get("result")
-    error = get("error")
-    id_ = get("id")
+    method = msg.get("method")
+    params = msg.get("params")
+    result = msg.get("result")
+    error = msg.get("error")
+    id_ = msg.get("id")
     if method is not None and not isinstance(method, str):
         raise ProtocolError("method is not a JSON string")
     if params is None:
@@ -452,7 +453,7 @@ def classify(msg: Any) -> Message:
     if present != shape:
         name, must = next((n, m) for n, m, p in zip(_MEMBERS, shape, present) if m != p)
         raise ProtocolError(f'{kind} must{"" if must else " not"} have "{name}"')
-    dialect = JSONRPC2_DIALECT if get("jsonrpc") == "2.0" else OVSDB_DIALECT
+    dialect = JSONRPC2_DIALECT if msg.get("jsonrpc") == "2.0" else OVSDB_DIALECT
     # tuple.__new__ skips the NamedTuple's Python-level constructor (per message).
     return _new_tuple(Message, (kind, method, params, id_, result, error, dialect))
 

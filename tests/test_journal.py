@@ -206,6 +206,25 @@ def test_failed_write_is_undone(path: str, monkeypatch: pytest.MonkeyPatch,
     assert [r["seq"] for r in open_all(path)[2]] == [1, 2]
 
 
+def test_short_writes_are_continued(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal, _, _ = open_all(path)
+    real_write = os.write
+    calls = []
+
+    def ten_bytes_at_most(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[:10]))
+
+    monkeypatch.setattr(os, "write", ten_bytes_at_most)
+    journal.append(txn(1))
+    journal.append(txn(2))
+    journal.flush(fsync=False)
+    monkeypatch.undo()
+    journal.close()
+    assert len(calls) > 2
+    assert [r["seq"] for r in open_all(path)[2]] == [1, 2]
+
+
 # ---------------------------------------------------------------------------
 # Damage
 
