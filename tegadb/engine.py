@@ -168,7 +168,7 @@ class Table:
         self.mutations = MutationParser(schema)
         # Replay trusts what the journal holds to meet the constraints.
         self.replay_parsers = {n: values.parser(t, checked=False) for n, t in self.types.items()}
-        self.replay_parsers["_version"] = _replayed_version
+        self.replay_parsers["_version"] = _ReplayedVersion(self.types["_version"])
 
     def lookup(self, eq: dict[str, Datum]) -> list[str] | None:
         """Committed rows whose indexed columns equal ``eq``; None if no index applies."""
@@ -540,11 +540,11 @@ class _Transaction:
     def _parse_row(self, table: Table, row_json: dict[str, Any], row: Row) -> None:
         parsers, symtab = table.parsers, self.symtab
         for name, value in row_json.items():
-            parse = parsers.get(name)
-            if parse is None:
+            parser = parsers.get(name)
+            if parser is None:
                 raise OVSDBError("unknown column", f"No column {name} in table {table.name}.",
                                  row_json)
-            row[name] = parse(value, symtab)
+            row[name] = parser.parse(value, symtab)
 
     def _query(self, table: Table, clauses: list[Clause]) -> list[Row]:
         """The rows matching every clause, as this transaction sees them.
@@ -1102,10 +1102,10 @@ class Database:
         row = dict(old) if old is not None else table.defaults.copy()
         parsers = table.replay_parsers
         for column, value in data.items():
-            parse = parsers.get(column)
-            if parse is None:
+            parser = parsers.get(column)
+            if parser is None:
                 raise OVSDBError("syntax error", f"No column {column} in table {table.name}.")
-            row[column] = parse(value, None)
+            row[column] = parser.parse(value, None)
         row["_uuid"] = (uuid,)
         if "_version" not in data:
             row["_version"] = new_version()
@@ -1129,9 +1129,11 @@ class Database:
                         refs.pop(target, None)
 
 
-def _replayed_version(json: Any, symtab: NamedUUIDs | None) -> Datum:
+class _ReplayedVersion(values.ValueParser):
     """A row's ``_version`` as written, so that a monitor resumes exactly after a restart."""
-    return (json,) if type(json) is str else new_version()
+
+    def parse(self, json: Any, symtab: NamedUUIDs | None) -> Datum:
+        return (json,) if type(json) is str else new_version()
 
 
 __all__ = ["WAIT_FOREVER", "Changes", "Database", "Row", "Session", "Table", "TxnOutcome",

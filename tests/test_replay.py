@@ -69,10 +69,10 @@ DECODER_CASES: list[tuple[Any, Any]] = [
 @pytest.mark.parametrize(("type_json", "value"), DECODER_CASES)
 def test_replay_parsers_agree_with_the_generic_parser(type_json: Any, value: Any) -> None:
     type_ = Type.from_json(type_json)
-    parse = values.parser(type_, checked=False)
+    parser = values.parser(type_, checked=False)
 
     def decode(json: Any) -> Any:
-        return parse(json, None)
+        return parser.parse(json, None)
     try:
         expected = values.parse_unchecked(type_, value)
     except OVSDBError as e:
