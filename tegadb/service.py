@@ -227,12 +227,12 @@ class DatabaseService:
 
     def _commit(self, outcome: Any, session: Session) -> None:
         self.seq += 1
-        self.last_txn = new_txn_id()
+        self.last_txn = outcome.txn_id
         record: dict[str, Any] = {"seq": self.seq, "txn": self.last_txn, "date": now_ms()}
         if outcome.comment:
             record["comment"] = outcome.comment
         record["writer"] = session.peer
-        record["changes"] = self.database.changes_to_json(outcome.changes)
+        record["changes"] = self.database.changes_to_json(outcome.changes, self.last_txn)
         if self.journal is not None:
             self.journal.append(record)
         self.durable_pending |= outcome.durable
@@ -298,7 +298,7 @@ class DatabaseService:
         if self.journal is None:
             return
         snapshot = {"seq": self.seq, "txn": self.last_txn, "date": now_ms(), "snapshot": True,
-                    "changes": self.database.snapshot_json()}
+                    "changes": self.database.snapshot_json(self.last_txn)}
         before = self.journal.size
         self.journal.compact(journal.make_header(self.schema_json), snapshot)
         self.compacted_at = time.monotonic()
