@@ -1103,10 +1103,15 @@ class Database:
         if type(txn_id) is not str:
             raise OVSDBError("syntax error", 'Record has no "txn" string.')
         version = (txn_id,)
+        tables = record.get("changes")
+        if type(tables) is not dict:
+            # The journal checks this too; checked here, compiled code also
+            # knows it iterates a dict, which is several times faster.
+            raise OVSDBError("syntax error", 'Record has no "changes" object.')
         if record.get("snapshot"):
             self._load_tables()
         changes: Changes = {}
-        for name, rows in record["changes"].items():
+        for name, rows in tables.items():
             table = self.tables.get(name)
             if table is None:
                 raise OVSDBError("syntax error", f"No table named {name}.")

@@ -109,7 +109,7 @@ class DatabaseService:
         schema = DbSchema.from_json(header["schema"])
         service = cls(schema, Database(schema), log_file, path, history)
         history = service.history
-        apply = service.database.apply_journal_record
+        database = service.database
         # Only the newest transactions can stay in the history: append just
         # those and the one before them (it becomes the base), instead of
         # every one, dropping almost all.  A snapshot's id is the base when
@@ -120,7 +120,7 @@ class DatabaseService:
         # Replay yields every line after the header, in order.
         for lineno, record in enumerate(records, start=2):
             try:
-                changes = apply(record)
+                changes = database.apply_journal_record(record)
                 txn = record["txn"]
             except (OVSDBError, LookupError, TypeError, ValueError, AttributeError) as e:
                 log_file.close()

@@ -26,6 +26,7 @@ import pytest
 
 from tegadb import engine, values
 from tegadb.engine import WAIT_FOREVER, Database, Table
+from tegadb.errors import OVSDBError
 from tegadb.schema import DbSchema
 from tegadb.types import ZERO_UUID
 
@@ -703,6 +704,18 @@ def test_replay_returns_the_changes() -> None:
     assert changes == {"Weak": {U1: (None, db.tables["Weak"].rows[U1])}}
     changes = db.apply_journal_record({"txn": ZERO_UUID, "changes": {"Weak": {U1: None}}})
     assert changes["Weak"][U1][1] is None and db.tables["Weak"].rows == {}
+
+
+@pytest.mark.parametrize(("record", "details"), [
+    ({"changes": {}}, 'Record has no "txn" string.'),
+    ({"txn": ZERO_UUID}, 'Record has no "changes" object.'),
+    ({"txn": ZERO_UUID, "changes": [["Weak", {}]]}, 'Record has no "changes" object.'),
+])
+def test_replay_rejects_a_record_without_its_members(record: dict[str, Any],
+                                                     details: str) -> None:
+    with pytest.raises(OVSDBError) as raised:
+        database().apply_journal_record(record)
+    assert raised.value.to_json()["details"] == details
 
 
 def test_tables_are_created_per_schema_table() -> None:
