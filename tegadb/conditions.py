@@ -45,7 +45,7 @@ class ConditionParser:
     def __init__(self, table: TableSchema) -> None:
         self.table = table
         # (column, function) -> the parser of its argument.
-        self._arg_parsers: dict[tuple[str, str], Callable[[Any, NamedUUIDs | None], Datum]] = {}
+        self._arg_parsers: dict[tuple[str, str], values.ValueParser] = {}
 
     def parse(self, json: list[Any], symtab: NamedUUIDs | None = None) -> list[Clause]:
         """Parse a ``where`` array (the caller has checked that it is an array)."""
@@ -60,12 +60,12 @@ class ConditionParser:
                 or type(json[0]) is not str or type(json[1]) is not str):
             raise syntax_error("Parse error in condition.", json)
         name, function, value = json
-        parse = self._arg_parsers.get((name, function))
-        if parse is None:
-            parse = values.parser(self._arg_type(name, function, json))
-            self._arg_parsers[(name, function)] = parse
+        parser = self._arg_parsers.get((name, function))
+        if parser is None:
+            parser = values.parser(self._arg_type(name, function, json))
+            self._arg_parsers[(name, function)] = parser
         # tuple.__new__ skips the NamedTuple's Python-level constructor.
-        return _new_tuple(Clause, (name, function, parse(value, symtab)))
+        return _new_tuple(Clause, (name, function, parser.parse(value, symtab)))
 
     def _arg_type(self, name: str, function: str, json: list[Any]) -> Type:
         column = self.table.columns.get(name)

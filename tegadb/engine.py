@@ -13,7 +13,11 @@ runs OVS's checks in OVS's order (4.7), each over the touched rows only:
 5. weak references to deleted or missing rows are removed (the referring rows
    are found through a reverse index, not by scanning);
 6. unique indexes, against the final state;
-7. a fresh ``_version`` for every modified row.
+7. a fresh ``_version`` for every modified row (inserted rows got theirs at
+   the insert).  The first row a transaction changes takes the transaction's
+   id as its version: the journal need not store that one, as every record
+   names its transaction's id, so a single-row transaction's record holds
+   no version at all.
 
 Only then is the view applied to the tables, so a failed transaction changes
 nothing.  The engine knows nothing of sockets, clocks or files: the caller
@@ -72,11 +76,6 @@ def new_txn_id() -> str:
     return _SERIAL_PREFIX + "%012x" % next(_serial)  # noqa: UP031
 
 
-def new_version() -> Datum:
-    """A fresh ``_version`` datum."""
-    return (new_txn_id(),)
-
-
 class TxnOutcome:
     """What a transaction produced.
 
@@ -89,16 +88,17 @@ class TxnOutcome:
 
     # Not a dataclass: mypyc compiles this __init__, while a dataclass gets
     # its __init__ generated at import and interpreted on every transaction.
-    __slots__ = ("changes", "comment", "durable", "results", "wait_deadline_ms")
+    __slots__ = ("changes", "comment", "durable", "results", "txn_id", "wait_deadline_ms")
 
     def __init__(self, results: list[Any] | None, changes: Changes | None = None,
                  wait_deadline_ms: float | None = None, durable: bool = False,
-                 comment: str | None = None) -> None:
+                 comment: str | None = None, txn_id: str | None = None) -> None:
         self.results = results
         self.changes = changes
         self.wait_deadline_ms = wait_deadline_ms
         self.durable = durable
         self.comment = comment
+        self.txn_id = txn_id  # with ``changes``: the id to journal and report
 
 
 # --- tables -------------------------------------------------------------------
@@ -175,7 +175,7 @@ class Table:
         self.mutations = MutationParser(schema)
         # Replay trusts what the journal holds to meet the constraints.
         self.replay_parsers = {n: values.parser(t, checked=False) for n, t in self.types.items()}
-        self.replay_parsers["_version"] = _replayed_version
+        self.replay_parsers["_version"] = _ReplayedVersion(self.types["_version"])
 
     def lookup(self, eq: dict[str, Datum]) -> list[str] | None:
         """Committed rows whose indexed columns equal ``eq``; None if no index applies."""
@@ -212,13 +212,19 @@ class Table:
         encoders = self.encoders
         return {c: encoders[c](row[c]) for c in columns}
 
-    def stored_json(self, row: Row) -> dict[str, Any]:
-        """A new row as the journal stores it: persistent columns not at their default."""
+    def stored_json(self, row: Row, txn_id: str) -> dict[str, Any]:
+        """A new row as the journal stores it in the record of transaction ``txn_id``:
+        persistent columns not at their default, and ``_version`` unless it is ``txn_id``.
+
+        _version is kept (ovsdb-server does not), so that a client that resumes
+        a monitor after a restart holds the rows' current versions; replay
+        gives a row without one the id of its record.
+        """
         defaults = self.defaults
         stored = {c: encode(row[c]) for c, encode in self.stored if row[c] != defaults[c]}
-        # _version is kept too (ovsdb-server does not), so that a client that
-        # resumes a monitor after a restart holds the rows' current versions.
-        stored["_version"] = row["_version"][0]
+        version = row["_version"][0]
+        if version != txn_id:
+            stored["_version"] = version
         return stored
 
     def apply(self, uuid: str, old: Row | None, new: Row | None) -> None:
@@ -340,8 +346,8 @@ class _TxnRow:
 class _Transaction:
     """One transaction's private view of the database, and its ops."""
 
-    __slots__ = ("comments", "db", "deleted", "durable", "elapsed_ms", "modified", "session",
-                 "symtab", "tables", "touched", "wait_timeout", "weakened")
+    __slots__ = ("comments", "db", "deleted", "durable", "elapsed_ms", "id", "modified",
+                 "session", "symtab", "tables", "touched", "wait_timeout", "weakened")
 
     def __init__(self, db: Database, session: Session | None, elapsed_ms: int) -> None:
         self.db = db
@@ -358,6 +364,18 @@ class _Transaction:
         self.modified = False
         self.deleted = False
         self.weakened = False
+        self.id: str | None = None  # made when first needed: most reads need none
+
+    def txn_id(self) -> str:
+        if self.id is None:
+            self.id = new_txn_id()
+        return self.id
+
+    def new_version(self) -> Datum:
+        """A fresh ``_version``: the transaction's id for the first row it changes."""
+        if self.id is None:
+            return (self.txn_id(),)
+        return (new_txn_id(),)
 
     # --- executing ops ---------------------------------------------------------
     def execute(self, op: Any, index: int, count: int, read_only: bool,
@@ -445,7 +463,7 @@ class _Transaction:
                 values.check(table.types[column], row[column])
         # _uuid and _version given in the row are parsed, then ignored (as OVS does).
         row["_uuid"] = (uuid,)
-        row["_version"] = new_version()
+        row["_version"] = self.new_version()
         if rows is None:
             rows = self.touched[table.name] = {}
         rows[uuid] = _TxnRow(None, row)
@@ -547,11 +565,11 @@ class _Transaction:
     def _parse_row(self, table: Table, row_json: dict[str, Any], row: Row) -> None:
         parsers, symtab = table.parsers, self.symtab
         for name, value in row_json.items():
-            parse = parsers.get(name)
-            if parse is None:
+            parser = parsers.get(name)
+            if parser is None:
                 raise OVSDBError("unknown column", f"No column {name} in table {table.name}.",
                                  row_json)
-            row[name] = parse(value, symtab)
+            row[name] = parser.parse(value, symtab)
 
     def _query(self, table: Table, clauses: list[Clause]) -> list[Row]:
         """The rows matching every clause, as this transaction sees them.
@@ -889,7 +907,7 @@ class _Transaction:
             for uuid, t in touched.items():
                 old, new = t.old, t.new
                 if old is not None and new is not None:
-                    new["_version"] = new_version()
+                    new["_version"] = self.new_version()
                 table.apply(uuid, old, new)
                 if weak:
                     index_weak_references(table, uuid, old, new)
@@ -1007,8 +1025,10 @@ class Database:
         except OVSDBError as e:
             results.append(e.to_json())
             return TxnOutcome(results)
-        return TxnOutcome(results, changes or None, None, txn.durable,
-                          "\n".join(txn.comments) or None)
+        comment = "\n".join(txn.comments) or None
+        if not changes:
+            return TxnOutcome(results, None, None, txn.durable, comment)
+        return TxnOutcome(results, changes, None, txn.durable, comment, txn.txn_id())
 
     def insert_internal(self, table: str, row: dict[str, Any]) -> Changes | None:
         """Insert a row (OVSDB JSON values) on the server's own behalf, even when reserved."""
@@ -1045,12 +1065,14 @@ class Database:
                     holders[source] = holders.get(source, 0) + 1
 
     # --- journal -----------------------------------------------------------------
-    def changes_to_json(self, changes: Changes) -> dict[str, Any]:
-        """A change set as the journal stores it (PROTOCOL.md 7.2, full new values).
+    def changes_to_json(self, changes: Changes, txn_id: str) -> dict[str, Any]:
+        """The change set of transaction ``txn_id`` as the journal stores it
+        (PROTOCOL.md 7.2, full new values).
 
         New rows list their persistent columns not at default, modified rows their
         changed persistent columns, deleted rows are null; rows whose changes touch
-        only ephemeral columns are left out.
+        only ephemeral columns are left out.  A row's ``_version`` is left out
+        too when it is ``txn_id``, as the transaction gives the first row it changes.
         """
         out: dict[str, Any] = {}
         for name, rows in changes.items():
@@ -1060,28 +1082,43 @@ class Database:
                 if new is None:
                     records[uuid] = None
                 elif old is None:
-                    records[uuid] = table.stored_json(new)
+                    records[uuid] = table.stored_json(new, txn_id)
                 else:
                     changed = {c: encode(new[c]) for c, encode in table.stored
                                if old[c] != new[c]}
                     if changed:
-                        changed["_version"] = new["_version"][0]
+                        version = new["_version"][0]
+                        if version != txn_id:
+                            changed["_version"] = version
                         records[uuid] = changed
             if records:
                 out[name] = records
         return out
 
-    def snapshot_json(self) -> dict[str, Any]:
-        """Every row in the journal's new-row form, for compaction."""
-        return {name: {uuid: table.stored_json(row) for uuid, row in table.rows.items()}
+    def snapshot_json(self, txn_id: str) -> dict[str, Any]:
+        """Every row in the journal's new-row form, for compaction into a
+        snapshot record whose id is ``txn_id``."""
+        return {name: {uuid: table.stored_json(row, txn_id) for uuid, row in table.rows.items()}
                 for name, table in self.tables.items() if table.rows}
 
     def apply_journal_record(self, record: dict[str, Any]) -> Changes:
-        """Replay one journal record (a transaction, or a snapshot replacing everything)."""
+        """Replay one journal record (a transaction, or a snapshot replacing everything).
+
+        A row that the record stores without ``_version`` gets the record's ``txn``.
+        """
+        txn_id = record.get("txn")
+        if type(txn_id) is not str:
+            raise OVSDBError("syntax error", 'Record has no "txn" string.')
+        version = (txn_id,)
+        tables = record.get("changes")
+        if type(tables) is not dict:
+            # The journal checks this too; checked here, compiled code also
+            # knows it iterates a dict, which is several times faster.
+            raise OVSDBError("syntax error", 'Record has no "changes" object.')
         if record.get("snapshot"):
             self._load_tables()
         changes: Changes = {}
-        for name, rows in record["changes"].items():
+        for name, rows in tables.items():
             table = self.tables.get(name)
             if table is None:
                 raise OVSDBError("syntax error", f"No table named {name}.")
@@ -1095,7 +1132,8 @@ class Database:
                 old = table.rows.get(uuid)
                 if data is None and old is None:
                     continue  # already gone: replay is idempotent
-                new = None if data is None else self._replayed_row(table, uuid, old, data)
+                new = None if data is None else self._replayed_row(table, uuid, old, data,
+                                                                   version)
                 if table.strong_columns:
                     self._replay_references(table, uuid, old, new)
                 table.apply(uuid, old, new)
@@ -1105,17 +1143,17 @@ class Database:
         return changes
 
     @staticmethod
-    def _replayed_row(table: Table, uuid: str, old: Row | None, data: dict[str, Any]) -> Row:
+    def _replayed_row(table: Table, uuid: str, old: Row | None, data: dict[str, Any],
+                      version: Datum) -> Row:
         row = dict(old) if old is not None else table.defaults.copy()
+        row["_version"] = version  # unless ``data`` holds another
         parsers = table.replay_parsers
         for column, value in data.items():
-            parse = parsers.get(column)
-            if parse is None:
+            parser = parsers.get(column)
+            if parser is None:
                 raise OVSDBError("syntax error", f"No column {column} in table {table.name}.")
-            row[column] = parse(value, None)
+            row[column] = parser.parse(value, None)
         row["_uuid"] = (uuid,)
-        if "_version" not in data:
-            row["_version"] = new_version()
         return row
 
     def _replay_references(self, table: Table, uuid: str, old: Row | None,
@@ -1136,10 +1174,15 @@ class Database:
                         refs.pop(target, None)
 
 
-def _replayed_version(json: Any, symtab: NamedUUIDs | None) -> Datum:
-    """A row's ``_version`` as written, so that a monitor resumes exactly after a restart."""
-    return (json,) if type(json) is str else new_version()
+class _ReplayedVersion(values.ValueParser):
+    """A row's ``_version`` as written (bare text), so that a monitor resumes
+    exactly after a restart."""
+
+    def parse(self, json: Any, symtab: NamedUUIDs | None) -> Datum:
+        if type(json) is str:
+            return (json,)
+        raise syntax_error("_version is not a string", json)
 
 
 __all__ = ["WAIT_FOREVER", "Changes", "Database", "Row", "Session", "Table", "TxnOutcome",
-           "new_txn_id", "new_uuid", "new_version"]
+           "new_txn_id", "new_uuid"]

@@ -485,9 +485,9 @@ class History:
 
     Rebuilding at start: ``append`` each replayed transaction, ``reset`` on a
     snapshot record (its id becomes the base).  A resume is exact only if a
-    row's ``_version`` survives the restart; while the journal does not store
-    it, call ``reset(last_txn_id)`` after replay instead, so that ids from
-    before the restart get found=false.
+    row's ``_version`` survives the restart, as the journal makes sure; a
+    store that lost it would have to call ``reset(last_txn_id)`` after replay
+    instead, so that ids from before the restart get found=false.
     """
 
     def __init__(self, max_transactions: int = 10_000, max_rows: int = 20_000) -> None:

@@ -109,7 +109,7 @@ class DatabaseService:
         schema = DbSchema.from_json(header["schema"])
         service = cls(schema, Database(schema), log_file, path, history)
         history = service.history
-        apply = service.database.apply_journal_record
+        database = service.database
         # Only the newest transactions can stay in the history: append just
         # those and the one before them (it becomes the base), instead of
         # every one, dropping almost all.  A snapshot's id is the base when
@@ -120,7 +120,7 @@ class DatabaseService:
         # Replay yields every line after the header, in order.
         for lineno, record in enumerate(records, start=2):
             try:
-                changes = apply(record)
+                changes = database.apply_journal_record(record)
                 txn = record["txn"]
             except (OVSDBError, LookupError, TypeError, ValueError, AttributeError) as e:
                 log_file.close()
@@ -167,7 +167,7 @@ class DatabaseService:
     def _finish(self, outcome: TxnOutcome, session: Session) -> list[Any]:
         assert outcome.results is not None  # only a parked transaction has none
         if outcome.changes:
-            self._commit(outcome.changes, outcome, session)
+            self._commit(outcome, session)
         return outcome.results
 
     def _arm_timer(self, txn: ParkedTransaction, key: tuple[int, str], deadline_ms: float) -> None:
@@ -225,14 +225,16 @@ class DatabaseService:
             if txn is not None and not txn.session.closed:
                 txn.session.reply_error(txn.request_id, "canceled", txn.dialect)
 
-    def _commit(self, changes: Changes, outcome: TxnOutcome, session: Session) -> None:
+    def _commit(self, outcome: TxnOutcome, session: Session) -> None:
+        changes, txn_id = outcome.changes, outcome.txn_id
+        assert changes and txn_id is not None  # an id comes with every change set
         self.seq += 1
-        self.last_txn = new_txn_id()
+        self.last_txn = txn_id
         record: dict[str, Any] = {"seq": self.seq, "txn": self.last_txn, "date": now_ms()}
         if outcome.comment:
             record["comment"] = outcome.comment
         record["writer"] = session.peer
-        record["changes"] = self.database.changes_to_json(changes)
+        record["changes"] = self.database.changes_to_json(changes, self.last_txn)
         if self.journal is not None:
             self.journal.append(record)
         self.durable_pending |= outcome.durable
@@ -298,7 +300,7 @@ class DatabaseService:
         if self.journal is None:
             return
         snapshot = {"seq": self.seq, "txn": self.last_txn, "date": now_ms(), "snapshot": True,
-                    "changes": self.database.snapshot_json()}
+                    "changes": self.database.snapshot_json(self.last_txn)}
         before = self.journal.size
         self.journal.compact(journal.make_header(self.schema_json), snapshot)
         self.compacted_at = time.monotonic()

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from .errors import OVSDBError, syntax_error, syntax_text
 
 ATOMIC_TYPES = ("integer", "real", "boolean", "string", "uuid")
 UNLIMITED = 4294967295
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
+# Final: compiled code uses the values, not a module lookup per comparison.
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
 ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"

@@ -268,55 +268,98 @@ def needs_check(type_: Type) -> bool:
 _PLAIN_ATOMS: dict[str, type] = {"string": str, "boolean": bool}
 
 
+class ValueParser:
+    """Parses the JSON of one column type into a datum (:func:`parse_unchecked`).
+
+    Parsers are objects rather than closures because they are called once per
+    column value: from compiled code a method call on them is a direct call,
+    where calling a closure goes through Python's generic call protocol,
+    which cost about ten times the work of the parse itself during replay.
+    """
+
+    def __init__(self, type_: Type) -> None:
+        self.column_type = type_
+
+    def parse(self, json: Any, symtab: NamedUUIDs | None) -> Datum:
+        return parse_unchecked(self.column_type, json, symtab)
+
+
 @functools.cache
-def parser(type_: Type, checked: bool = True) -> Callable[[Any, NamedUUIDs | None], Datum]:
+def parser(type_: Type, checked: bool = True) -> ValueParser:
     """:func:`parse` (or, unless ``checked``, :func:`parse_unchecked`, as journal
-    replay wants) specialised for one column type, compiled once per type.
+    replay wants) specialised for one column type, made once per type.
 
     A bare string, boolean or in-range integer, and a set or map of strings
     or booleans, take one call; every other form, and every error, goes the
     general way.
     """
     if checked and needs_check(type_):
-        return functools.partial(parse, type_)
+        return _CheckedParser(type_)
     key_type = type_.key.type
     atom_type = _PLAIN_ATOMS.get(key_type)
     if type_.is_map:
         assert type_.value is not None
         value_type = _PLAIN_ATOMS.get(type_.value.type)
         if atom_type is not None and value_type is not None:
-            return _plain_map_parser(type_, atom_type, value_type)
+            return _PlainMapParser(type_, atom_type, value_type)
     elif atom_type is not None:
         if type_.is_composite:
-            return _plain_set_parser(type_, atom_type)
-        def parse_plain(json: Any, symtab: NamedUUIDs | None) -> Datum:
-            if type(json) is atom_type:
-                return (json,)
-            return parse_unchecked(type_, json, symtab)
-        return parse_plain
+            return _PlainSetParser(type_, atom_type)
+        return _PlainAtomParser(type_, atom_type)
     elif key_type == "integer":
-        def parse_integer(json: Any, symtab: NamedUUIDs | None) -> Datum:
-            if type(json) is int and INT64_MIN <= json <= INT64_MAX:
-                return (json,)
-            return parse_unchecked(type_, json, symtab)
-        return parse_integer
-    return functools.partial(parse_unchecked, type_)
+        return _IntegerParser(type_)
+    return ValueParser(type_)
+
+
+class _CheckedParser(ValueParser):
+    def parse(self, json: Any, symtab: NamedUUIDs | None) -> Datum:
+        return parse(self.column_type, json, symtab)
+
+
+class _PlainAtomParser(ValueParser):
+    """A single string or boolean."""
+
+    def __init__(self, type_: Type, atom_type: type) -> None:
+        super().__init__(type_)
+        self.atom_type = atom_type
+
+    def parse(self, json: Any, symtab: NamedUUIDs | None) -> Datum:
+        if type(json) is self.atom_type:
+            return (json,)
+        return parse_unchecked(self.column_type, json, symtab)
+
+
+class _IntegerParser(ValueParser):
+    """A single integer, or an optional or set of integers."""
+
+    def parse(self, json: Any, symtab: NamedUUIDs | None) -> Datum:
+        # Testing `kind` rather than `type(json)` leaves `json` an object:
+        # narrowed to int, compiled code would unbox it and box a new int.
+        kind = type(json)
+        if kind is int and INT64_MIN <= json <= INT64_MAX:
+            return (json,)
+        return parse_unchecked(self.column_type, json, symtab)
 
 
 # The fast parsers below take sets and maps whose elements come in order (as
 # OVSDB JSON is usually written, and as the journal always holds it) as they
 # are; anything else, every error included, goes the general way.
 
-def _plain_set_parser(type_: Type, atom_type: type) -> Callable[[Any, NamedUUIDs | None], Datum]:
+class _PlainSetParser(ValueParser):
     """Sets of strings or booleans: a bare atom, or ``["set", [atoms in order]]``."""
-    n_min, n_max = type_.n_min, type_.n_max
 
-    def parse_plain_set(json: Any, symtab: NamedUUIDs | None) -> Datum:
+    def __init__(self, type_: Type, atom_type: type) -> None:
+        super().__init__(type_)
+        self.atom_type = atom_type
+
+    def parse(self, json: Any, symtab: NamedUUIDs | None) -> Datum:
+        atom_type = self.atom_type
         if type(json) is atom_type:
             return (json,)
         if type(json) is list and len(json) == 2 and json[0] == "set":
             atoms = json[1]
-            if type(atoms) is list and n_min <= len(atoms) <= n_max:
+            type_ = self.column_type
+            if type(atoms) is list and type_.n_min <= len(atoms) <= type_.n_max:
                 previous: Any = None
                 for atom in atoms:
                     if type(atom) is not atom_type or (previous is not None and previous >= atom):
@@ -324,19 +367,23 @@ def _plain_set_parser(type_: Type, atom_type: type) -> Callable[[Any, NamedUUIDs
                     previous = atom
                 else:
                     return tuple(atoms)
-        return parse_unchecked(type_, json, symtab)
-    return parse_plain_set
+        return parse_unchecked(self.column_type, json, symtab)
 
 
-def _plain_map_parser(type_: Type, key_type: type, value_type: type,
-                      ) -> Callable[[Any, NamedUUIDs | None], Datum]:
+class _PlainMapParser(ValueParser):
     """Maps between strings or booleans: ``["map", [[key, value] pairs in key order]]``."""
-    n_min, n_max = type_.n_min, type_.n_max
 
-    def parse_plain_map(json: Any, symtab: NamedUUIDs | None) -> Datum:
+    def __init__(self, type_: Type, key_type: type, value_type: type) -> None:
+        super().__init__(type_)
+        self.key_type = key_type
+        self.value_type = value_type
+
+    def parse(self, json: Any, symtab: NamedUUIDs | None) -> Datum:
         if type(json) is list and len(json) == 2 and json[0] == "map":
             pairs = json[1]
-            if type(pairs) is list and n_min <= len(pairs) <= n_max:
+            type_ = self.column_type
+            if type(pairs) is list and type_.n_min <= len(pairs) <= type_.n_max:
+                key_type, value_type = self.key_type, self.value_type
                 datum = []
                 previous: Any = None
                 for pair in pairs:
@@ -348,8 +395,7 @@ def _plain_map_parser(type_: Type, key_type: type, value_type: type,
                     datum.append((previous, pair[1]))
                 else:
                     return tuple(datum)
-        return parse_unchecked(type_, json, symtab)
-    return parse_plain_map
+        return parse_unchecked(self.column_type, json, symtab)
 
 
 @functools.cache

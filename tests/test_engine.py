@@ -26,7 +26,9 @@ import pytest
 
 from tegadb import engine, values
 from tegadb.engine import WAIT_FOREVER, Database, Table
+from tegadb.errors import OVSDBError
 from tegadb.schema import DbSchema
+from tegadb.types import ZERO_UUID
 
 DATA = Path(__file__).parent / "data"
 TEST_SCHEMA = json.loads((DATA / "test.ovsschema").read_text())
@@ -36,6 +38,7 @@ INDEX_ERROR_RE = re.compile(r"(.*for index on [^.]*\.  )(First row, .*)  (Second
 
 U1 = "11111111-1111-4111-8111-111111111111"
 U2 = "22222222-2222-4222-8222-222222222222"
+U3 = "33333333-3333-4333-8333-333333333333"
 
 
 # --- comparing results loosely ---------------------------------------------------
@@ -248,6 +251,27 @@ def test_version_changes_only_for_modified_rows() -> None:
                   "row": {"count": 3}}])
     assert db.tables["Root"].rows[U1]["_version"] not in (v1, v2)
     assert db.tables["Root"].rows[U2]["_version"] == v2
+
+
+def test_the_first_row_a_transaction_changes_has_its_id_as_version() -> None:
+    db = database()
+    rows = db.tables["Root"].rows
+    seen = set()
+    for ops in ([{"op": "insert", "table": "Root", "row": {"name": "a"}, "uuid": U1},
+                 {"op": "insert", "table": "Root", "row": {"name": "b"}, "uuid": U2},
+                 {"op": "insert", "table": "Root", "row": {"name": "c"}, "uuid": U3}],
+                [{"op": "update", "table": "Root", "where": [["_uuid", "==", ["uuid", U3]]],
+                  "row": {"count": 3}},
+                 {"op": "update", "table": "Root", "where": [["_uuid", "==", ["uuid", U2]]],
+                  "row": {"count": 2}}]):
+        outcome = db.transact(ops)
+        changed = [rows[u]["_version"][0] for u in outcome.changes["Root"]]
+        assert outcome.txn_id == changed[0]
+        assert len(set(changed)) == len(changed) and not seen & set(changed)
+        seen |= set(changed)
+    deleted = db.transact([{"op": "delete", "table": "Root", "where": [["name", "==", "a"]]}])
+    read = db.transact([{"op": "select", "table": "Root", "where": []}])
+    assert deleted.txn_id is not None and deleted.txn_id not in seen and read.txn_id is None
 
 
 # --- ops -----------------------------------------------------------------------------
@@ -613,24 +637,31 @@ def test_changes_to_json() -> None:
     def version(table: str, uuid: str) -> str:
         return db.tables[table].rows[uuid]["_version"][0]
 
-    # _version is journaled so that monitors resume exactly after a restart.
-    assert db.changes_to_json(outcome.changes) == {
+    # _version is journaled so that monitors resume exactly after a restart,
+    # unless it is the record's txn id, which replay gives a row without one.
+    assert outcome.txn_id == version("Child", U2)
+    assert db.changes_to_json(outcome.changes, outcome.txn_id) == {
         "Root": {U1: {"name": "a", "tags": "x", "children": ["uuid", U2],
                       "_version": version("Root", U1)}},
-        "Child": {U2: {"_version": version("Child", U2)}}}
+        "Child": {U2: {}}}
+    assert db.changes_to_json(outcome.changes, ZERO_UUID)["Child"] == {
+        U2: {"_version": version("Child", U2)}}
     outcome = db.transact([{"op": "update", "table": "Root", "where": [],
                             "row": {"count": 3, "props": ["map", [["k", "v"]]]}}])
-    assert outcome.changes is not None
-    assert db.changes_to_json(outcome.changes) == {
-        "Root": {U1: {"count": 3, "props": ["map", [["k", "v"]]],
-                      "_version": version("Root", U1)}}}
+    assert outcome.changes is not None and outcome.txn_id is not None
+    assert db.changes_to_json(outcome.changes, outcome.txn_id) == {
+        "Root": {U1: {"count": 3, "props": ["map", [["k", "v"]]]}}}
+    assert db.changes_to_json(outcome.changes, ZERO_UUID)["Root"][U1]["_version"] == (
+        version("Root", U1))
     # Ephemeral-only changes are not journaled.
     outcome = db.transact([{"op": "update", "table": "Root", "where": [],
                             "row": {"status": "down"}}])
-    assert outcome.changes is not None and db.changes_to_json(outcome.changes) == {}
+    assert outcome.changes is not None and outcome.txn_id is not None
+    assert db.changes_to_json(outcome.changes, outcome.txn_id) == {}
     outcome = db.transact([{"op": "delete", "table": "Root", "where": []}])
-    assert outcome.changes is not None
-    assert db.changes_to_json(outcome.changes) == {"Root": {U1: None}, "Child": {U2: None}}
+    assert outcome.changes is not None and outcome.txn_id is not None
+    assert db.changes_to_json(outcome.changes, outcome.txn_id) == {
+        "Root": {U1: None}, "Child": {U2: None}}
 
 
 def stored(db: Database) -> dict[str, dict[str, Any]]:
@@ -647,7 +678,9 @@ def test_journal_replay_and_snapshot_rebuild_the_database() -> None:
     for _ in range(150):
         outcome = db.transact([random_op(rng, db) for _ in range(rng.randint(1, 3))])
         if outcome.changes:
-            records.append({"changes": db.changes_to_json(outcome.changes)})
+            assert outcome.txn_id is not None
+            records.append({"txn": outcome.txn_id,
+                            "changes": db.changes_to_json(outcome.changes, outcome.txn_id)})
     assert len(records) > 30
     replayed = database(REFS_SCHEMA)
     for record in records:
@@ -655,9 +688,11 @@ def test_journal_replay_and_snapshot_rebuild_the_database() -> None:
     assert stored(replayed) == stored(db)
     check_bookkeeping(replayed)
 
-    snapshot = {"snapshot": True, "changes": json.loads(json.dumps(db.snapshot_json()))}
+    last = records[-1]["txn"]
+    snapshot = {"txn": last, "snapshot": True,
+                "changes": json.loads(json.dumps(db.snapshot_json(last)))}
     restored = database(REFS_SCHEMA)
-    restored.apply_journal_record({"changes": {"Leaf": {U1: {"n": 99}}}})
+    restored.apply_journal_record({"txn": ZERO_UUID, "changes": {"Leaf": {U1: {"n": 99}}}})
     restored.apply_journal_record(snapshot)
     assert stored(restored) == stored(db)
     check_bookkeeping(restored)
@@ -665,10 +700,22 @@ def test_journal_replay_and_snapshot_rebuild_the_database() -> None:
 
 def test_replay_returns_the_changes() -> None:
     db = database()
-    changes = db.apply_journal_record({"changes": {"Weak": {U1: {"name": "w"}}}})
+    changes = db.apply_journal_record({"txn": ZERO_UUID, "changes": {"Weak": {U1: {"name": "w"}}}})
     assert changes == {"Weak": {U1: (None, db.tables["Weak"].rows[U1])}}
-    changes = db.apply_journal_record({"changes": {"Weak": {U1: None}}})
+    changes = db.apply_journal_record({"txn": ZERO_UUID, "changes": {"Weak": {U1: None}}})
     assert changes["Weak"][U1][1] is None and db.tables["Weak"].rows == {}
+
+
+@pytest.mark.parametrize(("record", "details"), [
+    ({"changes": {}}, 'Record has no "txn" string.'),
+    ({"txn": ZERO_UUID}, 'Record has no "changes" object.'),
+    ({"txn": ZERO_UUID, "changes": [["Weak", {}]]}, 'Record has no "changes" object.'),
+])
+def test_replay_rejects_a_record_without_its_members(record: dict[str, Any],
+                                                     details: str) -> None:
+    with pytest.raises(OVSDBError) as raised:
+        database().apply_journal_record(record)
+    assert raised.value.to_json()["details"] == details
 
 
 def test_tables_are_created_per_schema_table() -> None:
@@ -678,13 +725,12 @@ def test_tables_are_created_per_schema_table() -> None:
     assert [i.columns for i in db.tables["Root"].indexes] == [("name",)]
 
 
-def test_new_uuids_are_version_4_and_versions_and_txn_ids_unique() -> None:
+def test_new_uuids_are_version_4_and_txn_ids_unique() -> None:
     made = {engine.new_uuid() for _ in range(1000)}
     assert len(made) == 1000
     for text in list(made)[:50]:
         parsed = uuidlib.UUID(text)
         assert str(parsed) == text and parsed.version == 4
-    versions = {engine.new_version()[0] for _ in range(1000)}
     txn_ids = {engine.new_txn_id() for _ in range(1000)}
-    assert len(versions | txn_ids) == 2000
-    assert all(UUID_RE.fullmatch(v) for v in versions | txn_ids)
+    assert len(txn_ids) == 1000
+    assert all(UUID_RE.fullmatch(t) for t in txn_ids)

@@ -13,9 +13,10 @@ from tegadb import values
 from tegadb.engine import Database
 from tegadb.errors import OVSDBError
 from tegadb.journal import Journal, JournalError, create
+from tegadb.methods import Session
 from tegadb.monitor import History
 from tegadb.schema import DbSchema
-from tegadb.service import DatabaseService
+from tegadb.service import DatabaseService, ServerDatabases
 from tegadb.types import Type
 
 DATA = Path(__file__).parent / "data"
@@ -69,10 +70,10 @@ DECODER_CASES: list[tuple[Any, Any]] = [
 @pytest.mark.parametrize(("type_json", "value"), DECODER_CASES)
 def test_replay_parsers_agree_with_the_generic_parser(type_json: Any, value: Any) -> None:
     type_ = Type.from_json(type_json)
-    parse = values.parser(type_, checked=False)
+    parser = values.parser(type_, checked=False)
 
     def decode(json: Any) -> Any:
-        return parse(json, None)
+        return parser.parse(json, None)
     try:
         expected = values.parse_unchecked(type_, value)
     except OVSDBError as e:
@@ -101,9 +102,12 @@ def write(path: Path, records: list[dict[str, Any]]) -> None:
     journal.close()
 
 
+def txn_id(seq: int) -> str:
+    return f"00000000-0000-4000-8000-{seq:012d}"
+
+
 def record(seq: int, changes: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    return {"seq": seq, "txn": f"00000000-0000-4000-8000-{seq:012d}", "date": 0, **extra,
-            "changes": changes}
+    return {"seq": seq, "txn": txn_id(seq), "date": 0, **extra, "changes": changes}
 
 
 @pytest.mark.parametrize(("changes", "problem"), [
@@ -113,6 +117,7 @@ def record(seq: int, changes: dict[str, Any], **extra: Any) -> dict[str, Any]:
     ({"Root": {U1: {"tags": ["set", ["b", "a", "a"]]}}}, "set contains duplicate"),
     ({"Root": {U1: 5}}, f"Row {U1} of table Root is neither a JSON object nor null."),
     ({"Root": []}, "Table Root: rows are not a JSON object."),
+    ({"Root": {U1: {"_version": ["uuid", U2]}}}, "_version is not a string"),
 ])
 def test_a_record_that_does_not_apply_names_file_and_line(path: Path, changes: Any,
                                                           problem: str) -> None:
@@ -123,10 +128,25 @@ def test_a_record_that_does_not_apply_names_file_and_line(path: Path, changes: A
         DatabaseService.open(path)
 
 
-def test_a_record_without_a_txn_id_names_file_and_line(path: Path) -> None:
-    write(path, [{"seq": 1, "changes": {}}])
-    with pytest.raises(JournalError, match=rf"^{re.escape(str(path))}:2: cannot replay record: 'txn'"):
+@pytest.mark.parametrize("txn", [None, 7])
+def test_a_record_without_a_txn_id_names_file_and_line(path: Path, txn: Any) -> None:
+    write(path, [{"seq": 1, "changes": {}} if txn is None else {"seq": 1, "txn": txn,
+                                                                "changes": {}}])
+    where = re.escape(f"{path}:2: cannot replay record: ")
+    with pytest.raises(JournalError, match=f'^{where}.*Record has no "txn" string'):
         DatabaseService.open(path)
+
+
+def test_a_row_without_a_stored_version_gets_its_records_txn_id(path: Path) -> None:
+    # Older journals stored every row's _version; newer ones only those that
+    # differ from the record's txn.  Both forms open, into the same versions.
+    write(path, [record(1, {"Root": {U1: {"name": "a", "_version": txn_id(1)},
+                                     U2: {"name": "b"}}}),
+                 record(2, {"Root": {U1: {"count": 1}}}),
+                 record(3, {"Root": {U2: {"count": 2, "_version": U1}}})])
+    rows = DatabaseService.open(path).database.tables["Root"].rows
+    assert rows[U1]["_version"] == (txn_id(2),)
+    assert rows[U2]["_version"] == (U1,)
 
 
 def transactions(db: Database, start: int, stop: int) -> list[dict[str, Any]]:
@@ -147,7 +167,8 @@ def transactions(db: Database, start: int, stop: int) -> list[dict[str, Any]]:
                             "mutations": [["count", "+=", 1]]})
         outcome = db.transact(ops)
         assert outcome.changes, outcome.results
-        out.append(db.changes_to_json(outcome.changes))
+        assert outcome.txn_id is not None
+        out.append(db.changes_to_json(outcome.changes, outcome.txn_id))
     return out
 
 
@@ -158,7 +179,7 @@ def test_history_after_replay_is_as_if_every_transaction_was_appended(
     source = Database(DbSchema.from_json(SCHEMA_JSON))
     records = [record(1, transactions(source, 0, 1)[0])]
     if compacted:
-        records = [record(1, source.snapshot_json(), snapshot=True)]
+        records = [record(1, source.snapshot_json(txn_id(1)), snapshot=True)]
     records += [record(seq, changes)
                 for seq, changes in enumerate(transactions(source, 1, 31), start=2)]
     write(path, records)
@@ -178,3 +199,44 @@ def test_history_after_replay_is_as_if_every_transaction_was_appended(
         assert history.changes_since(r["txn"]) == expected.changes_since(r["txn"]), r["seq"]
     assert (service.seq, service.last_txn) == (31, records[-1]["txn"])
     service.close()
+
+
+def test_row_versions_survive_a_restart_and_a_compaction(path: Path) -> None:
+    def versions(service: DatabaseService) -> dict[str, Any]:
+        return {u: row["_version"] for u, row in service.database.tables["Root"].rows.items()}
+
+    service = DatabaseService.open(path)
+    session = Session(ServerDatabases([service]), "test", lambda data: None, lambda: None)
+    for ops in ([{"op": "insert", "table": "Root", "row": {"name": "a"}},
+                 {"op": "insert", "table": "Root", "row": {"name": "b"}},
+                 {"op": "insert", "table": "Root", "row": {"name": "c"}}],
+                [{"op": "update", "table": "Root", "where": [["name", "==", "b"]],
+                  "row": {"count": 1}}]):
+        results = service.transact(session, 1, 1, ops)
+    assert results == [{"count": 1}]
+    (b,) = (u for u, row in service.database.tables["Root"].rows.items() if row["name"] == ("b",))
+    before = versions(service)
+    assert len(set(before.values())) == 3
+    service.close()
+    # Only the versions of rows after the first a transaction changes are stored.
+    inserted, updated = journal_records(path)
+    assert len(stored_versions(inserted)) == 2 and stored_versions(updated) == {}
+    service = DatabaseService.open(path)
+    assert versions(service) == before
+    service.compact()
+    service.close()
+    # The snapshot has the id of the last transaction, which changed only b.
+    (snapshot,) = journal_records(path)
+    assert stored_versions(snapshot) == {u: v[0] for u, v in before.items() if v != before[b]}
+    service = DatabaseService.open(path)
+    assert versions(service) == before
+    service.close()
+
+
+def journal_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+
+
+def stored_versions(record: dict[str, Any]) -> dict[str, str]:
+    return {uuid: row["_version"] for rows in record["changes"].values()
+            for uuid, row in rows.items() if "_version" in row}

@@ -54,7 +54,7 @@ PARSE_OK = [
 ]
 
 # The general parser, and the one compiled for the column type: the same in all.
-PARSERS = {"general": values.parse, "compiled": lambda t, j: values.parser(t)(j, None)}
+PARSERS = {"general": values.parse, "compiled": lambda t, j: values.parser(t).parse(j, None)}
 
 
 @pytest.mark.parametrize("parse", PARSERS.values(), ids=PARSERS)
