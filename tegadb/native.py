@@ -25,10 +25,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 NATIVE_DIR = PACKAGE_DIR / "_native"
 MANIFEST = NATIVE_DIR / "SOURCES.json"
 
-# The per-transaction path. server.py (asyncio protocols), the client and the
-# command lines stay interpreted: their cost is per connection or per command.
+# The per-request path. The commands (server.py, the CLIs) and the client
+# stay interpreted: their cost is per start, connection or command.
 MODULES = ("errors", "types", "values", "schema", "conditions", "mutations", "engine",
-           "monitor", "journal", "wire", "locks", "service", "methods")
+           "monitor", "journal", "wire", "locks", "service", "methods", "connections")
 
 log = logging.getLogger("tegadb")
 

@@ -1,0 +1,266 @@
+"""The connections and listeners: the asyncio side of serving.
+
+Each client is a `Connection` (an asyncio protocol) that feeds received bytes
+to the wire framer, hands the messages to the methods layer and writes the
+replies; `Server` owns the listeners and the group-commit gate that flushes
+every journal once per event-loop turn before any reply of that turn goes out.
+Compiled with the core (tegadb/native.py): every request passes through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import methods, wire
+from .journal import JournalError
+from .service import ServerDatabases
+from .wire import Framer, ProtocolError
+
+log = logging.getLogger("tegadb.server")
+
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
+DEFAULT_MAX_BACKLOG = 64 * 1024 * 1024
+# OVS probes TCP and TLS peers after 5 s of silence and drops them after 5 s
+# more; Unix-socket peers are not probed.
+PROBE_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A passive remote in Open vSwitch syntax (ptcp:, punix:, pssl:)."""
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Remote:
+        kind, _, rest = text.partition(":")
+        if kind == "punix":
+            if not rest:
+                raise ValueError(f"{text}: punix: needs a path")
+            return cls(kind, path=rest)
+        if kind in ("ptcp", "pssl"):
+            port_text, _, host = rest.partition(":")
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            try:
+                port = int(port_text) if port_text else 6640
+            except ValueError:
+                raise ValueError(f"{text}: bad port {port_text!r}") from None
+            return cls(kind, host=host or "0.0.0.0", port=port)
+        raise ValueError(f"{text}: unknown remote type (use ptcp:, punix: or pssl:)")
+
+    def __str__(self) -> str:
+        if self.kind == "punix":
+            return f"punix:{self.path}"
+        return f"{self.kind}:{self.port}:{self.host}"
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: bytes in through the framer, bytes out to the transport."""
+
+    def __init__(self, server: Server, remote: Remote) -> None:
+        self.server = server
+        self.remote = remote
+        self.framer = Framer(server.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.session: methods.Session | None = None
+        self.held: list[bytes] = []
+        self.probe_interval = server.probe_interval if remote.kind != "punix" else 0.0
+        self.last_received = 0.0
+        self.probe_sent = False
+        self.probe_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else f"unix:{self.remote.path}"
+        self.session = methods.Session(self.server.databases, name, self.send, self.close)
+        self.server.connections.add(self)
+        log.debug("%s: connected", name)
+        if self.probe_interval:
+            self.last_received = self.server.loop.time()
+            self.probe_timer = self.server.loop.call_later(self.probe_interval, self.probe)
+
+    def probe(self) -> None:
+        """Echo an idle peer; drop it if it stays silent one more interval."""
+        loop = self.server.loop
+        idle = loop.time() - self.last_received
+        if idle >= self.probe_interval:
+            if self.probe_sent:
+                assert self.session is not None
+                log.warning("%s: no response to inactivity probe after %.3g seconds, "
+                            "disconnecting", self.session.peer, idle)
+                self.close()
+                return
+            self.probe_sent = True
+            self.last_received = loop.time()
+            self.send(wire.encode_request("echo", "echo", []))
+        delay = self.probe_interval - (loop.time() - self.last_received)
+        self.probe_timer = loop.call_later(max(delay, 0.01), self.probe)
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        assert session is not None
+        if self.probe_interval:
+            self.last_received = self.server.loop.time()
+            self.probe_sent = False
+        error = None
+        try:
+            messages = self.framer.feed(data)
+        except ProtocolError as e:
+            # Messages completed before the bad bytes are served first, as OVS does.
+            messages, error = e.messages, e
+        for message in messages:
+            try:
+                methods.handle_message(session, message)
+            except ProtocolError as e:
+                log.warning("%s: %s, closing connection", session.peer, e)
+                self.close()
+                return
+            if session.closed:
+                return
+        if error is not None:
+            log.warning("%s: %s, closing connection", session.peer, error)
+            self.close()
+
+    def send(self, data: bytes) -> None:
+        """Write now, or hold while the group-commit gate is closed."""
+        if self.server.gate_closed:
+            if not self.held:
+                self.server.held_connections.append(self)
+            self.held.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+            if self.session is not None and self.session.backlogged:
+                self.check_backlog()
+
+    def check_backlog(self) -> None:
+        """Drop a peer that does not read while its output keeps growing.
+
+        Its monitor updates merge while it is backed up (memory bounded by the
+        rows that changed); what is already encoded is bounded here.
+        """
+        assert self.transport is not None and self.session is not None
+        size = self.transport.get_write_buffer_size()
+        if size > self.server.max_backlog:
+            log.warning("%s: %d bytes of output backlog exceed the limit of %d, disconnecting",
+                        self.session.peer, size, self.server.max_backlog)
+            self.transport.abort()
+
+    def release(self) -> None:
+        if self.held and self.transport is not None:
+            self.transport.write(b"".join(self.held))
+        self.held.clear()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.release()
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.probe_timer is not None:
+            self.probe_timer.cancel()
+        if self.session is not None:
+            log.debug("%s: disconnected", self.session.peer)
+            self.session.close()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        # A client that stops reading gets no more input processed and no
+        # monitor updates composed (they merge meanwhile), as in OVS.
+        if self.transport is not None:
+            self.transport.pause_reading()
+        if self.session is not None:
+            self.session.backlogged = True
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+        if self.session is not None:
+            self.session.backlogged = False
+            self.session.flush_monitors()
+
+
+class Server:
+    """The listeners, the open databases and the group-commit gate."""
+
+    def __init__(self, databases: ServerDatabases, max_message_size: int = DEFAULT_MAX_MESSAGE,
+                 ssl_context: ssl.SSLContext | None = None,
+                 probe_interval: float = PROBE_INTERVAL,
+                 max_backlog: int = DEFAULT_MAX_BACKLOG) -> None:
+        self.databases = databases
+        self.max_backlog = max_backlog
+        self.probe_interval = probe_interval
+        self.max_message_size = max_message_size
+        self.ssl_context = ssl_context
+        self.connections: set[Connection] = set()
+        self.listeners: list[asyncio.AbstractServer] = []
+        self.socket_paths: list[Path] = []
+        self.gate_closed = False
+        self.held_connections: list[Connection] = []
+        self.stopped = asyncio.Event()
+        self.failed = False
+        self.loop = asyncio.get_running_loop()
+        databases.attach(self.request_flush, self.loop.call_later)
+
+    def request_flush(self) -> None:
+        """Called by a service when a commit is waiting to be written."""
+        if not self.gate_closed:
+            self.gate_closed = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Group commit: write (and fsync) every journal once, then release replies."""
+        held, self.held_connections = self.held_connections, []
+        try:
+            self.databases.flush()
+        except JournalError as e:
+            # Memory now holds commits the file lacks: acknowledge none of
+            # them and stop, so that a restart serves exactly what is on disk.
+            log.error("%s; stopping without acknowledging this turn's commits", e)
+            for connection in held:
+                connection.held.clear()
+            self.failed = True
+            self.stopped.set()
+            return
+        finally:
+            self.gate_closed = False
+        for connection in held:
+            connection.release()
+        self.databases.flush_sessions()
+
+    async def listen(self, remote: Remote) -> None:
+        def factory() -> Connection:
+            return Connection(self, remote)
+
+        if remote.kind == "punix":
+            path = Path(remote.path)
+            if path.is_socket():
+                path.unlink()
+            listener = await self.loop.create_unix_server(factory, str(path))
+            self.socket_paths.append(path)
+        else:
+            context = self.ssl_context if remote.kind == "pssl" else None
+            if remote.kind == "pssl" and context is None:
+                raise ValueError(f"{remote}: pssl needs --private-key and --certificate")
+            listener = await self.loop.create_server(
+                factory, remote.host, remote.port, ssl=context, reuse_address=True)
+        self.listeners.append(listener)
+        log.info("listening on %s", remote)
+
+    async def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        for path in self.socket_paths:
+            path.unlink(missing_ok=True)
+        for connection in list(self.connections):
+            connection.close()
+        self.databases.close()
