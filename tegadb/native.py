@@ -1,8 +1,8 @@
 """The compiled core: which modules mypyc compiles, how they are built, and
 when they are used.
 
-Every transaction runs through these modules; compiled to C by mypyc they
-run ~20-40% fewer instructions than under the interpreter (BENCHMARKS.md).
+Every request runs through these modules; compiled to C by mypyc they run
+about 40% fewer instructions than under the interpreter (BENCHMARKS.md).
 `build()` (which `make native` runs) compiles them into
 `tegadb/_native/` beside a manifest of their sources' checksums. On import,
 the package puts that folder first on its path only while every compiled
@@ -13,6 +13,7 @@ Set TEGADB_PURE=1 to run the pure-Python modules regardless.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -90,14 +91,13 @@ def build() -> None:
     checksums = source_checksums()  # before compiling: an edit meanwhile makes the build stale
     shutil.rmtree(NATIVE_DIR, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="tegadb-native-") as work:
-        os.chdir(PACKAGE_DIR.parent)  # mypyc names modules by their path from here
-        extensions = mypycify([f"tegadb/{name}.py" for name in MODULES], opt_level="3",
-                              group_name="tegadb.native", target_dir=os.path.join(work, "c"))
-        setup(name="tegadb-native", ext_modules=extensions,
-              script_args=["--quiet", "build_ext", "--parallel", str(os.cpu_count() or 1),
-                           "--build-lib", os.path.join(work, "lib"),
-                           "--build-temp", os.path.join(work, "obj")])
+        with contextlib.chdir(PACKAGE_DIR.parent):  # mypyc names modules by their path from here
+            extensions = mypycify([f"tegadb/{name}.py" for name in MODULES], opt_level="3",
+                                  group_name="tegadb.native", target_dir=os.path.join(work, "c"))
+            setup(name="tegadb-native", ext_modules=extensions,
+                  script_args=["--quiet", "build_ext", "--parallel", str(os.cpu_count() or 1),
+                               "--build-lib", os.path.join(work, "lib"),
+                               "--build-temp", os.path.join(work, "obj")])
         compiled = Path(work, "lib", "tegadb")
         (compiled / MANIFEST.name).write_text(json.dumps(checksums, indent=1) + "\n")
         shutil.move(compiled, NATIVE_DIR)
-
