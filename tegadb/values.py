@@ -345,12 +345,8 @@ class _IntegerParser(ValueParser):
 # OVSDB JSON is usually written, and as the journal always holds it) as they
 # are; anything else, every error included, goes the general way.
 
-class _PlainSetParser(ValueParser):
+class _PlainSetParser(_PlainAtomParser):
     """Sets of strings or booleans: a bare atom, or ``["set", [atoms in order]]``."""
-
-    def __init__(self, type_: Type, atom_type: type) -> None:
-        super().__init__(type_)
-        self.atom_type = atom_type
 
     def parse(self, json: Any, symtab: NamedUUIDs | None) -> Datum:
         atom_type = self.atom_type
