@@ -55,8 +55,8 @@ bytecode: venv
 
 # Once on the compiled core (what runs), once on the same modules interpreted.
 test: venv peers native bytecode
-	$(BIN)/pytest -q
-	TEGADB_PURE=1 $(BIN)/pytest -q
+	TEGADB_EXPECT=compiled $(BIN)/pytest -q
+	TEGADB_PURE=1 TEGADB_EXPECT=interpreted $(BIN)/pytest -q
 
 # Side by side with ovsdb-server (issue 4): table on stdout, JSON in bench-results/.
 bench: venv peers native bytecode

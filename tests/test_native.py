@@ -12,8 +12,18 @@ import pytest
 
 from tegadb import native
 
-pytestmark = pytest.mark.skipif(not native.MANIFEST.exists(),
-                                reason="no compiled core: `make native` builds it")
+needs_build = pytest.mark.skipif(not native.MANIFEST.exists(),
+                                 reason="no compiled core: `make native` builds it")
+
+
+def test_this_run_uses_the_core_make_test_asked_for() -> None:
+    """`make test` names the core each pass must run (TEGADB_EXPECT): a
+    missing or stale build must fail the compiled pass, not pass it quietly."""
+    expected = os.environ.get("TEGADB_EXPECT")
+    if expected is None:
+        pytest.skip("TEGADB_EXPECT is set by `make test`")
+    assert expected in ("compiled", "interpreted")
+    assert native.is_compiled() == (expected == "compiled")
 
 
 def engine_module(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -33,6 +43,7 @@ def package_copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@needs_build
 def test_a_current_build_is_used(package_copy: Path) -> None:
     run = engine_module(package_copy)
     path, compiled = run.stdout.split()
@@ -41,6 +52,7 @@ def test_a_current_build_is_used(package_copy: Path) -> None:
     assert run.stderr == ""
 
 
+@needs_build
 def test_an_edited_source_runs_interpreted_with_a_warning(package_copy: Path) -> None:
     with open(package_copy / "tegadb" / "mutations.py", "a") as source:
         source.write("# edited after the build\n")
@@ -49,12 +61,14 @@ def test_an_edited_source_runs_interpreted_with_a_warning(package_copy: Path) ->
     assert "compiled core is older than mutations.py" in run.stderr
 
 
+@needs_build
 def test_tegadb_pure_runs_interpreted(package_copy: Path) -> None:
     run = engine_module(package_copy, TEGADB_PURE="1")
     assert run.stdout.split() == [str(package_copy / "tegadb" / "engine.py"), "False"]
     assert run.stderr == ""
 
 
+@needs_build
 def test_a_damaged_manifest_runs_interpreted(package_copy: Path) -> None:
     (package_copy / "tegadb" / "_native" / "SOURCES.json").write_text("{")
     run = engine_module(package_copy)
