@@ -21,7 +21,14 @@ from typing import Any
 
 import uvloop
 
-from .connections import DEFAULT_MAX_BACKLOG, DEFAULT_MAX_MESSAGE, PROBE_INTERVAL, Remote, Server
+from .connections import (
+    BUSY_POLL,
+    DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_MESSAGE,
+    PROBE_INTERVAL,
+    Remote,
+    Server,
+)
 from .errors import OVSDBError
 from .journal import JournalError
 from .monitor import History
@@ -84,8 +91,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--inactivity-probe", type=float, default=PROBE_INTERVAL * 1000,
                         metavar="MS", help="probe idle TCP/TLS peers after MS ms "
                         "(0 disables; at least 1000; default 5000)")
+    parser.add_argument("--busy-poll", type=_microseconds, default=BUSY_POLL * 1e6, metavar="USEC",
+                        help="keep polling for USEC us after activity while clients answer "
+                        "that quickly, instead of sleeping (0 disables; always off with "
+                        "one CPU; default %(default).0f)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser.parse_args(argv)
+
+
+def _microseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of microseconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more microseconds")
+    return value
 
 
 def setup_logging(log_file: str | None, verbose: bool) -> None:
@@ -145,6 +166,14 @@ def open_databases(files: list[Path], args: argparse.Namespace) -> list[Database
         gc.set_threshold(50_000, 20, 100)
 
 
+def busy_poll_seconds(usec: float) -> float:
+    """The busy-poll window; none with one CPU, where polling would hold
+    back the very client it waits for."""
+    if usec <= 0 or len(os.sched_getaffinity(0)) < 2:
+        return 0.0
+    return usec / 1e6
+
+
 async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit status (1 after a journal failure)."""
     if args.databases:
@@ -160,7 +189,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     databases = ServerDatabases(services)
     probe_ms = args.inactivity_probe
     server = Server(databases, args.max_message_size, build_ssl_context(args),
-                    max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0, args.max_backlog)
+                    max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0, args.max_backlog,
+                    busy_poll_seconds(args.busy_poll))
     for text in remotes:
         await server.listen(Remote.parse(text))
     for sig in (signal.SIGTERM, signal.SIGINT):
