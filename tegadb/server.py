@@ -191,6 +191,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     server = Server(databases, args.max_message_size, build_ssl_context(args),
                     max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0, args.max_backlog,
                     busy_poll_seconds(args.busy_poll))
+    log.info("busy polling: %s",
+             f"{server.busy_poll * 1e6:.0f} us" if server.busy_poll else "off")
     for text in remotes:
         await server.listen(Remote.parse(text))
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import uvloop
+from peers import TEST_SCHEMA, start_tegadb_server
 
 from tegadb import server as server_command
 from tegadb.connections import Server
@@ -88,3 +89,17 @@ def test_server_sleeps_again_after_a_burst_of_quick_requests(tegadb_peer):
         # Polling left on would use the whole second.
         assert used < 0.2, f"server used {used:.2f} s of CPU while idle for 1 s"
         assert c.request("echo", ["still serving"])["result"] == ["still serving"]
+
+
+@pytest.mark.parametrize(("args", "window"), [([], "100 us"), (["--busy-poll=250"], "250 us"),
+                                              (["--busy-poll=0"], "off")])
+def test_the_server_polls_as_told(tmp_path, args, window):
+    if len(os.sched_getaffinity(0)) < 2:
+        window = "off"
+    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA], args)
+    try:
+        with server.client() as c:
+            assert c.request("echo", [1])["result"] == [1]
+        assert f"busy polling: {window}" in server.log_path.read_text()
+    finally:
+        server.stop()
