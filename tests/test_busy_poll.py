@@ -77,6 +77,31 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="polling is off with one CPU")
+@pytest.mark.parametrize(("window_us", "polls"), [(20_000, True), (0, False)])
+def test_a_client_answering_within_the_window_keeps_the_server_polling(tmp_path, window_us,
+                                                                       polls):
+    """Input over a real connection starts the polling: the server then burns
+    CPU through the client's pauses, where without it it sleeps."""
+    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA], [f"--busy-poll={window_us}"])
+    try:
+        with server.client() as c:
+            c.request("echo", [0])
+            before, start = _cpu_seconds(server.pid), time.monotonic()
+            for i in range(150):
+                time.sleep(0.004)  # well within a 20 ms window
+                assert c.request("echo", [i])["result"] == [i]
+            busy = (_cpu_seconds(server.pid) - before) / (time.monotonic() - start)
+        # Polling: about a whole core (measured 0.9-1.0); sleeping: the
+        # requests' own work (measured under 0.05).
+        if polls:
+            assert busy > 0.4, f"server busy {busy:.2f} of the time while the client paused"
+        else:
+            assert busy < 0.2, f"server busy {busy:.2f} of the time with polling off"
+    finally:
+        server.stop()
+
+
 def test_server_sleeps_again_after_a_burst_of_quick_requests(tegadb_peer):
     """Quick sequential requests make the real server poll; it must stop once they do."""
     server = tegadb_peer()
