@@ -14,6 +14,7 @@ Set TEGADB_PURE=1 to run the pure-Python modules regardless.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -28,8 +29,9 @@ MANIFEST = NATIVE_DIR / "SOURCES.json"
 
 # The per-request path. The commands (server.py, the CLIs) and the client
 # stay interpreted: their cost is per start, connection or command.
-MODULES = ("errors", "types", "values", "schema", "conditions", "mutations", "engine",
-           "monitor", "journal", "wire", "locks", "service", "methods", "connections")
+MODULES = ("core/errors", "core/types", "core/values", "core/schema", "core/conditions",
+           "core/mutations", "core/engine", "core/monitor", "core/locks", "protocol/wire",
+           "server/journal", "server/service", "server/methods", "server/connections")
 
 log = logging.getLogger("tegadb")
 
@@ -43,9 +45,10 @@ def source_checksums() -> dict[str, str]:
     return checksums
 
 
+@functools.cache
 def stale_modules() -> list[str] | None:
     """The compiled modules whose source changed since the build, or None
-    when there is no (readable) build."""
+    when there is no (readable) build.  Read once per process."""
     try:
         built = json.loads(MANIFEST.read_bytes())
     except (OSError, ValueError):
@@ -54,25 +57,27 @@ def stale_modules() -> list[str] | None:
                   if built.get(name) != checksum)
 
 
-def use_compiled(package_path: list[str]) -> bool:
-    """Put the compiled modules first on `package_path` if they match the
-    sources. Returns whether they are used."""
+def use_compiled(package_path: list[str], package: str = "") -> bool:
+    """Put the compiled modules of `package` (a layer's folder, or "" for
+    the top) first on its `package_path` if they all match their sources.
+    Returns whether they are used."""
     if os.environ.get("TEGADB_PURE"):
         return False
     stale = stale_modules()
     if stale is None:
         return False
     if stale:
-        log.warning("compiled core is older than %s.py: running the interpreted core; "
-                    "rebuild with `make native`", ".py, ".join(stale))
+        if not package:  # the top package is imported first: warn once
+            log.warning("compiled core is older than %s.py: running the interpreted core; "
+                        "rebuild with `make native`", ".py, ".join(stale))
         return False
-    package_path.insert(0, str(NATIVE_DIR))
+    package_path.insert(0, str(NATIVE_DIR / package))
     return True
 
 
 def is_compiled() -> bool:
     """Whether this process runs the compiled core."""
-    from . import engine
+    from .core import engine
     return not engine.__file__.endswith(".py")
 
 

@@ -377,7 +377,7 @@ def start_tegadb_server(directory: Path, schema_paths: Sequence[str | os.PathLik
     db_files = []
     for schema in schema_paths:
         db_file = directory / f"{schema_name(schema)}.db"
-        _run([sys.executable, "-m", "tegadb.cli_tool", "create", str(db_file), str(schema)],
+        _run([sys.executable, "-m", "tegadb.cli.tegadb_tool", "create", str(db_file), str(schema)],
              directory, env)
         db_files.append(str(db_file))
 

@@ -10,9 +10,9 @@ import pytest
 import uvloop
 from peers import TEST_SCHEMA, start_tegadb_server
 
-from tegadb import server as server_command
-from tegadb.connections import Server
-from tegadb.service import ServerDatabases
+from tegadb.server import main as server_command
+from tegadb.server.connections import Server
+from tegadb.server.service import ServerDatabases
 
 
 def run(coroutine_function):

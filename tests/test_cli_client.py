@@ -1,6 +1,6 @@
 """tegadb-client against ovsdb-client, and the client library underneath.
 
-The comparison tests run ``tegadb-client`` (as ``python -m tegadb.cli_client``)
+The comparison tests run ``tegadb-client`` (as ``python -m tegadb.cli.tegadb_client``)
 and the real ``ovsdb-client`` with the same arguments against the same server,
 and require the same stdout and exit status, and the same stderr once the
 program name is set aside.  The server is a parameter: ovsdb-server, and
@@ -49,9 +49,9 @@ from test_ovsdb_client_monitor import (  # watch_fixture: the "watch" fixture
     watch_fixture,  # noqa: F401
 )
 
-from tegadb import formats
-from tegadb.cli_client import COMMANDS
-from tegadb.client import (
+from tegadb.cli import formats
+from tegadb.cli.tegadb_client import COMMANDS
+from tegadb.client.connection import (
     ClientProtocol,
     Connection,
     Notification,
@@ -141,7 +141,7 @@ def tegadb_env(**extra: str) -> dict[str, str]:
     return env
 
 
-TEGADB_CLIENT = [sys.executable, "-m", "tegadb.cli_client"]
+TEGADB_CLIENT = [sys.executable, "-m", "tegadb.cli.tegadb_client"]
 
 
 def tegadb_client(*args: str, env: dict[str, str] | None = None,
@@ -276,7 +276,7 @@ def test_reader_gone(loaded: str) -> None:
     """
     read_end, write_end = os.pipe()
     os.close(read_end)
-    proc = subprocess.run([sys.executable, "-m", "tegadb.cli_client", "dump", loaded],
+    proc = subprocess.run([sys.executable, "-m", "tegadb.cli.tegadb_client", "dump", loaded],
                           check=False, stdout=write_end, stderr=subprocess.PIPE,
                           env=tegadb_env(), timeout=60)
     os.close(write_end)

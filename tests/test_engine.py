@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
-from tegadb import engine, values
-from tegadb.engine import WAIT_FOREVER, Database, Table
-from tegadb.errors import OVSDBError
-from tegadb.schema import DbSchema
-from tegadb.types import ZERO_UUID
+from tegadb.core import engine, values
+from tegadb.core.engine import WAIT_FOREVER, Database, Table
+from tegadb.core.errors import OVSDBError
+from tegadb.core.schema import DbSchema
+from tegadb.core.types import ZERO_UUID
 
 DATA = Path(__file__).parent / "data"
 TEST_SCHEMA = json.loads((DATA / "test.ovsschema").read_text())

@@ -1,4 +1,4 @@
-"""Unit tests for tegadb.journal: format, replay, group commit, compaction."""
+"""Unit tests for tegadb.server.journal: format, replay, group commit, compaction."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tegadb import journal as jmod
-from tegadb.journal import Journal, JournalError, check, create, make_header, repair
+from tegadb.server import journal as jmod
+from tegadb.server.journal import Journal, JournalError, check, create, make_header, repair
 
 SCHEMA = {"name": "Test", "version": "1.0.0", "tables": {"T": {"columns": {"n": {"type": "integer"}}}}}
 UUID = "2f5b6c70-8d4e-4b7b-9a55-2f3a3c4d5e6f"
@@ -242,7 +242,7 @@ def test_torn_last_line_is_dropped_and_cut_off(path: str, caplog: pytest.LogCapt
     good = Path(path).read_bytes()
     with open(path, "ab") as f:
         f.write(tail)
-    with caplog.at_level(logging.WARNING, logger="tegadb.journal"):
+    with caplog.at_level(logging.WARNING, logger="tegadb.server.journal"):
         journal, _, records = open_all(path)
     assert [r["seq"] for r in records] == [1, 2]
     assert f"{path}:4: dropping torn last record ({len(tail)} bytes)" in caplog.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tegadb.locks import LockTable
+from tegadb.core.locks import LockTable
 
 
 def test_lock_queue_and_notifications(peer):

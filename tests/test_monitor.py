@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import ujson
 
-from tegadb import conditions, values
-from tegadb.engine import Database, new_uuid
-from tegadb.errors import OVSDBError
-from tegadb.monitor import (
+from tegadb.core import conditions, values
+from tegadb.core.engine import Database, new_uuid
+from tegadb.core.errors import OVSDBError
+from tegadb.core.monitor import (
     History,
     Monitor,
     MonitorHub,
@@ -29,8 +29,8 @@ from tegadb.monitor import (
     parse_cond_change,
     parse_monitor,
 )
-from tegadb.schema import DbSchema
-from tegadb.types import UNLIMITED, ZERO_UUID
+from tegadb.core.schema import DbSchema
+from tegadb.core.types import UNLIMITED, ZERO_UUID
 
 SCHEMA = DbSchema.from_json(json.loads(
     (Path(__file__).parent / "data" / "test.ovsschema").read_text()))

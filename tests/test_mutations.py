@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from tegadb import mutations
-from tegadb.errors import OVSDBError
-from tegadb.schema import DbSchema
-from tegadb.types import INT64_MAX, INT64_MIN
-from tegadb.values import NamedUUIDs
+from tegadb.core import mutations
+from tegadb.core.errors import OVSDBError
+from tegadb.core.schema import DbSchema
+from tegadb.core.types import INT64_MAX, INT64_MIN
+from tegadb.core.values import NamedUUIDs
 
 U1 = "11111111-1111-4111-8111-111111111111"
 

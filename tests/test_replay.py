@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from tegadb import values
-from tegadb.engine import Database
-from tegadb.errors import OVSDBError
-from tegadb.journal import Journal, JournalError, create
-from tegadb.methods import Session
-from tegadb.monitor import History
-from tegadb.schema import DbSchema
-from tegadb.service import DatabaseService, ServerDatabases
-from tegadb.types import Type
+from tegadb.core import values
+from tegadb.core.engine import Database
+from tegadb.core.errors import OVSDBError
+from tegadb.core.monitor import History
+from tegadb.core.schema import DbSchema
+from tegadb.core.types import Type
+from tegadb.server.journal import Journal, JournalError, create
+from tegadb.server.methods import Session
+from tegadb.server.service import DatabaseService, ServerDatabases
 
 DATA = Path(__file__).parent / "data"
 SCHEMA_JSON = json.loads((DATA / "test.ovsschema").read_text())

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from tegadb.errors import OVSDBError
-from tegadb.schema import DbSchema
+from tegadb.core.errors import OVSDBError
+from tegadb.core.schema import DbSchema
 
 REAL_SCHEMAS = [
     "/usr/share/openvswitch/vswitch.ovsschema",

@@ -11,7 +11,7 @@ from peers import REPO_ROOT, TEST_SCHEMA, start_tegadb_server
 
 
 def tool(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "tegadb.cli_tool", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "tegadb.cli.tegadb_tool", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd or REPO_ROOT, timeout=60)
 
 

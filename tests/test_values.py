@@ -2,9 +2,9 @@
 
 import pytest
 
-from tegadb import values
-from tegadb.errors import OVSDBError
-from tegadb.types import Type
+from tegadb.core import values
+from tegadb.core.errors import OVSDBError
+from tegadb.core.types import Type
 
 U1 = "11111111-2222-3333-4444-555555555555"
 U2 = "aaaaaaaa-2222-3333-4444-555555555555"

@@ -1,4 +1,4 @@
-"""Unit tests for tegadb.wire: framing, classification, encoding."""
+"""Unit tests for tegadb.protocol.wire: framing, classification, encoding."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import ujson
 
-from tegadb import wire
-from tegadb.errors import OVSDBError
-from tegadb.wire import (
+from tegadb.core.errors import OVSDBError
+from tegadb.protocol import wire
+from tegadb.protocol.wire import (
     JSONRPC2_DIALECT,
     MAX_DEPTH,
     OVSDB_DIALECT,

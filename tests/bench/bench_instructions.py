@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))
 
 def drive(transactions: int) -> None:
     """Run `transactions` W2 requests through the request path, in chunks."""
-    from tegadb import methods
-    from tegadb.service import DatabaseService, ServerDatabases, create_database_file
-    from tegadb.wire import Framer
+    from tegadb.protocol.wire import Framer
+    from tegadb.server import methods
+    from tegadb.server.service import DatabaseService, ServerDatabases, create_database_file
 
     with tempfile.TemporaryDirectory() as work:
         db_file = Path(work, "bench.db")

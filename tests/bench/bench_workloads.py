@@ -588,12 +588,12 @@ def dispatch_overhead() -> dict[str, Any]:
     import ujson
     from jsonrpcserver.main import dispatch_to_response
 
-    import tegadb.methods as tm
+    import tegadb.server.methods as tm
 
     methods = tm.METHODS
     sink: list[bytes] = []
     try:  # echo needs no database: a server with none, or a stand-in
-        from tegadb.service import ServerDatabases
+        from tegadb.server.service import ServerDatabases
         databases: Any = ServerDatabases([])
     except Exception:
         import types
@@ -601,7 +601,7 @@ def dispatch_overhead() -> dict[str, Any]:
     try:
         session = tm.Session(databases, "bench", sink.append, lambda: None)
     except Exception as exc:
-        return {"errors": {"session": f"cannot build a tegadb.methods.Session: {exc!r}"}}
+        return {"errors": {"session": f"cannot build a tegadb.server.methods.Session: {exc!r}"}}
     raw2 = '{"jsonrpc":"2.0","method":"echo","params":["hello"],"id":1}'
     raw1 = '{"method":"echo","params":["hello"],"id":1}'
 

@@ -18,9 +18,9 @@ from typing import Any, NamedTuple
 
 import ujson
 
-from . import values
-from .errors import OVSDBError
-from .types import INT64_MAX, INT64_MIN, UUID_RE, Type, format_real
+from ..core import values
+from ..core.errors import OVSDBError
+from ..core.types import INT64_MAX, INT64_MIN, UUID_RE, Type, format_real
 
 FORMATS = ("table", "list", "html", "csv", "json")
 DATA_FORMATS = ("string", "bare", "json")

@@ -20,18 +20,18 @@ from jsonrpcserver.main import dispatch_to_response
 from jsonrpcserver.methods import global_methods as METHODS
 from oslash.either import Right  # type: ignore[import-untyped]
 
-from . import wire
-from .errors import OVSDBError, syntax_error
-from .locks import Notice
-from .monitor import parse_cond_change, parse_monitor
-from .schema import DbSchema
-from .types import is_id
+from ..core.errors import OVSDBError, syntax_error
+from ..core.locks import Notice
+from ..core.monitor import parse_cond_change, parse_monitor
+from ..core.schema import DbSchema
+from ..core.types import is_id
+from ..protocol import wire
 
 if TYPE_CHECKING:
-    from .monitor import Monitor
+    from ..core.monitor import Monitor
     from .service import DatabaseService, ServerDatabases
 
-log = logging.getLogger("tegadb.methods")
+log = logging.getLogger("tegadb.server.methods")
 
 # A method returns ANSWERED (Success(DEFERRED)) when it sends its reply
 # itself, now or later (a parked transaction).

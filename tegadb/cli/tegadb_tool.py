@@ -9,9 +9,9 @@ from typing import Any
 
 import ujson
 
-from . import journal
-from .errors import OVSDBError
-from .service import DatabaseService, create_database_file, read_schema_file
+from ..core.errors import OVSDBError
+from ..server import journal
+from ..server.service import DatabaseService, create_database_file, read_schema_file
 
 
 def cmd_create(args: argparse.Namespace) -> int:

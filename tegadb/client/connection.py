@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from . import wire
-from .wire import ProtocolError
+from ..protocol import wire
+from ..protocol.wire import ProtocolError
 
 # asyncio and ssl are imported where used: together they are almost half the
 # start-up time of the blocking command-line client, which needs neither.

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import methods, wire
+from ..protocol import wire
+from ..protocol.wire import Framer, ProtocolError
+from . import methods
 from .journal import JournalError
 from .service import ServerDatabases
-from .wire import Framer, ProtocolError
 
 log = logging.getLogger("tegadb.server")
 

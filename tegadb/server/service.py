@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import ujson
 
-from . import journal, values
-from .engine import Changes, Database, TxnOutcome, new_txn_id
-from .errors import OVSDBError, syntax_error
-from .locks import LockTable
-from .monitor import History, MonitorHub
-from .schema import DbSchema
+from ..core import values
+from ..core.engine import Changes, Database, TxnOutcome, new_txn_id
+from ..core.errors import OVSDBError, syntax_error
+from ..core.locks import LockTable
+from ..core.monitor import History, MonitorHub
+from ..core.schema import DbSchema
+from . import journal
 from .server_db import SERVER_DB_NAME, ServerDatabase
 
 if TYPE_CHECKING:

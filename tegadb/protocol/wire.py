@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import ujson
 
-from tegadb.errors import OVSDBError
+from ..core.errors import OVSDBError
 
 MAX_DEPTH = 1000
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024

@@ -21,6 +21,8 @@ from typing import Any
 
 import uvloop
 
+from ..core.errors import OVSDBError
+from ..core.monitor import History
 from .connections import (
     BUSY_POLL,
     DEFAULT_MAX_BACKLOG,
@@ -29,9 +31,7 @@ from .connections import (
     Remote,
     Server,
 )
-from .errors import OVSDBError
 from .journal import JournalError
-from .monitor import History
 from .service import DatabaseService, ServerDatabases, create_database_file
 
 log = logging.getLogger("tegadb.server")
@@ -229,6 +229,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tegadb-server: {e}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,8 +6,8 @@ from typing import Any
 
 import ujson
 
-from .engine import Changes, Database
-from .schema import DbSchema
+from ..core.engine import Changes, Database
+from ..core.schema import DbSchema
 
 SERVER_DB_NAME = "_Server"
 

@@ -24,12 +24,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import conditions, formats
-from .client import Notification, ProtocolError, RPCError, SyncConnection, ssl_context
-from .errors import OVSDBError, syntax_error, syntax_text
+from ..client.connection import Notification, ProtocolError, RPCError, SyncConnection, ssl_context
+from ..core import conditions
+from ..core.errors import OVSDBError, syntax_error, syntax_text
+from ..core.schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
+from ..core.types import UUID_RE, ZERO_UUID
+from . import formats
 from .formats import JsonCell, Monitored, Style, Table
-from .schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
-from .types import UUID_RE, ZERO_UUID
 
 PROGRAM = "tegadb-client"
 DEFAULT_REMOTE = "unix:var/tegadb.sock"
@@ -646,7 +647,7 @@ def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
         elif option in ("-h", "--help"):
             raise SystemExit(_write(USAGE))
         elif option in ("-V", "--version"):
-            from . import __version__
+            from .. import __version__
             raise SystemExit(_write(f"{PROGRAM} (tegadb) {__version__}\n"))
     options.style = style
     return options, args
