@@ -1,7 +1,7 @@
 """The transaction engine (PROTOCOL.md 4): ops, commit-time checks, journal forms.
 
 `tests/data/conformance*.json` hold cases whose expectations were recorded from
-ovsdb-server 3.1 (tests/test_conformance.py checks them against both servers
+ovsdb-server 3.1 (tests/integration/test_conformance.py checks them against both servers
 over sockets; here they run in-process against the engine alone): each is
 `{"name", "schema": NAME | <schema>, "setup": [ops],
 "ops": [ops], "expect": [results], "then"?: [ops], "then_expect"?: [results]}`.
@@ -30,7 +30,7 @@ from tegadb.core.errors import OVSDBError
 from tegadb.core.schema import DbSchema
 from tegadb.core.types import ZERO_UUID
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 TEST_SCHEMA = json.loads((DATA / "test.ovsschema").read_text())
 CASES = [c for path in sorted(DATA.glob("conformance*.json")) for c in json.loads(path.read_text())]
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

@@ -19,7 +19,7 @@ from tegadb.server.journal import Journal, JournalError, create
 from tegadb.server.methods import Session
 from tegadb.server.service import DatabaseService, ServerDatabases
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 SCHEMA_JSON = json.loads((DATA / "test.ovsschema").read_text())
 U1 = "11111111-1111-4111-8111-111111111111"
 U2 = "22222222-2222-4222-8222-222222222222"

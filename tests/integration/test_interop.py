@@ -5,7 +5,7 @@ Two clients drive both servers the same way and their views are compared:
   `transact`, `query` and `dump` in every output format;
 - the `ovs` Python library: its JSON-RPC connection (whose strict message
   checks drop a connection on any unexpected member) and its schema parser.
-  (Its IDL has tests/test_idl.py.)
+  (Its IDL has tests/integration/test_idl.py.)
 
 One ovsdb-server and one tegadb serve the test schema, the example schemas
 in schemas/ and the real vswitch schema for the whole module.  Each test that

@@ -10,7 +10,7 @@ ovsdb-client printed for tegadb must equal what it printed for ovsdb-server
 once UUIDs are normalized.  Lock transcripts hold no UUIDs: each server must
 print exactly the expected text.
 
-`Watcher` is also used by tests/test_cli_client.py to run tegadb-client's
+`Watcher` is also used by tests/integration/test_cli_client.py to run tegadb-client's
 monitor and lock commands beside ovsdb-client's.
 """
 

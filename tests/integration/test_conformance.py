@@ -38,7 +38,7 @@ from peers import (
     start_tegadb_server,
 )
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).parent.parent / "data"
 CASE_FILES = sorted(DATA_DIR.glob("conformance*.json"))
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 INDEX_ROWS_RE = re.compile(r"(.*)  First row, (with UUID .*?\.)  Second row, (with UUID .*)", re.DOTALL)

@@ -33,7 +33,7 @@ from tegadb.core.schema import DbSchema
 from tegadb.core.types import UNLIMITED, ZERO_UUID
 
 SCHEMA = DbSchema.from_json(json.loads(
-    (Path(__file__).parent / "data" / "test.ovsschema").read_text()))
+    (Path(__file__).parent.parent / "data" / "test.ovsschema").read_text()))
 
 R1 = "11111111-0000-0000-0000-000000000001"
 R2 = "11111111-0000-0000-0000-000000000002"
