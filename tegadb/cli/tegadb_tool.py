@@ -11,7 +11,9 @@ import ujson
 
 from ..core.errors import OVSDBError
 from ..server import journal
+from ..server.records import Record
 from ..server.service import DatabaseService, create_database_file, read_schema_file
+from ..server.storage import StorageError
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -22,23 +24,27 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_show_log(args: argparse.Namespace) -> int:
-    _, header, records = journal.Journal.open(args.dbfile, read_only=True)
-    schema = header["schema"]
-    print(f'header: database "{schema["name"]}", schema version "{schema.get("version", "")}"')
-    for record in records:
-        print(describe(record))
+    log = journal.Journal.open(args.dbfile, read_only=True)
+    try:
+        schema = log.header.schema
+        print(f'header: database "{log.header.name}", schema version'
+              f' "{schema.get("version", "")}"')
+        for record in log.read():
+            print(describe(record))
+    finally:
+        log.close()
     return 0
 
 
-def describe(record: dict[str, Any]) -> str:
+def describe(record: Record) -> str:
     """One line per record: sequence, id, date, who, comment, and what changed."""
-    kind = "snapshot" if record.get("snapshot") else "txn"
-    parts = [f"#{record['seq']} {kind} {record['txn']}", f"date={record['date']}"]
-    if record.get("writer"):
-        parts.append(f"writer={record['writer']}")
-    if record.get("comment"):
-        parts.append(f"comment={ujson.dumps(record['comment'], ensure_ascii=False)}")
-    for table, rows in sorted(record["changes"].items()):
+    kind = "snapshot" if record.snapshot else "txn"
+    parts = [f"#{record.seq} {kind} {record.txn}", f"date={record.date}"]
+    if record.writer:
+        parts.append(f"writer={record.writer}")
+    if record.comment:
+        parts.append(f"comment={ujson.dumps(record.comment, ensure_ascii=False)}")
+    for table, rows in sorted(record.changes.items()):
         inserted = sum(1 for r in rows.values() if r is not None)
         deleted = len(rows) - inserted
         parts.append(f"{table}: {inserted} row(s) written, {deleted} deleted")
@@ -73,8 +79,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_db_name(args: argparse.Namespace) -> int:
-    _, header, _ = journal.Journal.open(args.dbfile, read_only=True)
-    print(header["schema"]["name"])
+    log = journal.Journal.open(args.dbfile, read_only=True)
+    log.close()
+    print(log.header.name)
     return 0
 
 
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.handler(args)
         return result
-    except (OSError, OVSDBError, journal.JournalError, ValueError) as e:
+    except (OSError, OVSDBError, StorageError, ValueError) as e:
         return fail(str(e))
 
 

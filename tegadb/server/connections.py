@@ -19,8 +19,8 @@ from pathlib import Path
 from ..protocol import wire
 from ..protocol.wire import Framer, ProtocolError
 from . import methods
-from .journal import JournalError
 from .service import ServerDatabases
+from .storage import StorageError
 
 log = logging.getLogger("tegadb.server")
 
@@ -260,7 +260,7 @@ class Server:
         held, self.held_connections = self.held_connections, []
         try:
             self.databases.flush()
-        except JournalError as e:
+        except StorageError as e:
             # Memory now holds commits the file lacks: acknowledge none of
             # them and stop, so that a restart serves exactly what is on disk.
             log.error("%s; stopping without acknowledging this turn's commits", e)

@@ -1,18 +1,13 @@
-"""The database journal: one JSON-lines file per database.
+"""The database journal: the file storage, one JSON-lines file per database.
 
-This is the only module that touches database files.  Each line is one
-compact JSON object, so `jq` reads a journal as it is:
-
-    {"format":"tegadb-journal","version":1,"schema":<schema>}        header
-    {"seq":N,"txn":"<uuid>","date":<ms>,"snapshot":true,"changes":{..}}
-                                                   after compaction only
-    {"seq":N,"txn":"<uuid>","date":<ms>,"comment":..,"writer":..,"changes":{..}}
-                                                   one per transaction
+This is the only module that touches database files.  Line 1 is the
+header, then one record per line (their members: ``records``), each one
+compact JSON object, so `jq` reads a journal as it is.
 
 Rules:
-- `seq` grows strictly from record to record; a snapshot can only be the
-  first record.  The journal checks both and leaves the rest of a record's
-  content to its caller.
+- Every line goes through the records codec, read or written.  `seq` grows
+  strictly from record to record; a snapshot can only be the first record.
+  The journal checks both and leaves the changes' content to its caller.
 - Appending buffers in memory; `flush` writes everything buffered with one
   write (group commit) and syncs it on request.  It syncs with fdatasync,
   as ovsdb-server does: an append needs its bytes and the new file size on
@@ -36,20 +31,19 @@ import fcntl
 import logging
 import os
 from collections.abc import Iterator
-from typing import IO, Any, TypeGuard
+from typing import IO, Any
 
 import ujson
 
-FORMAT = "tegadb-journal"
-VERSION = 1
+from .records import Header, Record, RecordError
+from .storage import Storage, StorageError
+
 MiB = 1024 * 1024
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
 
-
-class JournalError(Exception):
+class JournalError(StorageError):
     """A journal file cannot be read, written or locked."""
 
 
@@ -57,15 +51,10 @@ class _BadLine(Exception):
     """Why one line of a journal is not a valid header or record."""
 
 
-def make_header(schema_json: dict[str, Any]) -> Record:
-    """The first line of a journal holding databases of this schema."""
-    return {"format": FORMAT, "version": VERSION, "schema": schema_json}
-
-
-def create(path: str, schema_json: dict[str, Any]) -> None:
+def create(path: str, header: Header) -> None:
     """Creates a journal holding just the header (an empty database).
     Fails if `path` exists."""
-    data = _line(make_header(schema_json))
+    data = _line(header.to_json())
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as e:
@@ -81,31 +70,33 @@ def create(path: str, schema_json: dict[str, Any]) -> None:
     _fsync_directory(path)
 
 
-class Journal:
+class Journal(Storage):
     """An open journal, appended to by one process at a time."""
 
-    def __init__(self, path: str, fd: int, header: Record, read_only: bool) -> None:
+    def __init__(self, path: str, fd: int, reader: _Reader, read_only: bool) -> None:
         """Use `Journal.open`."""
-        self.path = path
-        self.header = header
+        self.path = self.name = path
+        self.header = reader.header
         self.read_only = read_only
         self.last_seq = -1       # of the last record replayed or appended
         self._fd = fd
+        self._reader: _Reader | None = reader  # until replay has begun
         self._pending: list[bytes] = []
         self._written_seq = -1   # of the last record in the file
         self._size = 0           # bytes written (pending ones excluded)
         self._base_size = 0      # size after the last load or compaction
         self._records = 0        # read or written since then
+        self._read_line = 0      # line of the record `read` gave last
         self._unsynced = False
         self._ready = False      # replay finished
         self._broken = False     # a failed write could not be undone
 
     @classmethod
-    def open(cls, path: str, read_only: bool = False) -> tuple[Journal, Record, Iterator[Record]]:
-        """Opens a journal, and locks it unless `read_only`.  Returns the
-        journal, its header and its records in order.  Consume the records
-        before appending: a torn last line is dropped (with a warning, and
-        cut off the file unless `read_only`) once they have been read."""
+    def open(cls, path: str, read_only: bool = False) -> Journal:
+        """Opens a journal and reads its header, and locks it unless
+        `read_only`.  Read its records (`read`) before appending: a torn
+        last line is dropped (with a warning, and cut off the file unless
+        `read_only`) once they have been read."""
         try:
             fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR | os.O_APPEND)
         except OSError as e:
@@ -119,8 +110,28 @@ class Journal:
         except BaseException:
             os.close(fd)
             raise
-        journal = cls(path, fd, reader.header, read_only)
-        return journal, reader.header, journal._replay(reader)
+        return cls(path, fd, reader, read_only)
+
+    def read(self, after: int = -1) -> Iterator[Record]:
+        """The records after position `after`.  The first read replays the
+        file as opened; a later one reads it again as it is now (written
+        records only, not pending ones)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            records = self._replay(reader)
+        else:
+            self._check_open()
+            try:
+                again = _Reader(self.path, open(self.path, "rb", buffering=MiB))
+            except OSError as e:
+                raise _error(self.path, e) from None
+            records = self._read_again(again)
+        if after < 0:
+            return records
+        return (record for record in records if record.seq > after)
+
+    def where(self, record: Record) -> str:
+        return f"{self.path}:{self._read_line}"
 
     def _replay(self, reader: _Reader) -> Iterator[Record]:
         count = 0
@@ -129,6 +140,7 @@ class Journal:
             for lineno, start, record, problem in reader.lines():
                 if record is not None:
                     count += 1
+                    self._read_line = lineno
                     yield record
                 elif not reader.at_end:
                     raise JournalError(f"{self.path}:{lineno}: {problem}")
@@ -148,6 +160,16 @@ class Journal:
         self._size = self._base_size = end
         self._ready = True
 
+    def _read_again(self, reader: _Reader) -> Iterator[Record]:
+        try:
+            for lineno, _, record, problem in reader.lines():
+                if record is None:
+                    raise JournalError(f"{self.path}:{lineno}: {problem}")
+                self._read_line = lineno
+                yield record
+        finally:
+            reader.close()
+
     @property
     def size(self) -> int:
         """Bytes in the file, not counting records still pending."""
@@ -162,15 +184,15 @@ class Journal:
         """Adds a record to the pending buffer (no system call).  Its `seq`
         must be greater than the last one."""
         self._check_writable()
-        seq = record.get("seq")
-        if not _is_int(seq) or seq <= self.last_seq:
-            raise JournalError(f"{self.path}: record seq {seq!r} does not follow {self.last_seq}")
+        if record.seq <= self.last_seq:
+            raise JournalError(f"{self.path}: record seq {record.seq!r} does not follow"
+                               f" {self.last_seq}")
         self._pending.append(self._encode(record))
-        self.last_seq = seq
+        self.last_seq = record.seq
 
-    def flush(self, fsync: bool) -> None:
-        """Writes all pending records with one write, then fsyncs if asked
-        (also when earlier writes were not synced).  On failure the pending
+    def flush(self, sync: bool) -> None:
+        """Writes all pending records with one write, then fdatasyncs if
+        asked (also when earlier writes were not synced).  On failure the pending
         records are dropped, the file is cut back to its last good record
         and JournalError is raised."""
         self._check_writable()
@@ -180,7 +202,7 @@ class Journal:
             self._pending.clear()
             try:
                 _write_all(self._fd, data)
-                if fsync:
+                if sync:
                     os.fdatasync(self._fd)
             except OSError as e:
                 self.last_seq = self._written_seq
@@ -189,15 +211,15 @@ class Journal:
             self._written_seq = self.last_seq
             self._size += len(data)
             self._records += count
-            self._unsynced = not fsync
-        elif fsync and self._unsynced:
+            self._unsynced = not sync
+        elif sync and self._unsynced:
             try:
                 os.fdatasync(self._fd)
             except OSError as e:
                 raise _error(self.path, e) from None
             self._unsynced = False
 
-    def should_compact(self, *, overdue: bool = False, min_size: int = 10 * MiB,
+    def should_compact(self, overdue: bool = False, *, min_size: int = 10 * MiB,
                        min_records: int = 100) -> bool:
         """The compaction rule of ovsdb-server (PROTOCOL.md 7.3): at least
         `min_records` records since load or compaction, and the file above
@@ -212,15 +234,16 @@ class Journal:
         return (self._records >= min_records and self._size > min_size
                 and self._size > 2 * self._base_size)
 
-    def compact(self, header: Record, snapshot: Record) -> None:
+    def compact(self, header: Header, snapshot: Record) -> None:
         """Replaces the file atomically with `header` and one `snapshot`
         record (every row), then goes on appending to the new file.
         Pending records are written to the old file first."""
-        self.flush(fsync=False)
-        seq = snapshot.get("seq")
-        if snapshot.get("snapshot") is not True or not _is_int(seq) or seq < self.last_seq:
+        self.flush(sync=False)
+        seq = snapshot.seq
+        if not snapshot.snapshot or seq < self.last_seq:
             raise JournalError(f"{self.path}: not a snapshot of the current state (seq {seq!r})")
-        data = self._encode(header) + self._encode(snapshot)
+        before = self._size
+        data = _line(header.to_json()) + self._encode(snapshot)
         tmp = self.path + ".tmp"
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
@@ -246,27 +269,34 @@ class Journal:
         self._records = 0
         self._unsynced = False
         _fsync_directory(self.path)
+        log.info("%s: compacted from %d to %d bytes", self.path, before, self._size)
 
     def close(self) -> None:
         """Writes what is pending (without fsync) and closes the file."""
         if self._fd < 0:
             return
         try:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             if self._ready and not self._broken and not self.read_only:
-                self.flush(fsync=False)
+                self.flush(sync=False)
         finally:
             os.close(self._fd)
             self._fd = -1
 
     def _encode(self, record: Record) -> bytes:
         try:
-            return _line(record)
+            return _line(record.to_json())
         except (TypeError, ValueError, OverflowError) as e:
-            raise JournalError(f"{self.path}: cannot serialize {record.get('seq')!r}: {e}") from None
+            raise JournalError(f"{self.path}: cannot serialize record {record.seq!r}: {e}") from None
 
-    def _check_writable(self) -> None:
+    def _check_open(self) -> None:
         if self._fd < 0:
             raise JournalError(f"{self.path}: journal is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
         if self.read_only:
             raise JournalError(f"{self.path}: opened read-only")
         if not self._ready:
@@ -376,50 +406,38 @@ class _Reader:
         self._file.close()
 
     def _parse_record(self, line: bytes) -> Record:
-        record = _parse_line(line)
-        seq = record.get("seq")
-        if type(seq) is not int:
-            raise _BadLine('record has no integer "seq"')
+        try:
+            record = Record.from_json(_parse_line(line))
+        except RecordError as e:
+            raise _BadLine(str(e)) from None
+        seq = record.seq
         if seq <= self.last_seq:
             raise _BadLine(f'"seq" {seq} does not follow {self.last_seq}')
-        if type(record.get("changes")) is not dict:
-            raise _BadLine('record has no "changes" object')
-        if record.get("snapshot") and self.last_seq >= 0:
+        if record.snapshot and self.last_seq >= 0:
             raise _BadLine("snapshot record after the first record")
         self.last_seq = seq
         return record
 
 
-def _parse_header(line: bytes) -> Record:
-    header = _parse_line(line)
-    if header.get("format") != FORMAT:
-        raise _BadLine(f"not a {FORMAT} file")
-    if header.get("version") != VERSION:
-        raise _BadLine(f"unsupported {FORMAT} version {header.get('version')!r}")
-    if not isinstance(header.get("schema"), dict):
-        raise _BadLine('header has no "schema" object')
-    return header
+def _parse_header(line: bytes) -> Header:
+    try:
+        return Header.from_json(_parse_line(line))
+    except RecordError as e:
+        raise _BadLine(str(e)) from None
 
 
-def _parse_line(line: bytes) -> Record:
+def _parse_line(line: bytes) -> Any:
     if not line.endswith(b"\n"):
         raise _BadLine("line does not end with a newline")
     try:
-        value = ujson.loads(line)
+        return ujson.loads(line)
     except ValueError as e:
         raise _BadLine(f"not valid JSON ({e})") from None
-    if type(value) is not dict:
-        raise _BadLine("not a JSON object")
-    return value
 
 
-def _line(value: Record) -> bytes:
+def _line(value: dict[str, Any]) -> bytes:
     text = ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
     return text.encode() + b"\n"
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -31,8 +31,8 @@ from .connections import (
     Remote,
     Server,
 )
-from .journal import JournalError
 from .service import DatabaseService, ServerDatabases, create_database_file
+from .storage import StorageError
 
 log = logging.getLogger("tegadb.server")
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     ready = detach() if args.detach else None
     try:
         return uvloop.run(serve(args, ready))
-    except (OSError, ValueError, JournalError, OVSDBError) as e:
+    except (OSError, ValueError, StorageError, OVSDBError) as e:
         log.error("%s", e)
         print(f"tegadb-server: {e}", file=sys.stderr)
         return 1

@@ -1,8 +1,9 @@
-"""Served databases: each one's engine, journal and commit pipeline.
+"""Served databases: each one's engine, storage and commit pipeline.
 
 No sockets and no event loop here: the server shell attaches two hooks, one
 that schedules the group-commit flush for the end of the loop turn and one
-that runs a callback later (wait timeouts).
+that runs a callback later (wait timeouts).  Each database's log is a
+``storage.Storage``; which one is this module's caller's choice.
 """
 
 from __future__ import annotations
@@ -13,25 +14,24 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import ujson
 
-from ..core import values
+from ..core import changesets, engine, values
 from ..core.engine import Changes, Database, TxnOutcome, new_txn_id
 from ..core.errors import OVSDBError, syntax_error
 from ..core.locks import LockTable
-from ..core.monitor import History, MonitorHub
+from ..core.monitor import History, Monitor, MonitorHub
 from ..core.schema import DbSchema
+from ..core.types import ZERO_UUID
 from . import journal
+from .records import Header, Record
 from .server_db import SERVER_DB_NAME, ServerDatabase
-
-if TYPE_CHECKING:
-    from .methods import Session
+from .storage import MemoryStorage, Storage, StorageError
 
 log = logging.getLogger("tegadb.service")
 
-ZERO_TXN = "00000000-0000-0000-0000-000000000000"
 # ovsdb-server's compaction timing (PROTOCOL.md 7.3): look no sooner than
 # ten minutes after the last compaction, and compact anything after a day.
 COMPACT_MIN_INTERVAL = 10 * 60.0
@@ -46,7 +46,7 @@ def read_schema_file(path: Path) -> DbSchema:
 def create_database_file(db_file: Path, schema_file: Path) -> DbSchema:
     """A new, empty database file from a schema file (``tegadb-tool create``)."""
     schema = read_schema_file(schema_file)
-    journal.create(str(db_file), schema.to_json())
+    journal.create(str(db_file), Header(schema.to_json()))
     return schema
 
 
@@ -58,12 +58,33 @@ def _id_key(request_id: Any) -> str:
     return ujson.dumps(request_id, sort_keys=True)
 
 
+class ClientSession(engine.Session, Protocol):
+    """What the service needs from a client session (``methods.Session``)."""
+
+    peer: str                              # the writer its commits record
+    closed: bool
+    dirty: bool                            # a monitor may have an update to send
+    change_aware: bool
+    monitors: dict[str, Monitor]
+    cleanups: list[Callable[[], object]]   # run when the session closes
+
+    def reply(self, request_id: Any, result: Any, dialect: int = 1) -> None: ...
+
+    def reply_error(self, request_id: Any, error: Any, dialect: int = 1) -> None: ...
+
+    def notify(self, method_name: str, params: list[Any]) -> None: ...
+
+    def flush_monitors(self, force: bool = False) -> None: ...
+
+    def disconnect(self) -> None: ...  # after a conversion, when not change-aware
+
+
 class ParkedTransaction:
     """A transaction whose ``wait`` is not yet satisfied."""
 
     __slots__ = ("arrived", "dialect", "ops", "request_id", "session", "timer")
 
-    def __init__(self, session: Session, request_id: Any, dialect: int, ops: list[Any]) -> None:
+    def __init__(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any]) -> None:
         self.session = session
         self.request_id = request_id
         self.dialect = dialect
@@ -76,23 +97,21 @@ class ParkedTransaction:
 
 
 class DatabaseService:
-    """One database served from one journal file."""
+    """One database served from one storage."""
 
-    def __init__(self, schema: DbSchema, database: Database,
-                 log_file: journal.Journal | None, path: Path | None,
+    def __init__(self, schema: DbSchema, database: Database, storage: Storage,
                  history: History | None = None) -> None:
         self.schema = schema
         self.name = schema.name
         self.schema_json = schema.to_json()
         self.database = database
-        self.journal = log_file
-        self.path = path
+        self.storage = storage
         self.seq = 0
-        self.last_txn = ZERO_TXN
+        self.last_txn = ZERO_UUID
         self.history = history or History()
         self.hub = MonitorHub(database, self.history)
         # Sessions whose monitors have updates waiting, flushed each loop turn.
-        self.dirty_sessions: set[Session] = set()
+        self.dirty_sessions: set[ClientSession] = set()
         self.durable_pending = False
         self.parked: dict[tuple[int, str], ParkedTransaction] = {}
         self.compacted_at = time.monotonic()
@@ -101,14 +120,29 @@ class DatabaseService:
 
     @classmethod
     def open(cls, path: Path, history: History | None = None) -> DatabaseService:
-        """Open a database file and replay its journal into memory.
+        """Open a database file (the file storage) and replay it into memory."""
+        return cls.load(journal.Journal.open(str(path)), history)
+
+    @classmethod
+    def load(cls, storage: Storage, history: History | None = None) -> DatabaseService:
+        """Serve the database whose log ``storage`` holds, replayed into memory.
 
         ``history`` bounds the transactions kept for ``monitor_cond_since``.
-        Raises JournalError naming the line of a record that does not apply.
+        Raises StorageError naming where a record that does not apply is.
         """
-        log_file, header, records = journal.Journal.open(str(path))
-        schema = DbSchema.from_json(header["schema"])
-        service = cls(schema, Database(schema), log_file, path, history)
+        try:
+            service = cls._replay(storage, history)
+        except BaseException:
+            storage.close()
+            raise
+        log.info("%s: opened %s (%d transactions replayed)", service.name, storage.name,
+                 service.seq)
+        return service
+
+    @classmethod
+    def _replay(cls, storage: Storage, history: History | None) -> DatabaseService:
+        schema = DbSchema.from_json(storage.header.schema)
+        service = cls(schema, Database(schema), storage, history)
         history = service.history
         database = service.database
         # Only the newest transactions can stay in the history: append just
@@ -117,31 +151,28 @@ class DatabaseService:
         # fewer transactions follow it.
         recent: deque[tuple[str, Changes]] = deque(maxlen=max(history.max_transactions, 0) + 1)
         base = None
-        record: dict[str, Any] = {"seq": 0, "txn": ZERO_TXN}
-        # Replay yields every line after the header, in order.
-        for lineno, record in enumerate(records, start=2):
+        record = Record(0, ZERO_UUID, 0, {})
+        for record in storage.read():
             try:
-                changes = database.apply_journal_record(record)
-                txn = record["txn"]
+                changes = changesets.apply_changes_json(database, record.txn, record.changes,
+                                                        record.snapshot)
             except (OVSDBError, LookupError, TypeError, ValueError, AttributeError) as e:
-                log_file.close()
-                raise journal.JournalError(f"{path}:{lineno}: cannot replay record: {e}") from None
-            if record.get("snapshot"):
+                raise StorageError(f"{storage.where(record)}: cannot replay record: {e}") from None
+            if record.snapshot:
                 recent.clear()
-                base = txn
+                base = record.txn
             else:
-                recent.append((txn, changes))
+                recent.append((record.txn, changes))
         if base is not None:
             history.reset(base)
         for txn, changes in recent:
             history.append(txn, changes)
-        service.seq = record["seq"]
-        service.last_txn = record["txn"]
-        log.info("%s: opened %s (%d transactions replayed)", schema.name, path, service.seq)
+        service.seq = record.seq
+        service.last_txn = record.txn
         return service
 
     # --- transactions -------------------------------------------------------
-    def transact(self, session: Session, request_id: Any, dialect: int,
+    def transact(self, session: ClientSession, request_id: Any, dialect: int,
                  ops: list[Any]) -> list[Any] | None:
         """Run a transaction; None means it is parked and answered later."""
         # Most transactions never park: the bookkeeping for parking is made
@@ -165,7 +196,7 @@ class DatabaseService:
             return None
         return self._finish(outcome, txn.session)
 
-    def _finish(self, outcome: TxnOutcome, session: Session) -> list[Any]:
+    def _finish(self, outcome: TxnOutcome, session: ClientSession) -> list[Any]:
         assert outcome.results is not None  # only a parked transaction has none
         if outcome.changes:
             self._commit(outcome, session)
@@ -212,7 +243,7 @@ class DatabaseService:
             if not session.closed:
                 session.flush_monitors()
 
-    def cancel(self, session: Session, request_id: Any) -> bool:
+    def cancel(self, session: ClientSession, request_id: Any) -> bool:
         txn = self._unpark((id(session), _id_key(request_id)))
         if txn is None:
             return False
@@ -226,18 +257,14 @@ class DatabaseService:
             if txn is not None and not txn.session.closed:
                 txn.session.reply_error(txn.request_id, "canceled", txn.dialect)
 
-    def _commit(self, outcome: TxnOutcome, session: Session) -> None:
+    def _commit(self, outcome: TxnOutcome, session: ClientSession) -> None:
         changes, txn_id = outcome.changes, outcome.txn_id
         assert changes and txn_id is not None  # an id comes with every change set
         self.seq += 1
         self.last_txn = txn_id
-        record: dict[str, Any] = {"seq": self.seq, "txn": self.last_txn, "date": now_ms()}
-        if outcome.comment:
-            record["comment"] = outcome.comment
-        record["writer"] = session.peer
-        record["changes"] = self.database.changes_to_json(changes, self.last_txn)
-        if self.journal is not None:
-            self.journal.append(record)
+        self.storage.append(Record(
+            self.seq, txn_id, now_ms(), changesets.changes_to_json(self.database, changes, txn_id),
+            outcome.comment, session.peer))
         self.durable_pending |= outcome.durable
         self.publish(changes, self.last_txn)
         if self.parked:
@@ -271,7 +298,7 @@ class DatabaseService:
         return database
 
     def replace_schema(self, schema: DbSchema, database: Database) -> None:
-        """Adopt a converted database and rewrite the journal as its snapshot.
+        """Adopt a converted database and compact the storage into its snapshot.
 
         Monitors of the old database end here: the history restarts, so no
         client resumes across a conversion.
@@ -286,34 +313,26 @@ class DatabaseService:
         self.compact()
 
     def flush(self) -> None:
-        """Write this loop turn's commits with one write (and one fsync if asked)."""
-        if self.journal is None:
-            return
-        self.journal.flush(fsync=self.durable_pending)
+        """Write this loop turn's commits as one batch (synced if one asked)."""
+        self.storage.flush(self.durable_pending)
         self.durable_pending = False
         since = time.monotonic() - self.compacted_at
-        if since >= COMPACT_MIN_INTERVAL and self.journal.should_compact(
-                overdue=since >= COMPACT_MAX_INTERVAL):
+        if since >= COMPACT_MIN_INTERVAL and self.storage.should_compact(
+                since >= COMPACT_MAX_INTERVAL):
             self.compact()
 
     def compact(self) -> None:
-        """Rewrite the journal as one snapshot of every row (atomically)."""
-        if self.journal is None:
-            return
-        snapshot = {"seq": self.seq, "txn": self.last_txn, "date": now_ms(), "snapshot": True,
-                    "changes": self.database.snapshot_json(self.last_txn)}
-        before = self.journal.size
-        self.journal.compact(journal.make_header(self.schema_json), snapshot)
+        """Replace the log with one snapshot of every row."""
+        snapshot = Record(self.seq, self.last_txn, now_ms(),
+                          changesets.snapshot_json(self.database, self.last_txn), snapshot=True)
+        self.storage.compact(Header(self.schema_json), snapshot)
         self.compacted_at = time.monotonic()
-        log.info("%s: compacted %s from %d to %d bytes", self.name, self.path, before,
-                 self.journal.size)
 
     def close(self) -> None:
         for key in list(self.parked):
             self._unpark(key)
-        if self.journal is not None:
-            self.journal.flush(fsync=True)
-            self.journal.close()
+        self.storage.flush(True)
+        self.storage.close()
 
 
 class ServerDatabases:
@@ -330,12 +349,13 @@ class ServerDatabases:
         self.services = {s.name: s for s in services}
         self.server_id = str(uuid.uuid4())
         self.locks = LockTable()
-        self.sessions: set[Session] = set()
+        self.sessions: set[ClientSession] = set()
         self.server_db = ServerDatabase()
         for service in services:
             self.server_db.add(service.name, service.schema_json)
         self.services[SERVER_DB_NAME] = DatabaseService(
-            self.server_db.schema, self.server_db.database, None, None)
+            self.server_db.schema, self.server_db.database,
+            MemoryStorage(self.server_db.schema.to_json(), SERVER_DB_NAME))
 
     def attach(self, request_flush: Callable[[], None],
                call_later: Callable[[float, Callable[[], None]], Any]) -> None:
@@ -349,7 +369,7 @@ class ServerDatabases:
     def names(self) -> list[str]:
         return list(self.services)
 
-    def cancel(self, session: Session, request_id: Any) -> None:
+    def cancel(self, session: ClientSession, request_id: Any) -> None:
         for service in self.services.values():
             if service.cancel(session, request_id):
                 return
@@ -358,7 +378,7 @@ class ServerDatabases:
         for service in self.services.values():
             service.flush()
 
-    def convert(self, service: DatabaseService, schema: DbSchema) -> list[Session]:
+    def convert(self, service: DatabaseService, schema: DbSchema) -> list[ClientSession]:
         """Convert ``service`` to ``schema`` (PROTOCOL.md 2.10).
 
         Change-aware sessions get ``monitor_canceled`` for the database's

@@ -1,0 +1,171 @@
+"""The codec of log records: the one place that knows their members.
+
+Every storage (the file journal, the in-memory log) holds a header and then
+records, each a JSON object:
+
+    {"format":"tegadb-journal","version":1,"schema":<schema>}        the header
+    {"seq":N,"txn":"<uuid>","date":<ms>,"comment":..,"writer":..,"changes":{..}}
+                                                     one per transaction
+    {"seq":N,"txn":"<uuid>","date":<ms>,"snapshot":true,"changes":{..}}
+                                                     every row, at position N
+
+- ``seq`` is the record's position in the log: 1 for the first transaction,
+  one more for each next one.  A snapshot has the position of the last
+  transaction it covers (0 for an empty database).
+- ``txn`` is the transaction id that monitors report (update3,
+  monitor_cond_since); ``date`` is wall-clock milliseconds; ``comment`` (the
+  comment ops' text) and ``writer`` (the client's address) are there only
+  when known.
+- ``changes`` is the change set as JSON (``core.changesets``).
+
+``from_json`` is strict, as python-ovs's parsers are: it checks every
+member's type, rejects unknown members, and its message names the member
+that is wrong.  ``to_json`` writes the members in the order above, so a
+record read and written again is the same line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FORMAT = "tegadb-journal"
+VERSION = 1
+
+
+class RecordError(ValueError):
+    """A header or record whose JSON does not have the codec's shape."""
+
+
+class Header:
+    """What a log holds before its records: the format and the schema."""
+
+    __slots__ = ("schema",)
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Header:
+        if type(obj) is not dict:
+            raise RecordError("header is not a JSON object")
+        if obj.get("format") != FORMAT:
+            raise RecordError(f"not a {FORMAT} file")
+        if obj.get("version") != VERSION:
+            raise RecordError(f"unsupported {FORMAT} version {obj.get('version')!r}")
+        schema = obj.get("schema")
+        if type(schema) is not dict:
+            raise RecordError('header has no "schema" object')
+        if len(obj) != 3:
+            raise RecordError(f"header has unknown member {_unknown(obj, _HEADER_MEMBERS)}")
+        return cls(schema)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "schema": self.schema}
+
+    @property
+    def name(self) -> str:
+        """The database's name, as its schema says."""
+        name = self.schema.get("name")
+        return name if type(name) is str else ""
+
+
+class Record:
+    """One log record: a committed transaction, or a snapshot of every row."""
+
+    __slots__ = ("changes", "comment", "date", "seq", "snapshot", "txn", "writer")
+
+    def __init__(self, seq: int, txn: str, date: int, changes: dict[str, Any],
+                 comment: str | None = None, writer: str | None = None,
+                 snapshot: bool = False) -> None:
+        self.seq = seq
+        self.txn = txn
+        self.date = date
+        self.changes = changes
+        self.comment = comment
+        self.writer = writer
+        self.snapshot = snapshot
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Record:
+        """The record ``obj`` holds; RecordError names the member that is wrong."""
+        if type(obj) is not dict:
+            raise RecordError("record is not a JSON object")
+        # The usual record passes these checks at once; only a bad one pays
+        # for finding which member is wrong.
+        seq = obj.get("seq")
+        txn = obj.get("txn")
+        date = obj.get("date")
+        changes = obj.get("changes")
+        comment = obj.get("comment")
+        writer = obj.get("writer")
+        snapshot = obj.get("snapshot", False)
+        if (type(seq) is not int or seq < 0 or type(txn) is not str or type(date) is not int
+                or type(changes) is not dict
+                or ("comment" in obj and type(comment) is not str)
+                or ("writer" in obj and type(writer) is not str)
+                or type(snapshot) is not bool
+                or len(obj) != 4 + ("comment" in obj) + ("writer" in obj) + ("snapshot" in obj)):
+            raise RecordError(_problem(obj))
+        return cls(seq, txn, date, changes, comment, writer, snapshot)
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"seq": self.seq, "txn": self.txn, "date": self.date}
+        if self.comment is not None:
+            obj["comment"] = self.comment
+        if self.writer is not None:
+            obj["writer"] = self.writer
+        if self.snapshot:
+            obj["snapshot"] = True
+        obj["changes"] = self.changes
+        return obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"Record({self.to_json()!r})"
+
+
+# Each member: (name, what it must be, whether a record must have it).
+_RECORD_MEMBERS: list[tuple[str, str, bool]] = [
+    ("seq", "a non-negative integer", True), ("txn", "a string", True),
+    ("date", "an integer", True), ("comment", "a string", False),
+    ("writer", "a string", False), ("snapshot", "a boolean", False),
+    ("changes", "an object", True)]
+_HEADER_MEMBERS = ("format", "version", "schema")
+
+
+def _problem(obj: dict[str, Any]) -> str:
+    """What is wrong with a record that failed ``Record.from_json``'s checks."""
+    for name, kind, required in _RECORD_MEMBERS:
+        if name not in obj:
+            if required:
+                return f'record has no "{name}"'
+            continue
+        if not _is_a(obj[name], name):
+            return f'record "{name}" is not {kind}: {_brief(obj[name])}'
+    return f"record has unknown member {_unknown(obj, [m[0] for m in _RECORD_MEMBERS])}"
+
+
+def _is_a(value: Any, name: str) -> bool:
+    if name == "seq":
+        return type(value) is int and value >= 0
+    if name == "date":
+        return type(value) is int
+    if name == "snapshot":
+        return type(value) is bool
+    if name == "changes":
+        return type(value) is dict
+    return type(value) is str
+
+
+def _unknown(obj: dict[str, Any], known: Any) -> str:
+    return ", ".join(f'"{name}"' for name in obj if name not in known)
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+__all__ = ["FORMAT", "VERSION", "Header", "Record", "RecordError"]
