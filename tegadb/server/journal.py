@@ -126,9 +126,7 @@ class Journal(Storage):
             except OSError as e:
                 raise _error(self.path, e) from None
             records = self._read_again(again)
-        if after < 0:
-            return records
-        return (record for record in records if record.seq > after)
+        return records if after < 0 else _after(records, after)
 
     def where(self, record: Record) -> str:
         return f"{self.path}:{self._read_line}"
@@ -322,6 +320,13 @@ class Journal(Storage):
                 os.fsync(self._fd)
         except OSError as e:
             raise _error(self.path, e) from None
+
+
+def _after(records: Iterator[Record], after: int) -> Iterator[Record]:
+    # A generator, not a generator expression: compiled, that becomes a list.
+    for record in records:
+        if record.seq > after:
+            yield record
 
 
 def check(path: str) -> list[str]:

@@ -82,15 +82,17 @@ class ClientSession(engine.Session, Protocol):
 class ParkedTransaction:
     """A transaction whose ``wait`` is not yet satisfied."""
 
-    __slots__ = ("arrived", "dialect", "ops", "request_id", "session", "timer")
+    __slots__ = ("arrived", "dialect", "ops", "request_id", "running", "session", "timer")
 
-    def __init__(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any]) -> None:
+    def __init__(self, session: ClientSession, request_id: Any, dialect: int,
+                 ops: list[Any]) -> None:
         self.session = session
         self.request_id = request_id
         self.dialect = dialect
         self.ops = ops
         self.arrived = time.monotonic()
         self.timer: Any = None
+        self.running = False  # being run again (its own commit must not rerun it)
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.arrived) * 1000)
@@ -220,9 +222,13 @@ class DatabaseService:
 
     def _retry(self, key: tuple[int, str]) -> None:
         txn = self.parked.get(key)
-        if txn is None:
+        if txn is None or txn.running:
             return
-        results = self._run(txn, key)
+        txn.running = True
+        try:
+            results = self._run(txn, key)
+        finally:
+            txn.running = False
         if results is not None:
             self._unpark(key)
             txn.session.reply(txn.request_id, results, txn.dialect)

@@ -92,7 +92,8 @@ class MemoryStorage(Storage):
         self.header = Header(schema_json)
         self.name = name
         self.compact_after = compact_after
-        self.batches = 0                  # non-empty flushes, for tests
+        self.batches = 0                  # flushes that wrote records
+        self.synced_batches = 0           # of which asked for a sync
         self._records: list[Record] = []  # a snapshot can only be the first
         self._pending: list[Record] = []
         self._last_seq = -1               # of the last record appended
@@ -117,6 +118,8 @@ class MemoryStorage(Storage):
             self._since_compaction += len(self._pending)
             self._pending.clear()
             self.batches += 1
+            if sync:
+                self.synced_batches += 1
 
     def should_compact(self, overdue: bool = False) -> bool:
         if not self._since_compaction:

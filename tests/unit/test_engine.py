@@ -26,9 +26,7 @@ import pytest
 
 from tegadb.core import engine, values
 from tegadb.core.engine import WAIT_FOREVER, Database, Table
-from tegadb.core.errors import OVSDBError
 from tegadb.core.schema import DbSchema
-from tegadb.core.types import ZERO_UUID
 
 DATA = Path(__file__).parent.parent / "data"
 TEST_SCHEMA = json.loads((DATA / "test.ovsschema").read_text())
@@ -621,101 +619,6 @@ def test_bookkeeping_stays_exact_under_random_transactions(
         check_bookkeeping(db)
     assert committed > 100
     assert sum(len(t.value_indexes) for t in db.tables.values()) >= 3 * value_indexes
-
-
-# --- journal forms -----------------------------------------------------------------------
-
-def test_changes_to_json() -> None:
-    db = database()
-    outcome = db.transact([
-        {"op": "insert", "table": "Child", "uuid": U2, "uuid-name": "c", "row": {}},
-        {"op": "insert", "table": "Root", "uuid": U1, "row": {
-            "name": "a", "count": 0, "tags": ["set", ["x"]], "status": "up",
-            "children": ["named-uuid", "c"]}}])
-    assert outcome.changes is not None
-
-    def version(table: str, uuid: str) -> str:
-        return db.tables[table].rows[uuid]["_version"][0]
-
-    # _version is journaled so that monitors resume exactly after a restart,
-    # unless it is the record's txn id, which replay gives a row without one.
-    assert outcome.txn_id == version("Child", U2)
-    assert db.changes_to_json(outcome.changes, outcome.txn_id) == {
-        "Root": {U1: {"name": "a", "tags": "x", "children": ["uuid", U2],
-                      "_version": version("Root", U1)}},
-        "Child": {U2: {}}}
-    assert db.changes_to_json(outcome.changes, ZERO_UUID)["Child"] == {
-        U2: {"_version": version("Child", U2)}}
-    outcome = db.transact([{"op": "update", "table": "Root", "where": [],
-                            "row": {"count": 3, "props": ["map", [["k", "v"]]]}}])
-    assert outcome.changes is not None and outcome.txn_id is not None
-    assert db.changes_to_json(outcome.changes, outcome.txn_id) == {
-        "Root": {U1: {"count": 3, "props": ["map", [["k", "v"]]]}}}
-    assert db.changes_to_json(outcome.changes, ZERO_UUID)["Root"][U1]["_version"] == (
-        version("Root", U1))
-    # Ephemeral-only changes are not journaled.
-    outcome = db.transact([{"op": "update", "table": "Root", "where": [],
-                            "row": {"status": "down"}}])
-    assert outcome.changes is not None and outcome.txn_id is not None
-    assert db.changes_to_json(outcome.changes, outcome.txn_id) == {}
-    outcome = db.transact([{"op": "delete", "table": "Root", "where": []}])
-    assert outcome.changes is not None and outcome.txn_id is not None
-    assert db.changes_to_json(outcome.changes, outcome.txn_id) == {
-        "Root": {U1: None}, "Child": {U2: None}}
-
-
-def stored(db: Database) -> dict[str, dict[str, Any]]:
-    """Everything the journal keeps: rows without their ephemeral columns."""
-    return {name: {u: {c: row[c] for c in [*(c for c, _ in table.stored), "_version"]}
-                   for u, row in table.rows.items()}
-            for name, table in db.tables.items()}
-
-
-def test_journal_replay_and_snapshot_rebuild_the_database() -> None:
-    rng = random.Random(3)
-    db = database(REFS_SCHEMA)
-    records = []
-    for _ in range(150):
-        outcome = db.transact([random_op(rng, db) for _ in range(rng.randint(1, 3))])
-        if outcome.changes:
-            assert outcome.txn_id is not None
-            records.append({"txn": outcome.txn_id,
-                            "changes": db.changes_to_json(outcome.changes, outcome.txn_id)})
-    assert len(records) > 30
-    replayed = database(REFS_SCHEMA)
-    for record in records:
-        replayed.apply_journal_record(json.loads(json.dumps(record)))
-    assert stored(replayed) == stored(db)
-    check_bookkeeping(replayed)
-
-    last = records[-1]["txn"]
-    snapshot = {"txn": last, "snapshot": True,
-                "changes": json.loads(json.dumps(db.snapshot_json(last)))}
-    restored = database(REFS_SCHEMA)
-    restored.apply_journal_record({"txn": ZERO_UUID, "changes": {"Leaf": {U1: {"n": 99}}}})
-    restored.apply_journal_record(snapshot)
-    assert stored(restored) == stored(db)
-    check_bookkeeping(restored)
-
-
-def test_replay_returns_the_changes() -> None:
-    db = database()
-    changes = db.apply_journal_record({"txn": ZERO_UUID, "changes": {"Weak": {U1: {"name": "w"}}}})
-    assert changes == {"Weak": {U1: (None, db.tables["Weak"].rows[U1])}}
-    changes = db.apply_journal_record({"txn": ZERO_UUID, "changes": {"Weak": {U1: None}}})
-    assert changes["Weak"][U1][1] is None and db.tables["Weak"].rows == {}
-
-
-@pytest.mark.parametrize(("record", "details"), [
-    ({"changes": {}}, 'Record has no "txn" string.'),
-    ({"txn": ZERO_UUID}, 'Record has no "changes" object.'),
-    ({"txn": ZERO_UUID, "changes": [["Weak", {}]]}, 'Record has no "changes" object.'),
-])
-def test_replay_rejects_a_record_without_its_members(record: dict[str, Any],
-                                                     details: str) -> None:
-    with pytest.raises(OVSDBError) as raised:
-        database().apply_journal_record(record)
-    assert raised.value.to_json()["details"] == details
 
 
 def test_tables_are_created_per_schema_table() -> None:

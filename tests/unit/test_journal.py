@@ -13,40 +13,45 @@ from typing import Any
 import pytest
 
 from tegadb.server import journal as jmod
-from tegadb.server.journal import Journal, JournalError, check, create, make_header, repair
+from tegadb.server.journal import Journal, JournalError, check, create, repair
+from tegadb.server.records import Header, Record
 
 SCHEMA = {"name": "Test", "version": "1.0.0", "tables": {"T": {"columns": {"n": {"type": "integer"}}}}}
 UUID = "2f5b6c70-8d4e-4b7b-9a55-2f3a3c4d5e6f"
 
 
-def txn(seq: int, **extra: Any) -> dict[str, Any]:
+def txn_json(seq: int, **extra: Any) -> dict[str, Any]:
     return {"seq": seq, "txn": f"00000000-0000-0000-0000-{seq:012d}", "date": 1700000000000 + seq,
             **extra, "changes": {"T": {UUID: {"n": seq}}}}
 
 
-def snapshot(seq: int, rows: int = 1) -> dict[str, Any]:
+def txn(seq: int, **extra: Any) -> Record:
+    return Record.from_json(txn_json(seq, **extra))
+
+
+def snapshot(seq: int, rows: int = 1) -> Record:
     changes = {"T": {f"{UUID[:-6]}{i:06d}": {"n": seq} for i in range(rows)}}
-    return {"seq": seq, "txn": f"00000000-0000-0000-0000-{seq:012d}", "date": 1700000009999,
-            "snapshot": True, "changes": changes}
+    return Record(seq, f"00000000-0000-0000-0000-{seq:012d}", 1700000009999, changes,
+                  snapshot=True)
 
 
 @pytest.fixture
 def path(tmp_path: Path) -> str:
     p = str(tmp_path / "test.db")
-    create(p, SCHEMA)
+    create(p, Header(SCHEMA))
     return p
 
 
-def open_all(path: str) -> tuple[Journal, dict[str, Any], list[dict[str, Any]]]:
-    journal, header, records = Journal.open(path)
-    return journal, header, list(records)
+def open_all(path: str) -> tuple[Journal, Header, list[Record]]:
+    journal = Journal.open(path)
+    return journal, journal.header, list(journal.read())
 
 
 def lines(path: str) -> list[bytes]:
     return Path(path).read_bytes().splitlines(keepends=True)
 
 
-def write_journal(path: str, records: list[dict[str, Any]]) -> None:
+def write_journal(path: str, records: list[Record]) -> None:
     journal, _, _ = open_all(path)
     for record in records:
         journal.append(record)
@@ -71,9 +76,10 @@ class Calls:
 # Format and round trip
 
 def test_create_writes_just_the_header(path: str) -> None:
-    assert lines(path) == [json.dumps(make_header(SCHEMA), separators=(",", ":")).encode() + b"\n"]
+    header_json = {"format": "tegadb-journal", "version": 1, "schema": SCHEMA}
+    assert lines(path) == [json.dumps(header_json, separators=(",", ":")).encode() + b"\n"]
     journal, header, records = open_all(path)
-    assert header == {"format": "tegadb-journal", "version": 1, "schema": SCHEMA}
+    assert header.to_json() == header_json
     assert records == []
     assert journal.size == os.path.getsize(path)
     journal.close()
@@ -82,17 +88,17 @@ def test_create_writes_just_the_header(path: str) -> None:
 def test_create_refuses_an_existing_file(path: str) -> None:
     before = Path(path).read_bytes()
     with pytest.raises(JournalError, match="exists"):
-        create(path, {"other": 1})
+        create(path, Header({"other": 1}))
     assert Path(path).read_bytes() == before
 
 
 def test_round_trip_and_every_line_is_plain_json(path: str) -> None:
-    written = [txn(1, comment="first\nsecond", writer="tcp:1.2.3.4:5"), txn(2),
-               {**txn(3), "changes": {"T": {UUID: None}}, "comment": "é/ü"}]
-    write_journal(path, written)
+    written = [txn_json(1, comment="first\nsecond", writer="tcp:1.2.3.4:5"), txn_json(2),
+               {**txn_json(3), "changes": {"T": {UUID: None}}, "comment": "é/ü"}]
+    write_journal(path, [Record.from_json(r) for r in written])
     assert [json.loads(line) for line in lines(path)][1:] == written  # jq can read it
     journal, header, records = open_all(path)
-    assert (header["schema"], records, journal.last_seq) == (SCHEMA, written, 3)
+    assert (header.schema, [r.to_json() for r in records], journal.last_seq) == (SCHEMA, written, 3)
     assert journal.size == os.path.getsize(path)
     assert journal.records_since_compaction == 3
     journal.close()
@@ -101,22 +107,21 @@ def test_round_trip_and_every_line_is_plain_json(path: str) -> None:
 def test_append_needs_growing_seq_and_serializable_records(path: str) -> None:
     journal, _, _ = open_all(path)
     journal.append(txn(5))
-    bad: dict[str, Any]
-    for bad in (txn(5), txn(4), {"changes": {}}, {**txn(6), "seq": True}):
-        with pytest.raises(JournalError, match="does not follow"):
+    for bad in (txn(5), txn(4)):
+        with pytest.raises(JournalError, match=r"record seq [45] does not follow 5"):
             journal.append(bad)
-    with pytest.raises(JournalError, match="cannot serialize"):
-        journal.append({**txn(6), "changes": {"T": object()}})
+    with pytest.raises(JournalError, match="cannot serialize record 6"):
+        journal.append(Record(6, "x", 0, {"T": object()}))
     journal.append(txn(6))
     journal.close()
-    assert [r["seq"] for r in open_all(path)[2]] == [5, 6]
+    assert [r.seq for r in open_all(path)[2]] == [5, 6]
 
 
 def test_nothing_is_appended_before_replay_is_done(path: str) -> None:
-    journal, _, records = Journal.open(path)
+    journal = Journal.open(path)
     with pytest.raises(JournalError, match="not replayed"):
         journal.append(txn(1))
-    assert list(records) == []
+    assert list(journal.read()) == []
     journal.append(txn(1))
     journal.close()
 
@@ -126,7 +131,7 @@ def test_close_writes_what_is_pending(path: str) -> None:
     journal.append(txn(1))
     journal.close()
     journal.close()  # twice is harmless
-    assert [r["seq"] for r in open_all(path)[2]] == [1]
+    assert [r.seq for r in open_all(path)[2]] == [1]
 
 
 def test_a_journal_is_locked_while_open(path: str) -> None:
@@ -148,9 +153,9 @@ def test_group_commit_is_one_write(path: str, monkeypatch: pytest.MonkeyPatch) -
     for seq in range(1, 51):
         journal.append(txn(seq))
     assert writes.count == 0  # appending makes no system call
-    journal.flush(fsync=False)
+    journal.flush(sync=False)
     assert writes.count == 1
-    journal.flush(fsync=False)  # nothing pending: nothing written
+    journal.flush(sync=False)  # nothing pending: nothing written
     assert writes.count == 1
     journal.close()
     assert len(open_all(path)[2]) == 50
@@ -162,15 +167,15 @@ def test_fsync_only_when_asked(path: str, monkeypatch: pytest.MonkeyPatch) -> No
     # size on disk, not the timestamps.
     fsyncs = Calls(monkeypatch, "fdatasync")
     journal.append(txn(1))
-    journal.flush(fsync=False)
+    journal.flush(sync=False)
     assert fsyncs.count == 0
     journal.append(txn(2))
-    journal.flush(fsync=True)
+    journal.flush(sync=True)
     assert fsyncs.count == 1
     journal.append(txn(3))
-    journal.flush(fsync=False)
-    journal.flush(fsync=True)  # syncs the earlier unsynced write
-    journal.flush(fsync=True)  # already synced
+    journal.flush(sync=False)
+    journal.flush(sync=True)  # syncs the earlier unsynced write
+    journal.flush(sync=True)  # already synced
     assert fsyncs.count == 2
     journal.close()
 
@@ -180,7 +185,7 @@ def test_failed_write_is_undone(path: str, monkeypatch: pytest.MonkeyPatch,
                                 failing: str) -> None:
     journal, _, _ = open_all(path)
     journal.append(txn(1))
-    journal.flush(fsync=False)
+    journal.flush(sync=False)
     good = Path(path).read_bytes()
     real_write = os.write
 
@@ -198,14 +203,14 @@ def test_failed_write_is_undone(path: str, monkeypatch: pytest.MonkeyPatch,
     journal.append(txn(2))
     journal.append(txn(3))
     with pytest.raises(JournalError, match=r"No space left on device|Input/output error"):
-        journal.flush(fsync=True)
+        journal.flush(sync=True)
     monkeypatch.undo()
     assert Path(path).read_bytes() == good
     assert (journal.last_seq, journal.size) == (1, len(good))
     journal.append(txn(2))  # the failed records are gone, their seqs free again
-    journal.flush(fsync=True)
+    journal.flush(sync=True)
     journal.close()
-    assert [r["seq"] for r in open_all(path)[2]] == [1, 2]
+    assert [r.seq for r in open_all(path)[2]] == [1, 2]
 
 
 def test_short_writes_are_continued(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,11 +225,11 @@ def test_short_writes_are_continued(path: str, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(os, "write", ten_bytes_at_most)
     journal.append(txn(1))
     journal.append(txn(2))
-    journal.flush(fsync=False)
+    journal.flush(sync=False)
     monkeypatch.undo()
     journal.close()
     assert len(calls) > 2
-    assert [r["seq"] for r in open_all(path)[2]] == [1, 2]
+    assert [r.seq for r in open_all(path)[2]] == [1, 2]
 
 
 # ---------------------------------------------------------------------------
@@ -232,7 +237,7 @@ def test_short_writes_are_continued(path: str, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize("tail", [
     b'{"seq":3,"txn":"x","chan',        # cut inside the record
-    json.dumps(txn(3)).encode(),          # complete but for its newline
+    json.dumps(txn_json(3)).encode(),     # complete but for its newline
     b'{"seq":3,"txn":"x","chan\n',      # garbage last line
     b"\n",
 ])
@@ -244,32 +249,33 @@ def test_torn_last_line_is_dropped_and_cut_off(path: str, caplog: pytest.LogCapt
         f.write(tail)
     with caplog.at_level(logging.WARNING, logger="tegadb.server.journal"):
         journal, _, records = open_all(path)
-    assert [r["seq"] for r in records] == [1, 2]
+    assert [r.seq for r in records] == [1, 2]
     assert f"{path}:4: dropping torn last record ({len(tail)} bytes)" in caplog.text
     assert Path(path).read_bytes() == good
     assert journal.size == len(good)
     journal.append(txn(3))  # lands on a clean line
     journal.close()
-    assert [r["seq"] for r in open_all(path)[2]] == [1, 2, 3]
+    assert [r.seq for r in open_all(path)[2]] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("bad_line,reason", [
     (b'{"seq":2,"txn":"x"\n', "not valid JSON"),
-    (b"[1,2]\n", "not a JSON object"),
-    (b'{"txn":"x","changes":{}}\n', 'record has no integer "seq"'),
-    (b'{"seq":1,"txn":"x","changes":{}}\n', '"seq" 1 does not follow 1'),
-    (b'{"seq":2,"txn":"x"}\n', 'record has no "changes" object'),
-    (b'{"seq":2,"txn":"x","snapshot":true,"changes":{}}\n', "snapshot record after the first"),
+    (b"[1,2]\n", "record is not a JSON object"),
+    (b'{"txn":"x","changes":{}}\n', 'record has no "seq"'),
+    (b'{"seq":1,"txn":"x","date":0,"changes":{}}\n', '"seq" 1 does not follow 1'),
+    (b'{"seq":2,"txn":"x","date":0}\n', 'record has no "changes"'),
+    (b'{"seq":2,"txn":"x","date":0,"changes":{},"who":1}\n', 'record has unknown member "who"'),
+    (b'{"seq":2,"txn":"x","date":0,"snapshot":true,"changes":{}}\n', "snapshot record after the first"),
 ])
 def test_damage_before_the_end_names_file_and_line(path: str, bad_line: bytes,
                                                     reason: str) -> None:
     write_journal(path, [txn(1)])
     with open(path, "ab") as f:
-        f.write(bad_line + json.dumps(txn(3)).encode() + b"\n")
+        f.write(bad_line + json.dumps(txn_json(3)).encode() + b"\n")
     before = Path(path).read_bytes()
-    journal, _, records = Journal.open(path)
+    journal = Journal.open(path)
     with pytest.raises(JournalError) as info:
-        list(records)
+        list(journal.read())
     assert str(info.value).startswith(f"{path}:3: {reason}")
     journal.close()
     assert Path(path).read_bytes() == before  # nothing cut or appended
@@ -316,13 +322,13 @@ def test_check_and_repair(path: str) -> None:
 def test_repair_cuts_at_the_first_damaged_line(path: str) -> None:
     write_journal(path, [txn(1)])
     size = os.path.getsize(path)
-    tail = b"garbage\n" + json.dumps(txn(2)).encode() + b"\nmore garbage\n"
+    tail = b"garbage\n" + json.dumps(txn_json(2)).encode() + b"\nmore garbage\n"
     with open(path, "ab") as f:
         f.write(tail)
     assert [p.split(": ")[0] for p in check(path)] == [f"{path}:3", f"{path}:5"]
     assert repair(path) == len(tail)
     assert os.path.getsize(path) == size
-    assert [r["seq"] for r in open_all(path)[2]] == [1]
+    assert [r.seq for r in open_all(path)[2]] == [1]
 
 
 # ---------------------------------------------------------------------------
@@ -342,7 +348,7 @@ def test_compaction_replaces_the_file_atomically(path: str, monkeypatch: pytest.
 
     monkeypatch.setattr(os, "replace", replace)
     journal.compact(header, snapshot(3))
-    new_content = b"".join(jmod._line(r) for r in (header, snapshot(3)))
+    new_content = jmod._line(header.to_json()) + jmod._line(snapshot(3).to_json())
     assert renames == [(path + ".tmp", path, new_content)]  # complete before the rename
     assert not os.path.exists(path + ".tmp")
     assert os.stat(path).st_ino != old_inode
@@ -377,11 +383,11 @@ def test_failed_compaction_keeps_the_old_file(path: str, monkeypatch: pytest.Mon
     assert not os.path.exists(path + ".tmp")
     journal.append(txn(2))  # still appends to the old file
     journal.close()
-    assert [r["seq"] for r in open_all(path)[2]] == [1, 2]
+    assert [r.seq for r in open_all(path)[2]] == [1, 2]
 
 
-@pytest.mark.parametrize("record", [txn(5), snapshot(0), {**snapshot(5), "seq": "5"}])
-def test_compaction_needs_a_current_snapshot(path: str, record: dict[str, Any]) -> None:
+@pytest.mark.parametrize("record", [txn(5), snapshot(0)])
+def test_compaction_needs_a_current_snapshot(path: str, record: Record) -> None:
     write_journal(path, [txn(1)])
     journal, header, _ = open_all(path)
     with pytest.raises(JournalError, match="not a snapshot of the current state"):
@@ -392,7 +398,7 @@ def test_compaction_needs_a_current_snapshot(path: str, record: dict[str, Any]) 
 def grow(journal: Journal, records: int, start: int = 1) -> None:
     for seq in range(start, start + records):
         journal.append(txn(seq))
-    journal.flush(fsync=False)
+    journal.flush(sync=False)
 
 
 def test_should_compact(path: str) -> None:
@@ -430,11 +436,11 @@ def test_records_read_at_load_count_toward_compaction(path: str) -> None:
 
 def test_abandoned_replay_leaves_the_journal_unwritable(path: str) -> None:
     write_journal(path, [txn(1), txn(2)])
-    journal, _, records = Journal.open(path)
-    records_iter: Iterator[dict[str, Any]] = iter(records)
-    next(records_iter)
+    journal = Journal.open(path)
+    records: Iterator[Record] = journal.read()
+    next(records)
     with pytest.raises(JournalError, match="not replayed"):
-        journal.flush(fsync=False)
+        journal.flush(sync=False)
     journal.close()
 
 
@@ -444,11 +450,11 @@ def test_read_only_journal_reads_a_locked_file_without_changing_it(path: str) ->
     with open(path, "ab") as f:
         f.write(b'{"seq":3,"tx')  # as if a record were being written right now
     before = Path(path).read_bytes()
-    reader, header, records = Journal.open(path, read_only=True)
-    assert (header["schema"], [r["seq"] for r in records]) == (SCHEMA, [1, 2])
+    reader = Journal.open(path, read_only=True)
+    assert (reader.header.schema, [r.seq for r in reader.read()]) == (SCHEMA, [1, 2])
     assert Path(path).read_bytes() == before
-    for action in (lambda: reader.append(txn(4)), lambda: reader.flush(fsync=True),
-                   lambda: reader.compact(header, snapshot(2))):
+    for action in (lambda: reader.append(txn(4)), lambda: reader.flush(sync=True),
+                   lambda: reader.compact(reader.header, snapshot(2))):
         with pytest.raises(JournalError, match="opened read-only"):
             action()
     reader.close()
