@@ -107,3 +107,29 @@ def test_torn_last_line_is_dropped_and_damage_is_reported(tmp_path):
                                    "columns": ["name"]})
     server.stop()
     assert rows == [{"rows": [{"name": "kept"}]}]
+
+
+def test_show_log_and_db_name_read_records_through_the_codec(tmp_path):
+    db = tmp_path / "t.db"
+    assert tool("create", db, TEST_SCHEMA).returncode == 0
+    named = tool("db-name", db)
+    assert (named.returncode, named.stdout) == (0, "Test\n")
+    record = {"seq": 1, "txn": "6f1c1f4e-59a5-4c8c-9a55-0a1b2c3d4e5f", "date": 5,
+              "comment": "hi", "writer": "unix:x", "changes": {"Root": {}}}
+    with db.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    shown = tool("show-log", db)
+    assert shown.returncode == 0
+    assert shown.stdout.splitlines()[1] == (
+        '#1 txn 6f1c1f4e-59a5-4c8c-9a55-0a1b2c3d4e5f  date=5  writer=unix:x  comment="hi"'
+        "  Root: 0 row(s) written, 0 deleted")
+    # A record with a badly typed member, before the last line: named by
+    # check, with its line; repair cuts it off.
+    with db.open("a") as f:
+        f.write(json.dumps({**record, "seq": 2, "date": "today"}) + "\n")
+        f.write(json.dumps({**record, "seq": 3}) + "\n")
+    checked = tool("check", db)
+    assert checked.returncode == 1
+    assert f"{db}:3: record \"date\" is not an integer: 'today'" in checked.stdout
+    assert tool("repair", db).returncode == 0
+    assert [r["seq"] for r in lines(db)[1:]] == [1]
