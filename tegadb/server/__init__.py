@@ -3,7 +3,9 @@
 What this layer owns:
 - the log of committed transactions: one codec for its records
   (``records``), behind one storage interface (``storage``) with a file
-  implementation (``journal``) and an in-memory one;
+  implementation (``journal``) and an in-memory one.  Which storage a
+  database runs on is chosen where it is opened; the core, the monitors
+  and the methods never know it;
 - each served database's commit pipeline (``service``): run a transaction
   in the core, append its record, feed the monitors, answer;
 - client sessions and the RPC methods (``methods``), the ``_Server``
