@@ -44,8 +44,8 @@ class Header:
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
 
-    @classmethod
-    def from_json(cls, obj: Any) -> Header:
+    @staticmethod
+    def from_json(obj: Any) -> Header:
         if type(obj) is not dict:
             raise RecordError("header is not a JSON object")
         if obj.get("format") != FORMAT:
@@ -57,7 +57,7 @@ class Header:
             raise RecordError('header has no "schema" object')
         if len(obj) != 3:
             raise RecordError(f"header has unknown member {_unknown(obj, _HEADER_MEMBERS)}")
-        return cls(schema)
+        return Header(schema)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "schema": self.schema}
@@ -85,28 +85,30 @@ class Record:
         self.writer = writer
         self.snapshot = snapshot
 
-    @classmethod
-    def from_json(cls, obj: Any) -> Record:
+    @staticmethod
+    def from_json(obj: Any) -> Record:
         """The record ``obj`` holds; RecordError names the member that is wrong."""
         if type(obj) is not dict:
             raise RecordError("record is not a JSON object")
-        # The usual record passes these checks at once; only a bad one pays
-        # for finding which member is wrong.
+        # Replay runs this once per record: the usual record passes these
+        # checks at once, only a bad one pays for finding which member is
+        # wrong.  A member present as null is caught by the count.
         seq = obj.get("seq")
         txn = obj.get("txn")
         date = obj.get("date")
         changes = obj.get("changes")
         comment = obj.get("comment")
         writer = obj.get("writer")
-        snapshot = obj.get("snapshot", False)
+        snapshot = obj.get("snapshot")
+        members = 4 + (comment is not None) + (writer is not None) + (snapshot is not None)
         if (type(seq) is not int or seq < 0 or type(txn) is not str or type(date) is not int
                 or type(changes) is not dict
-                or ("comment" in obj and type(comment) is not str)
-                or ("writer" in obj and type(writer) is not str)
-                or type(snapshot) is not bool
-                or len(obj) != 4 + ("comment" in obj) + ("writer" in obj) + ("snapshot" in obj)):
+                or (comment is not None and type(comment) is not str)
+                or (writer is not None and type(writer) is not str)
+                or (snapshot is not None and type(snapshot) is not bool)
+                or len(obj) != members):
             raise RecordError(_problem(obj))
-        return cls(seq, txn, date, changes, comment, writer, snapshot)
+        return Record(seq, txn, date, changes, comment, writer, snapshot is True)
 
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"seq": self.seq, "txn": self.txn, "date": self.date}
