@@ -24,15 +24,15 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_show_log(args: argparse.Namespace) -> int:
-    log = journal.Journal.open(args.dbfile, read_only=True)
+    journal_file = journal.Journal.open(args.dbfile, read_only=True)
     try:
-        schema = log.header.schema
-        print(f'header: database "{log.header.name}", schema version'
+        schema = journal_file.header.schema
+        print(f'header: database "{journal_file.header.name}", schema version'
               f' "{schema.get("version", "")}"')
-        for record in log.read():
+        for record in journal_file.read():
             print(describe(record))
     finally:
-        log.close()
+        journal_file.close()
     return 0
 
 
@@ -79,9 +79,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_db_name(args: argparse.Namespace) -> int:
-    log = journal.Journal.open(args.dbfile, read_only=True)
-    log.close()
-    print(log.header.name)
+    journal_file = journal.Journal.open(args.dbfile, read_only=True)
+    journal_file.close()
+    print(journal_file.header.name)
     return 0
 
 

@@ -15,13 +15,17 @@ position (``records``).  What a served database needs from its storage:
   transaction asked for durability).  A failure raises StorageError and
   leaves none of the batch behind; the caller then acknowledges none of it.
 - ``compact(header, snapshot)``: store a snapshot of every row at the last
-  position and trim the records it covers.
+  position and trim the records it covers (the file does both with one
+  atomic rename; a log that cannot may trim after the snapshot is stored).
 - ``should_compact(overdue)``: whether compacting is worth it now.
 
 Every record a storage holds comes from the codec (``records``), so two
-storages hold the same records for the same commits.  A storage whose
-appends are conditional on the log's position (a replicated log) raises
-StorageError from ``flush`` when another writer got there first.
+storages hold the same records for the same commits.  For a log shared by
+several servers (issue 13's etcd log): ``flush`` appends its batch only if
+the log is still at the position before the batch's first record, and
+raises StorageError when another writer got there first.  Following the
+log as others append (a watch from a position) is that storage's own
+addition.
 
 Implementations: the file journal (``journal.Journal``) and
 ``MemoryStorage`` below (tests, and databases that keep nothing).
