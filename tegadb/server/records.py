@@ -26,6 +26,7 @@ record read and written again is the same line.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container
 from typing import Any
 
 FORMAT = "tegadb-journal"
@@ -128,40 +129,35 @@ class Record:
         return f"Record({self.to_json()!r})"
 
 
-# Each member: (name, what it must be, whether a record must have it).
-_RECORD_MEMBERS: list[tuple[str, str, bool]] = [
-    ("seq", "a non-negative integer", True), ("txn", "a string", True),
-    ("date", "an integer", True), ("comment", "a string", False),
-    ("writer", "a string", False), ("snapshot", "a boolean", False),
-    ("changes", "an object", True)]
+def _is_str(value: Any) -> bool:
+    return type(value) is str
+
+
+# Each member: its name, what it must be, whether a record must have it,
+# and the check (the same as in Record.from_json).
+_RECORD_MEMBERS: list[tuple[str, str, bool, Callable[[Any], bool]]] = [
+    ("seq", "a non-negative integer", True, lambda v: type(v) is int and v >= 0),
+    ("txn", "a string", True, _is_str),
+    ("date", "an integer", True, lambda v: type(v) is int),
+    ("comment", "a string", False, _is_str),
+    ("writer", "a string", False, _is_str),
+    ("snapshot", "a boolean", False, lambda v: type(v) is bool),
+    ("changes", "an object", True, lambda v: type(v) is dict)]
 _HEADER_MEMBERS = ("format", "version", "schema")
 
 
 def _problem(obj: dict[str, Any]) -> str:
     """What is wrong with a record that failed ``Record.from_json``'s checks."""
-    for name, kind, required in _RECORD_MEMBERS:
+    for name, kind, required, check in _RECORD_MEMBERS:
         if name not in obj:
             if required:
                 return f'record has no "{name}"'
-            continue
-        if not _is_a(obj[name], name):
+        elif not check(obj[name]):
             return f'record "{name}" is not {kind}: {_brief(obj[name])}'
     return f"record has unknown member {_unknown(obj, [m[0] for m in _RECORD_MEMBERS])}"
 
 
-def _is_a(value: Any, name: str) -> bool:
-    if name == "seq":
-        return type(value) is int and value >= 0
-    if name == "date":
-        return type(value) is int
-    if name == "snapshot":
-        return type(value) is bool
-    if name == "changes":
-        return type(value) is dict
-    return type(value) is str
-
-
-def _unknown(obj: dict[str, Any], known: Any) -> str:
+def _unknown(obj: dict[str, Any], known: Container[str]) -> str:
     return ", ".join(f'"{name}"' for name in obj if name not in known)
 
 
