@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 from . import conditions, mutations, values
 from .conditions import Clause, ConditionParser
 from .errors import OVSDBError, syntax_error
+from .hashorder import ovs_member_order
 from .mutations import MutationParser
 from .schema import ColumnSchema, DbSchema, TableSchema
 from .types import UUID_RE, ZERO_UUID, Type, check_members, is_id
@@ -490,10 +491,13 @@ class _Transaction:
                   row_json: dict[str, Any]) -> dict[str, Any]:
         changes: Row = {}
         self._parse_row(table, row_json, changes)
+        columns = table.columns
         for column in changes:
-            if not table.columns[column].mutable:
+            if not columns[column].mutable:
+                # Of several, ovsdb-server names the first in its hash order.
+                first = next(c for c in ovs_member_order(changes) if not columns[c].mutable)
                 raise OVSDBError("constraint violation", f"Cannot update immutable column "
-                                 f"{column} in table {table.name}.", op)
+                                 f"{first} in table {table.name}.", op)
         rows = self._query(table, table.conditions.parse(where, self.symtab))
         items = changes.items()
         for row in rows:
@@ -564,12 +568,30 @@ class _Transaction:
     # --- the private view --------------------------------------------------------
     def _parse_row(self, table: Table, row_json: dict[str, Any], row: Row) -> None:
         parsers, symtab = table.parsers, self.symtab
-        for name, value in row_json.items():
+        try:
+            for name, value in row_json.items():
+                parser = parsers.get(name)
+                if parser is None:
+                    raise _unknown_column(table, name, row_json)
+                row[name] = parser.parse(value, symtab)
+        except OVSDBError as e:
+            if len(row_json) > 1:
+                raise self._first_row_error(table, row_json, e) from None
+            raise
+
+    def _first_row_error(self, table: Table, row_json: dict[str, Any],
+                         error: OVSDBError) -> OVSDBError:
+        """Of a row's bad members, the one ovsdb-server reports: the first in its hash order."""
+        parsers = table.parsers
+        for name in ovs_member_order(row_json):
             parser = parsers.get(name)
             if parser is None:
-                raise OVSDBError("unknown column", f"No column {name} in table {table.name}.",
-                                 row_json)
-            row[name] = parser.parse(value, symtab)
+                return _unknown_column(table, name, row_json)
+            try:
+                parser.parse(row_json[name], self.symtab)
+            except OVSDBError as e:
+                return e
+        return error
 
     def _query(self, table: Table, clauses: list[Clause]) -> list[Row]:
         """The rows matching every clause, as this transaction sees them.
@@ -930,6 +952,10 @@ _EXECUTORS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def _parse_error(op: Any, index: int, count: int, problem: str) -> OVSDBError:
     return syntax_error(f"Parsing ovsdb operation {index} of {count} failed: {problem}", op)
+
+
+def _unknown_column(table: Table, name: str, row_json: dict[str, Any]) -> OVSDBError:
+    return OVSDBError("unknown column", f"No column {name} in table {table.name}.", row_json)
 
 
 def _column_list(table: Table, json: list[Any] | None) -> list[str]:
