@@ -11,7 +11,8 @@ runs OVS's checks in OVS's order (4.7), each over the touched rows only:
 3. garbage collection of unreferenced rows in non-root tables, cascading;
 4. maxRows;
 5. weak references to deleted or missing rows are removed (the referring rows
-   are found through a reverse index, not by scanning);
+   are found through a reverse index, not by scanning); a row whose change
+   this undoes stays modified, as in ovsdb-server;
 6. unique indexes, against the final state;
 7. a fresh ``_version`` for every modified row (inserted rows got theirs at
    the insert).  The first row a transaction changes takes the transaction's
@@ -348,7 +349,7 @@ class _Transaction:
     """One transaction's private view of the database, and its ops."""
 
     __slots__ = ("comments", "db", "deleted", "durable", "elapsed_ms", "id", "modified",
-                 "session", "symtab", "tables", "touched", "wait_timeout", "weakened")
+                 "session", "symtab", "tables", "touched", "wait_timeout")
 
     def __init__(self, db: Database, session: Session | None, elapsed_ms: int) -> None:
         self.db = db
@@ -360,11 +361,9 @@ class _Transaction:
         self.comments: list[str] = []
         self.durable = False
         self.wait_timeout: int | None = None
-        # Whether any row was modified / deleted, or lost a weak reference at commit:
-        # commit skips the work they would need.
+        # Whether any row was modified / deleted: commit skips the work they would need.
         self.modified = False
         self.deleted = False
-        self.weakened = False
         self.id: str | None = None  # made when first needed: most reads need none
 
     def txn_id(self) -> str:
@@ -692,9 +691,9 @@ class _Transaction:
         if db.limited_tables:
             self._check_max_rows()
         if db.weak_tables:
+            # A row whose change the removal undoes stays changed, as in
+            # ovsdb-server: it gets a new _version, and monitors see that.
             self._remove_weak_references()
-            if self.weakened:
-                self._drop_unchanged()  # removing a reference added here may undo a change
         self._check_indexes()
         return self._apply(refs)
 
@@ -845,7 +844,6 @@ class _Transaction:
             if old is new:  # a committed row: take it into the transaction
                 new = self._writable(table, new)
             new[column] = kept
-            self.weakened = True
             n_min = table.types[column].n_min
             if len(kept) >= n_min:
                 continue

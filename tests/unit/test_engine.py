@@ -240,6 +240,29 @@ def test_weak_reference_removal_is_a_modify() -> None:
     check_bookkeeping(db)
 
 
+def test_a_change_undone_by_weak_reference_removal_still_gets_a_new_version() -> None:
+    # The row gains a weak reference to a row the same transaction deletes:
+    # its final value equals the committed one, but as in ovsdb-server it
+    # stays modified, with a new _version (monitors send that version).
+    db = database()
+    db.transact([{"op": "insert", "table": "Weak", "row": {"name": "w1"}, "uuid": U2},
+                 {"op": "insert", "table": "Weak", "row": {"name": "w2"}, "uuid": U3},
+                 {"op": "insert", "table": "Root", "row": {"name": "a", "weak": ["uuid", U3]},
+                  "uuid": U1}])
+    old_root = db.tables["Root"].rows[U1]
+    outcome = db.transact([
+        {"op": "mutate", "table": "Root", "where": [], "mutations": [
+            ["weak", "insert", ["uuid", U2]]]},
+        {"op": "delete", "table": "Weak", "where": [["name", "==", "w1"]]}])
+    assert outcome.changes is not None
+    old, new = outcome.changes["Root"][U1]
+    assert old is old_root
+    assert new is not None and new["weak"] == old["weak"] == (U3,)
+    assert new["_version"] != old["_version"]
+    assert db.tables["Root"].rows[U1] is new
+    check_bookkeeping(db)
+
+
 def test_version_changes_only_for_modified_rows() -> None:
     db = database()
     db.transact([{"op": "insert", "table": "Root", "row": {"name": "a"}, "uuid": U1},
