@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING, Any
 import ujson
 
 from ..core import values
-from ..core.engine import Changes, Database, TxnOutcome, new_txn_id
+from ..core.database import Database, TxnOutcome
 from ..core.errors import OVSDBError, syntax_error
+from ..core.history import History
+from ..core.ids import new_txn_id
 from ..core.locks import LockTable
-from ..core.monitor import History, MonitorHub
+from ..core.monitor import MonitorHub
 from ..core.schema import DbSchema
+from ..core.tables import Changes
 from . import journal
 from .server_db import SERVER_DB_NAME, ServerDatabase
 

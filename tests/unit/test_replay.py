@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tegadb.core import values
-from tegadb.core.engine import Database
+from tegadb.core.database import Database
 from tegadb.core.errors import OVSDBError
 from tegadb.core.monitor import History
 from tegadb.core.schema import DbSchema
