@@ -50,19 +50,23 @@ class TxnOutcome:
         self.comment = comment
         self.txn_id = txn_id  # with ``changes``: the id to journal and report
 
+
 class Database(Contents):
     """One database's schema and committed contents, and transactions on them."""
 
     def _load_tables(self) -> None:
         super()._load_tables()
+        # Replay reads a row's ``_version`` as written (see _ReplayedVersion).
         for table in self.tables.values():
             table.replay_parsers["_version"] = _ReplayedVersion(table.types["_version"])
 
-    def transact(self, ops: list[Any], lock_holder: LockHolder | None = None, *, elapsed_ms: int = 0,
-                 read_only: bool = False, privileged: bool = False) -> TxnOutcome:
+    def transact(self, ops: list[Any], lock_holder: LockHolder | None = None, *,
+                 elapsed_ms: int = 0, read_only: bool = False,
+                 privileged: bool = False) -> TxnOutcome:
         """Run ``ops`` (the params after the database name) as one transaction.
 
-        ``elapsed_ms`` is how long the request has waited (for ``wait`` timeouts);
+        ``lock_holder`` is the client, for ``assert``; ``elapsed_ms`` is how
+        long the request has waited (for ``wait`` timeouts);
         ``read_only`` makes write ops fail as on a read-only server; ``privileged``
         lets the server itself write a reserved database.
         """
