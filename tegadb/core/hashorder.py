@@ -70,4 +70,23 @@ def ovs_member_order(names: Iterable[str]) -> list[str]:
     return [name for bucket in buckets for name, _ in bucket]
 
 
-__all__ = ["ovs_hash_string", "ovs_member_order"]
+def ovs_column_order(names: list[str]) -> list[str]:
+    """A table's user columns, given in their schema text's order, in the order
+    ovsdb-server visits them (as when it checks the defaults of an insert).
+
+    The columns pass through several hash maps on their way: ovsdb-tool
+    reads the schema's ``columns`` object into one, adds the columns, after
+    ``_uuid`` and ``_version``, to the table's map, writes them out from that
+    map into the database file, and ovsdb-server reads them back the same way.
+    """
+    implicit = ["_uuid", "_version"]
+    written = _user(ovs_member_order(implicit + ovs_member_order(names)))
+    read = ovs_member_order(ovs_member_order(written))
+    return _user(ovs_member_order(implicit + read))
+
+
+def _user(names: list[str]) -> list[str]:
+    return [name for name in names if name not in ("_uuid", "_version")]
+
+
+__all__ = ["ovs_column_order", "ovs_hash_string", "ovs_member_order"]

@@ -17,6 +17,7 @@ from typing import Any
 from . import values
 from .conditions import ConditionParser
 from .errors import OVSDBError
+from .hashorder import ovs_column_order
 from .mutations import MutationParser
 from .schema import ColumnSchema, DbSchema, TableSchema
 from .types import Type
@@ -86,10 +87,11 @@ class Table:
         self.strong_columns = _ref_columns(schema, "strong")
         self.weak_columns = _ref_columns(schema, "weak")
         self.defaults: Row = {n: values.default(t) for n, t in self.types.items()}
-        # Columns whose default breaks their own constraints: an insert must set them.
-        self.checked_defaults = [n for n, c in schema.user_columns.items()
+        # Columns whose default breaks their own constraints: an insert must set
+        # them.  Of several left unset, ovsdb-server reports the first it visits.
+        self.checked_defaults = [n for n in ovs_column_order(list(schema.user_columns))
                                  if len(self.defaults[n]) == 1
-                                 and not _valid(c.type, self.defaults[n])]
+                                 and not _valid(self.types[n], self.defaults[n])]
         # The persistent columns and their encoders: what the journal stores.
         self.stored = [(n, self.encoders[n]) for n, c in schema.user_columns.items()
                        if c.persistent]
