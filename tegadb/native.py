@@ -29,10 +29,12 @@ MANIFEST = NATIVE_DIR / "SOURCES.json"
 
 # The per-request path. The commands (server.py, the CLIs) and the client
 # stay interpreted: their cost is per start, connection or command.
-MODULES = ("core/errors", "core/types", "core/values", "core/schema", "core/conditions",
-           "core/mutations", "core/engine", "core/changesets", "core/monitor", "core/locks",
-           "protocol/wire", "server/records", "server/storage", "server/journal",
-           "server/service", "server/methods", "server/connections")
+MODULES = ("core/errors", "core/atoms", "core/types", "core/values", "core/schema",
+           "core/conditions", "core/mutations", "core/hashorder", "core/ids", "core/tables",
+           "core/view", "core/ops", "core/commit", "core/database", "core/changesets",
+           "core/history", "core/monitor", "core/locks", "protocol/wire",
+           "server/records", "server/storage", "server/journal", "server/service",
+           "server/methods", "server/connections")
 
 log = logging.getLogger("tegadb")
 
@@ -78,8 +80,8 @@ def use_compiled(package_path: list[str], package: str = "") -> bool:
 
 def is_compiled() -> bool:
     """Whether this process runs the compiled core."""
-    from .core import engine
-    return not engine.__file__.endswith(".py")
+    from .core import database
+    return not database.__file__.endswith(".py")
 
 
 def build_if_stale() -> None:

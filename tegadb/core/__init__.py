@@ -2,13 +2,14 @@
 
 What this layer owns:
 - schemas, types and values (atoms, sets, maps; JSON in and out; constraints);
-- the in-memory database: tables, rows, indexes, and ``transact``, which runs
-  ops against a private view and, when they all succeed, commits with
+- the in-memory database: tables, rows and indexes (tables.py), and
+  ``transact`` (database.py), which runs ops (ops.py) against a private view
+  (view.py) and, when they all succeed, commits (commit.py) with
   ovsdb-server's checks in ovsdb-server's order (referential integrity,
   garbage collection, maxRows, weak references, unique indexes, versions);
 - conditions and mutations;
 - monitors (update / update2 / update3), the transaction history that
-  ``monitor_cond_since`` resumes from, and the lock table.
+  ``monitor_cond_since`` resumes from (history.py), and the lock table.
 
 What it never touches: sockets, files, the event loop, the clock, the
 journal's format.  Callers pass in elapsed times and get back plain values:

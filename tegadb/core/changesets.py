@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import Changes, Database, Row, Table, _difference, _ref_atoms
+from .database import Database
 from .errors import OVSDBError
+from .tables import Changes, Row, Table, difference, ref_atoms
 from .values import Datum
 
 
@@ -112,10 +113,10 @@ def _replay_references(database: Database, table: Table, uuid: str, old: Row | N
                        new: Row | None) -> None:
     for ref in table.strong_columns:
         column = ref[0]
-        removed, added = _difference(old[column] if old is not None else (),
+        removed, added = difference(old[column] if old is not None else (),
                                      new[column] if new is not None else ())
         for delta, elements in ((-1, removed), (1, added)):
-            for target_table, target in _ref_atoms(ref, elements):
+            for target_table, target in ref_atoms(ref, elements):
                 if target == uuid:
                     continue
                 refs = database.tables[target_table].refs

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import values
+from .atoms import NamedUUIDs
 from .errors import OVSDBError, syntax_error
 from .schema import ColumnSchema, TableSchema
 from .types import UNLIMITED, Type
-from .values import Datum, NamedUUIDs
+from .values import Datum
 
 Row = dict[str, Datum]
 Predicate = Callable[[Row], bool]

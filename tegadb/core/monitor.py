@@ -1,4 +1,4 @@
-"""Monitors: specs, update / update2 / update3, and the transaction history (PROTOCOL.md 5).
+"""Monitors: specs, and rendering update / update2 / update3 (PROTOCOL.md 5).
 
 Sans-IO: requests go in as JSON, committed change sets go in as they commit,
 notification params and reply results come out.  The rules, in one place:
@@ -36,19 +36,19 @@ merged change set of its own instead (bounded by the rows, not the commits).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from itertools import islice
 from typing import Any
 
 import ujson
 
 from . import conditions, values
 from .conditions import Clause, Predicate
-from .engine import Changes, Database, Row, Table
+from .database import Database
 from .errors import OVSDBError, syntax_error
+from .history import History, absorb, merge
 from .schema import TableSchema
+from .tables import Changes, Row, Table
 from .types import UUID_RE, ZERO_UUID, Type, check_members
 
 # The ``select`` flags.
@@ -418,28 +418,6 @@ def _render(views: dict[str, _View], changes: Changes) -> dict[str, Any]:
     return body
 
 
-def _absorb(into: Changes, changes: Changes) -> None:
-    """Merge a later change set: per row, the first old image and the last new one."""
-    for name, rows in changes.items():
-        merged = into.get(name)
-        if merged is None:
-            into[name] = dict(rows)   # a copy: change sets are shared, never mutated
-            continue
-        for uuid, pair in rows.items():
-            earlier = merged.get(uuid)
-            merged[uuid] = pair if earlier is None else (earlier[0], pair[1])
-
-
-def merge(change_sets: Sequence[Changes]) -> Changes:
-    """Change sets in commit order merged into one (a lone set is returned as is)."""
-    if len(change_sets) == 1:
-        return change_sets[0]
-    merged: Changes = {}
-    for changes in change_sets:
-        _absorb(merged, changes)
-    return merged
-
-
 class Update:
     """One rendered body (``<table-updates>`` or ``<table-updates2>``), shared, never mutated.
 
@@ -458,89 +436,6 @@ class Update:
             self._encoded = ujson.dumps(self.body, ensure_ascii=False,
                                         escape_forward_slashes=False).encode()
         return self._encoded
-
-
-# --- transaction history ---------------------------------------------------------------
-
-class History:
-    """The recent committed transactions of one database, for ``monitor_cond_since``.
-
-    The window holds a *base* id, whose changes are no longer kept, then
-    (id, change set) for each later transaction; a client whose last id is in
-    the window can be brought up to date exactly by merging what follows it.
-
-    Bounds (the oldest entries go first; the newest id always stays):
-
-    - ``max_transactions`` (default 10000).  ovsdb-server keeps 100, which a
-      busy database commits in a second or two; 10000 lets a client resume
-      after a server restart or a network blip of a minute or more at 100
-      commits/s, which is what resuming is for.
-    - ``max_rows`` (default 20000 row changes), what the window really costs.
-      Measured on the test schema's 15-column table: about 1.3 KB per row
-      change kept (mostly the old image; column values are shared with the
-      newer image), so at most ~26 MB; merging 20000 of them for a resume
-      takes ~15 ms.  A transaction bigger than the budget leaves only its id,
-      so a client behind it gets found=false, as from ovsdb-server's own
-      rule (history no larger than the database).
-
-    Rebuilding at start: ``append`` each replayed transaction, ``reset`` on a
-    snapshot record (its id becomes the base).  A resume is exact only if a
-    row's ``_version`` survives the restart, as the journal makes sure; a
-    store that lost it would have to call ``reset(last_txn_id)`` after replay
-    instead, so that ids from before the restart get found=false.
-    """
-
-    def __init__(self, max_transactions: int = 10_000, max_rows: int = 20_000) -> None:
-        self.max_transactions = max_transactions
-        self.max_rows = max_rows
-        self._base: str | None = None
-        self._entries: deque[tuple[str, Changes, int]] = deque()
-        self._position: dict[str, int] = {}   # txn id -> sequence number
-        self._next = 0                        # sequence number of the next append
-        self._rows = 0
-
-    @property
-    def last_txn_id(self) -> str:
-        """The newest transaction's id; all zeros when nothing was ever committed."""
-        if self._entries:
-            return self._entries[-1][0]
-        return self._base or ZERO_UUID
-
-    def append(self, txn_id: str, changes: Changes) -> None:
-        """Record a committed transaction (change sets are kept by reference, not copied)."""
-        size = 0
-        for rows in changes.values():
-            size += len(rows)
-        self._entries.append((txn_id, changes, size))
-        self._position[txn_id] = self._next
-        self._next += 1
-        self._rows += size
-        while self._entries and (len(self._entries) > self.max_transactions
-                                 or self._rows > self.max_rows):
-            self._drop_oldest()
-
-    def _drop_oldest(self) -> None:
-        txn_id, _, size = self._entries.popleft()
-        self._rows -= size
-        if self._base is not None:
-            del self._position[self._base]
-        self._base = txn_id
-
-    def reset(self, txn_id: str) -> None:
-        """Forget everything: ``txn_id`` becomes the base (a snapshot, or a converted db)."""
-        self._entries.clear()
-        self._position = {txn_id: self._next}
-        self._next += 1
-        self._rows = 0
-        self._base = txn_id
-
-    def changes_since(self, txn_id: str) -> Changes | None:
-        """The merged changes committed after ``txn_id``; None when it is not in the window."""
-        position = self._position.get(txn_id)
-        if position is None or txn_id == ZERO_UUID:
-            return None
-        skip = len(self._entries) - (self._next - 1 - position)
-        return merge([changes for _, changes, _ in islice(self._entries, skip, None)])
 
 
 # --- groups, monitors and the hub ----------------------------------------------------
@@ -638,7 +533,7 @@ class _Group:
             changes = merge(unread)
         else:
             for entry in unread:
-                _absorb(cursor.merged, entry)
+                absorb(cursor.merged, entry)
             cursor.pos = self.end
             changes = cursor.merged
         body = _render(self.views, changes)
@@ -671,7 +566,7 @@ class _Group:
                 if cursor.merged is None:
                     cursor.merged = {}
                 for entry in self.log:
-                    _absorb(cursor.merged, entry)
+                    absorb(cursor.merged, entry)
                 cursor.pos = end
                 cursor.rendered = None
         self._trim()
@@ -876,5 +771,5 @@ class MonitorHub:
 
 
 __all__ = ["DELETE", "INITIAL", "INSERT", "MODIFY", "NOTIFICATIONS", "SELECT_ALL", "VERSIONS",
-           "History", "Monitor", "MonitorHub", "MonitorRequest", "MonitorSpec", "TableRequest",
-           "Update", "merge", "parse_cond_change", "parse_monitor"]
+           "Monitor", "MonitorHub", "MonitorRequest", "MonitorSpec", "TableRequest",
+           "Update", "parse_cond_change", "parse_monitor"]

@@ -3,7 +3,8 @@
 Each ``[column, mutator, value]`` is parsed once into a function from the old
 datum to the new one.  Arithmetic follows C, as ovsdb-server does: integer
 division truncates toward zero, the remainder takes the dividend's sign,
-results must fit in int64 (reals must stay finite), and it applies to every
+results must fit in int64 (and `*=` refuses some products that fit, as
+ovsdb-server does), reals must stay finite, and it applies to every
 element of a set.  ``insert`` never overwrites a map key; ``delete`` on a map
 takes either pairs or keys.
 """
@@ -15,10 +16,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import values
+from .atoms import NamedUUIDs
 from .errors import OVSDBError, syntax_error
 from .schema import ColumnSchema, TableSchema
 from .types import INT64_MAX, INT64_MIN, UNLIMITED, BaseType, Type
-from .values import Datum, NamedUUIDs
+from .values import Datum
 
 Row = dict[str, Datum]
 
@@ -38,6 +40,18 @@ def _int_checked(value: int) -> int:
     if value < INT64_MIN or value > INT64_MAX:
         raise OverflowError
     return value
+
+
+def _int_mul(x: int, y: int) -> int:
+    # ovsdb-server's overflow test (Hacker's Delight, as OVS wrote it) also
+    # refuses products that fit: with both factors positive, x >= INT64_MAX / y;
+    # with both negative, whenever y < INT64_MAX / y (|y| above about 3.04e9).
+    # It is followed here.  Where that test misses a real overflow (both
+    # negative, |y| small), ovsdb-server stores the wrapped product, a fault:
+    # that stays a range error.
+    if (x > 0 and y > 0 and x >= INT64_MAX // y) or (x < 0 and y < 0 and -y > INT64_MAX // -y):
+        raise OverflowError
+    return _int_checked(x * y)
 
 
 def _int_div(x: int, y: int) -> int:
@@ -61,7 +75,7 @@ def _real_checked(value: float) -> float:
 _INTEGER_OPS: dict[str, Callable[[int, int], int]] = {
     "+=": lambda x, y: _int_checked(x + y),
     "-=": lambda x, y: _int_checked(x - y),
-    "*=": lambda x, y: _int_checked(x * y),
+    "*=": _int_mul,
     "/=": _int_div,
     "%=": _int_mod,
 }

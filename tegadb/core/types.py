@@ -6,29 +6,20 @@ reads it, with its error strings.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any
 
+# INT64_MAX, INT64_MIN, UUID_RE and is_id are re-exported: callers take them from here.
+from .atoms import INT64_MAX, INT64_MIN, UUID_RE, atoms_to_json, is_id, parse_atoms
 from .errors import OVSDBError, syntax_error, syntax_text
 
 ATOMIC_TYPES = ("integer", "real", "boolean", "string", "uuid")
 UNLIMITED = 4294967295
-# Final: compiled code uses the values, not a module lookup per comparison.
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
-ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
 _DEFAULT_ATOMS: dict[str, Any] = {
     "integer": 0, "real": 0.0, "boolean": False, "string": "", "uuid": ZERO_UUID,
 }
-
-
-def is_id(value: Any) -> bool:
-    """True for an OVSDB <id>: ``[A-Za-z_][A-Za-z0-9_]*``."""
-    return isinstance(value, str) and ID_RE.match(value) is not None
 
 
 def check_members(obj: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
@@ -85,8 +76,7 @@ class BaseType:
         atomic = _atomic_type(json["type"])
         if "enum" in json:
             check_members(json, ("type", "enum"), "ovsdb type")
-            from .values import parse_enum
-            return cls(atomic, enum=parse_enum(atomic, json["enum"]))
+            return cls(atomic, enum=parse_atoms(atomic, 1, UNLIMITED, json["enum"], None))
         allowed = {
             "integer": ("type", "minInteger", "maxInteger"),
             "real": ("type", "minReal", "maxReal"),
@@ -132,8 +122,7 @@ class BaseType:
             return self.type
         obj: dict[str, Any] = {"type": self.type}
         if self.enum is not None:
-            from .values import enum_to_json
-            obj["enum"] = enum_to_json(self)
+            obj["enum"] = atoms_to_json(self.type, self.enum)
         for name, value in (("minInteger", self.min_integer), ("maxInteger", self.max_integer),
                             ("minReal", self.min_real), ("maxReal", self.max_real),
                             ("minLength", self.min_length), ("maxLength", self.max_length),

@@ -10,114 +10,32 @@ Representation (relied on everywhere):
 from __future__ import annotations
 
 import functools
-import math
-import uuid as uuidlib
 from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
+from .atoms import (
+    ATOM_PARSERS,
+    INT64_MAX,
+    INT64_MIN,
+    UUID_RE,
+    NamedUUIDs,
+    atoms_to_json,
+    json_wrapper,
+    parse_atoms,
+    size_message,
+    unwrap,
+)
 from .errors import OVSDBError, constraint_violation, syntax_error, syntax_text
-from .jsonfmt import real_json
-from .types import INT64_MAX, INT64_MIN, UNLIMITED, UUID_RE, BaseType, Type, format_real, is_id
+from .types import BaseType, Type, format_real
 
 Datum = tuple
 
 
-class NamedUUIDs:
-    """The ``uuid-name`` symbol table of one transaction.
-
-    A name used before (or without) its ``insert`` gets a UUID at first use;
-    the insert that declares it later binds to that same UUID.
-    """
-
-    __slots__ = ("declared", "uuids")
-
-    def __init__(self) -> None:
-        self.uuids: dict[str, str] = {}
-        self.declared: set[str] = set()
-
-    def resolve(self, name: str) -> str:
-        found = self.uuids.get(name)
-        if found is None:
-            found = self.uuids[name] = str(uuidlib.uuid4())
-        return found
-
-    def declare(self, name: str, uuid: str | None = None) -> str:
-        """Bind ``name`` for an insert; returns the row's UUID."""
-        if name in self.declared:
-            raise OVSDBError(
-                "duplicate uuid-name",
-                'This "uuid-name" appeared on an earlier "insert" operation.', name)
-        self.declared.add(name)
-        if uuid is not None:
-            self.uuids[name] = uuid
-            return uuid
-        return self.resolve(name)
-
-
 # --- atoms ---------------------------------------------------------------
 
-def _parse_integer(json: Any, symtab: NamedUUIDs | None) -> int:
-    kind = type(json)
-    if kind is int:
-        if INT64_MIN <= json <= INT64_MAX:
-            return json
-        # OVS reads a number beyond int64 as a real, and quotes it so.
-        raise syntax_error("expected integer", float(json))
-    if kind is float and json.is_integer() and INT64_MIN <= json <= INT64_MAX:
-        return int(json)
-    raise syntax_error("expected integer", json)
-
-
-def _parse_real(json: Any, symtab: NamedUUIDs | None) -> float:
-    kind = type(json)
-    if kind is float:
-        if math.isfinite(json):
-            return json
-    elif kind is int:
-        value = float(json)
-        if math.isfinite(value):
-            return value
-    raise syntax_error("expected real", json)
-
-
-def _parse_boolean(json: Any, symtab: NamedUUIDs | None) -> bool:
-    if type(json) is bool:
-        return json
-    raise syntax_error("expected boolean", json)
-
-
-def _parse_string(json: Any, symtab: NamedUUIDs | None) -> str:
-    if type(json) is str:
-        return json
-    raise syntax_error("expected string", json)
-
-
-def _parse_uuid(json: Any, symtab: NamedUUIDs | None) -> str:
-    if type(json) is list and len(json) == 2 and type(json[1]) is str:
-        tag, text = json
-        if tag == "uuid":
-            if UUID_RE.match(text):
-                return text.lower()
-            raise syntax_error(f'"{text}" is not a valid UUID', json)
-        if tag == "named-uuid" and symtab is not None:
-            if not is_id(text):
-                raise syntax_error("named-uuid string is not a valid <id>", json)
-            return symtab.resolve(text)
-    raise syntax_error('expected ["uuid", <string>]', json)
-
-
-ATOM_PARSERS: dict[str, Callable[[Any, NamedUUIDs | None], Any]] = {
-    "integer": _parse_integer,
-    "real": _parse_real,
-    "boolean": _parse_boolean,
-    "string": _parse_string,
-    "uuid": _parse_uuid,
-}
-
-
 def atom_to_json(base: BaseType, atom: Any) -> Any:
-    wrap = _wrap(base.type)
+    wrap = json_wrapper(base.type)
     return atom if wrap is None else wrap(atom)
 
 
@@ -193,41 +111,14 @@ def parse_unchecked(type_: Type, json: Any, symtab: NamedUUIDs | None = None) ->
     """Parse with type and size checks but without atom constraints."""
     if type_.is_map:
         return _parse_map(type_, json, symtab)
-    if type(json) is list and len(json) and json[0] == "set":
-        return _parse_set(type_, json, symtab)
-    return (ATOM_PARSERS[type_.key.type](json, symtab),)
-
-
-def _size_message(kind: str, type_: Type, n: int) -> str:
-    if type_.n_min == 1 and type_.n_max == 1:
-        return f"{kind} must have exactly one member but {n} are present"
-    return f"{kind} must have {type_.n_min} to {type_.n_max} members but {n} are present"
-
-
-def _unwrap(json: Any, kind: str) -> list[Any]:
-    if type(json) is list and len(json) == 2 and json[0] == kind and type(json[1]) is list:
-        return json[1]
-    raise syntax_error(f'expected ["{kind}", <array>]', json)
-
-
-def _parse_set(type_: Type, json: Any, symtab: NamedUUIDs | None) -> Datum:
-    elements = _unwrap(json, "set")
-    n = len(elements)
-    if not type_.n_min <= n <= type_.n_max:
-        raise syntax_error(_size_message("set", type_, n), json)
-    parse_atom = ATOM_PARSERS[type_.key.type]
-    atoms = [parse_atom(e, symtab) for e in elements]
-    datum = tuple(sorted(set(atoms)))
-    if len(datum) != n:
-        raise OVSDBError("ovsdb error", "set contains duplicate")
-    return datum
+    return parse_atoms(type_.key.type, type_.n_min, type_.n_max, json, symtab)
 
 
 def _parse_map(type_: Type, json: Any, symtab: NamedUUIDs | None) -> Datum:
-    elements = _unwrap(json, "map")
+    elements = unwrap(json, "map")
     n = len(elements)
     if not type_.n_min <= n <= type_.n_max:
-        raise syntax_error(_size_message("map", type_, n), json)
+        raise syntax_error(size_message("map", type_.n_min, type_.n_max, n), json)
     assert type_.value is not None
     parse_key = ATOM_PARSERS[type_.key.type]
     parse_value = ATOM_PARSERS[type_.value.type]
@@ -397,12 +288,12 @@ class _PlainMapParser(ValueParser):
 @functools.cache
 def encoder(type_: Type) -> Callable[[Datum], Any]:
     """:func:`to_json` specialised for one column type (compiled once per type)."""
-    plain_key = _wrap(type_.key.type) is None
+    plain_key = json_wrapper(type_.key.type) is None
     if type_.is_scalar and plain_key:
         return itemgetter(0)  # a C call: the commonest column by far
     if type_.is_map:
         assert type_.value is not None
-        if plain_key and _wrap(type_.value.type) is None:
+        if plain_key and json_wrapper(type_.value.type) is None:
             def encode_plain_map(datum: Datum) -> Any:
                 return ["map", list(map(list, datum))]
             return encode_plain_map
@@ -420,37 +311,20 @@ def check_size(type_: Type, datum: Datum) -> None:
             f"Attempted to store {len(datum)} elements in {type_.english()}.")
 
 
-def _wrap(base_type: str) -> Callable[[Any], Any] | None:
-    """How atoms of a type appear in JSON, when not as they are."""
-    if base_type == "uuid":
-        return _uuid_json
-    if base_type == "real":
-        return real_json
-    return None
-
-
-def _uuid_json(atom: str) -> list[str]:
-    return ["uuid", atom]
-
-
 def to_json(type_: Type, datum: Datum) -> Any:
     """OVSDB JSON notation: a 1-element set is a bare atom; maps always wrapped.
 
     Reals print as ovsdb-server prints them (15 significant digits).
     """
-    wrap_key = _wrap(type_.key.type)
-    if type_.is_map:
-        assert type_.value is not None
-        wrap_value = _wrap(type_.value.type)
-        if wrap_key is None and wrap_value is None:
-            return ["map", [[k, v] for k, v in datum]]
-        return ["map", [[k if wrap_key is None else wrap_key(k),
-                         v if wrap_value is None else wrap_value(v)] for k, v in datum]]
-    if len(datum) == 1:
-        return datum[0] if wrap_key is None else wrap_key(datum[0])
-    if wrap_key is None:
-        return ["set", list(datum)]
-    return ["set", [wrap_key(a) for a in datum]]
+    if not type_.is_map:
+        return atoms_to_json(type_.key.type, datum)
+    assert type_.value is not None
+    wrap_key = json_wrapper(type_.key.type)
+    wrap_value = json_wrapper(type_.value.type)
+    if wrap_key is None and wrap_value is None:
+        return ["map", [[k, v] for k, v in datum]]
+    return ["map", [[k if wrap_key is None else wrap_key(k),
+                     v if wrap_value is None else wrap_value(v)] for k, v in datum]]
 
 
 def default(type_: Type) -> Datum:
@@ -493,22 +367,8 @@ def apply_diff(type_: Type, old: Datum, change: Datum) -> Datum:
 _MISSING = object()
 
 
-# --- enums (used by the schema parser) ------------------------------------
-
-def parse_enum(atomic: str, json: Any) -> tuple[Any, ...]:
-    """The atoms of an ``enum`` constraint (a bare atom or a set)."""
-    return parse_unchecked(Type(BaseType(atomic), None, 1, UNLIMITED), json)
-
-
-def enum_to_json(base: BaseType) -> Any:
-    assert base.enum is not None
-    return to_json(Type(BaseType(base.type), None, 1, UNLIMITED), base.enum)
-
-
 __all__ = [
-    "ATOM_PARSERS",
     "Datum",
-    "NamedUUIDs",
     "apply_diff",
     "atom_to_json",
     "atom_to_string",
@@ -518,10 +378,8 @@ __all__ = [
     "default",
     "diff",
     "encoder",
-    "enum_to_json",
     "needs_check",
     "parse",
-    "parse_enum",
     "parse_unchecked",
     "parser",
     "to_json",

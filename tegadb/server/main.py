@@ -22,7 +22,7 @@ from typing import Any
 import uvloop
 
 from ..core.errors import OVSDBError
-from ..core.monitor import History
+from ..core.history import History
 from .connections import (
     BUSY_POLL,
     DEFAULT_MAX_BACKLOG,

@@ -6,8 +6,9 @@ from typing import Any
 
 import ujson
 
-from ..core.engine import Changes, Database
+from ..core.database import Database
 from ..core.schema import DbSchema
+from ..core.tables import Changes
 
 SERVER_DB_NAME = "_Server"
 

@@ -18,12 +18,16 @@ from typing import Any, Protocol
 
 import ujson
 
-from ..core import changesets, engine, values
-from ..core.engine import Changes, Database, TxnOutcome, new_txn_id
+from ..core import changesets, values
+from ..core.database import Database, TxnOutcome
 from ..core.errors import OVSDBError, syntax_error
+from ..core.history import History
+from ..core.ids import new_txn_id
 from ..core.locks import LockTable
-from ..core.monitor import History, Monitor, MonitorHub
+from ..core.monitor import Monitor, MonitorHub
+from ..core.ops import LockHolder
 from ..core.schema import DbSchema
+from ..core.tables import Changes
 from ..core.types import ZERO_UUID
 from . import journal
 from .records import Header, Record
@@ -58,7 +62,7 @@ def _id_key(request_id: Any) -> str:
     return ujson.dumps(request_id, sort_keys=True)
 
 
-class ClientSession(engine.Session, Protocol):
+class ClientSession(LockHolder, Protocol):
     """What the service needs from a client session (``methods.Session``)."""
 
     peer: str                              # the writer its commits record

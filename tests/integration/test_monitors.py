@@ -115,6 +115,63 @@ def test_monitor_cond_since_resumes_with_delta(tegadb_peer):
         assert updates["Root"][b] == {"insert": {"name": "b"}}
 
 
+def versions(client):
+    rows = client.transact("Test", {"op": "select", "table": "Root", "where": [],
+                                    "columns": ["name", "_version"]})[0]["rows"]
+    return {row["name"]: row["_version"] for row in rows}
+
+
+# Row "a" gains a weak reference to a row that the same transaction deletes,
+# so its columns end as they were; row "b" changes "count".  As in
+# ovsdb-server, "a" still gets a new _version, which monitors of _version see.
+@pytest.mark.parametrize(("method", "columns", "a_update", "b_update"), [
+    ("monitor", ["name", "_version"],
+     lambda old, new: {"new": {"name": "a", "_version": new}, "old": {"_version": old}},
+     lambda old, new: {"new": {"name": "b", "_version": new}, "old": {"_version": old}}),
+    ("monitor", ["count"], None, lambda old, new: {"new": {"count": 4}, "old": {"count": 3}}),
+    ("monitor_cond", ["weak", "_version"],
+     lambda old, new: {"modify": {"_version": new}},
+     lambda old, new: {"modify": {"_version": new}}),
+    ("monitor_cond", ["name", "weak", "count"], None, lambda old, new: {"modify": {"count": 4}}),
+    ("monitor_cond_since", None,
+     lambda old, new: {"modify": {"_version": new}},
+     lambda old, new: {"modify": {"_version": new, "count": 4}}),
+])
+def test_change_undone_by_weak_reference_removal_sends_the_new_version(
+        peer, method, columns, a_update, b_update):
+    server = peer()
+    with server.client() as watcher, server.client() as writer:
+        w1 = writer.transact("Test", {"op": "insert", "table": "Weak", "row": {"name": "w1"}})
+        w2 = writer.transact("Test", {"op": "insert", "table": "Weak", "row": {"name": "w2"}})
+        a = insert(writer, "a", weak=w2[0]["uuid"])
+        b = insert(writer, "b", count=3)
+        before = versions(writer)
+        request = {"columns": columns} if columns else {}
+        if method == "monitor":
+            params = ["Test", "m", {"Root": request}]
+        else:
+            params = ["Test", "m", {"Root": [request]}]
+            if method == "monitor_cond_since":
+                params.append(ZERO)
+        watcher.request(method, params)
+        writer.transact(
+            "Test",
+            {"op": "mutate", "table": "Root", "where": [["name", "==", "a"]],
+             "mutations": [["weak", "insert", w1[0]["uuid"]]]},
+            {"op": "delete", "table": "Weak", "where": [["name", "==", "w1"]]},
+            {"op": "update", "table": "Root", "where": [["name", "==", "b"]], "row": {"count": 4}})
+        after = versions(writer)
+        assert after["a"] != before["a"]
+        expected = {b: b_update(before["b"], after["b"])}
+        if a_update is not None:
+            expected[a] = a_update(before["a"], after["a"])
+        update = watcher.wait_notification()["params"]
+        assert update[-1] == {"Root": expected}
+        rows = writer.transact("Test", {"op": "select", "table": "Root",
+                                        "where": [["name", "==", "a"]], "columns": ["weak"]})
+        assert rows[0]["rows"] == [{"weak": w2[0]["uuid"]}]
+
+
 def test_monitor_cancel(peer):
     server = peer()
     with server.client() as c:

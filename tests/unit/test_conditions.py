@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from tegadb.core import conditions
+from tegadb.core.atoms import NamedUUIDs
 from tegadb.core.errors import OVSDBError
 from tegadb.core.schema import DbSchema
-from tegadb.core.values import NamedUUIDs
 
 U1 = "11111111-1111-4111-8111-111111111111"
 U2 = "22222222-2222-4222-8222-222222222222"

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from tegadb.core import engine, values
-from tegadb.core.engine import WAIT_FOREVER, Database, Table
+from tegadb.core import ids, tables, values
+from tegadb.core.database import WAIT_FOREVER, Database
 from tegadb.core.schema import DbSchema
+from tegadb.core.tables import Table
 
 DATA = Path(__file__).parent.parent / "data"
 TEST_SCHEMA = json.loads((DATA / "test.ovsschema").read_text())
@@ -100,19 +101,19 @@ def check_bookkeeping(db: Database) -> None:
         for uuid, row in table.rows.items():
             assert row["_uuid"] == (uuid,)
             for ref in table.strong_columns:
-                for target_table, target in engine._ref_atoms(ref, row[ref[0]]):
+                for target_table, target in tables.ref_atoms(ref, row[ref[0]]):
                     assert target in db.tables[target_table].rows, "dangling strong reference"
                     if target != uuid:
                         strong[target_table][target] += 1
             for ref in table.weak_columns:
-                for target_table, target in engine._ref_atoms(ref, row[ref[0]]):
+                for target_table, target in tables.ref_atoms(ref, row[ref[0]]):
                     assert target in db.tables[target_table].rows, "dangling weak reference"
                     if (target_table, target) != (name, uuid):
                         weak[target_table].setdefault(target, Counter())[(name, uuid)] += 1
         for index in table.indexes:
             assert index.rows == {index.key(row): u for u, row in table.rows.items()}
         for column, value_index in table.value_indexes.items():
-            assert value_index.rows == engine.ValueIndex(column, table.rows).rows, column
+            assert value_index.rows == tables.ValueIndex(column, table.rows).rows, column
     for name, table in db.tables.items():
         assert table.refs == dict(strong[name]), name
         assert table.weak_refs == {t: dict(c) for t, c in weak[name].items()}, name
@@ -238,6 +239,29 @@ def test_weak_reference_removal_is_a_modify() -> None:
     check_bookkeeping(db)
 
 
+def test_a_change_undone_by_weak_reference_removal_still_gets_a_new_version() -> None:
+    # The row gains a weak reference to a row the same transaction deletes:
+    # its final value equals the committed one, but as in ovsdb-server it
+    # stays modified, with a new _version (monitors send that version).
+    db = database()
+    db.transact([{"op": "insert", "table": "Weak", "row": {"name": "w1"}, "uuid": U2},
+                 {"op": "insert", "table": "Weak", "row": {"name": "w2"}, "uuid": U3},
+                 {"op": "insert", "table": "Root", "row": {"name": "a", "weak": ["uuid", U3]},
+                  "uuid": U1}])
+    old_root = db.tables["Root"].rows[U1]
+    outcome = db.transact([
+        {"op": "mutate", "table": "Root", "where": [], "mutations": [
+            ["weak", "insert", ["uuid", U2]]]},
+        {"op": "delete", "table": "Weak", "where": [["name", "==", "w1"]]}])
+    assert outcome.changes is not None
+    old, new = outcome.changes["Root"][U1]
+    assert old is old_root
+    assert new is not None and new["weak"] == old["weak"] == (U3,)
+    assert new["_version"] != old["_version"]
+    assert db.tables["Root"].rows[U1] is new
+    check_bookkeeping(db)
+
+
 def test_version_changes_only_for_modified_rows() -> None:
     db = database()
     db.transact([{"op": "insert", "table": "Root", "row": {"name": "a"}, "uuid": U1},
@@ -315,7 +339,7 @@ def test_wait_with_unknown_member_is_a_syntax_error_not_parked() -> None:
                                 "but not allowed here.")
 
 
-class Session:
+class LockHolder:
     def __init__(self, *locks: str) -> None:
         self.locks = set(locks)
 
@@ -327,10 +351,10 @@ def test_assert() -> None:
     db = database()
     op = {"op": "assert", "lock": "L"}
     assert results(db, op) == [{"error": "not owner", "details": "Asserted lock L not held."}]
-    assert db.transact([op], Session("M")).results == [
+    assert db.transact([op], LockHolder("M")).results == [
         {"error": "not owner", "details": "Asserted lock L not held."}]
     assert db.transact([op, {"op": "insert", "table": "Weak", "row": {}}],
-                       Session("L")).results[0] == {}
+                       LockHolder("L")).results[0] == {}
 
 
 def test_read_only_server() -> None:
@@ -488,13 +512,13 @@ def test_index_follows_swaps_and_renames() -> None:
 @pytest.fixture
 def eager_value_indexes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Value indexes from the first scan of any table (normally big tables only)."""
-    monkeypatch.setattr(engine, "VALUE_INDEX_MIN_ROWS", 1)
-    monkeypatch.setattr(engine, "VALUE_INDEX_AFTER_SCANS", 1)
+    monkeypatch.setattr(tables, "VALUE_INDEX_MIN_ROWS", 1)
+    monkeypatch.setattr(tables, "VALUE_INDEX_AFTER_SCANS", 1)
 
 
 def test_a_column_scanned_again_and_again_gets_a_value_index(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "VALUE_INDEX_MIN_ROWS", 20)
+    monkeypatch.setattr(tables, "VALUE_INDEX_MIN_ROWS", 20)
     db = database()
     results(db, *({"op": "insert", "table": "Root", "row": {"name": f"r{i}", "count": i % 7}}
                   for i in range(30)))
@@ -504,10 +528,10 @@ def test_a_column_scanned_again_and_again_gets_a_value_index(
     by_count = {"op": "select", "table": "Root", "where": [["count", "==", 3]],
                 "columns": ["name"]}
     expected = {"rows": [{"name": f"r{i}"} for i in (3, 10, 17, 24)]}
-    for _ in range(engine.VALUE_INDEX_AFTER_SCANS + 3):
+    for _ in range(tables.VALUE_INDEX_AFTER_SCANS + 3):
         assert results(db, by_count) == [expected]
     # Scans until the index is built (that scan builds it), lookups after.
-    assert CountingRows.scans == engine.VALUE_INDEX_AFTER_SCANS
+    assert CountingRows.scans == tables.VALUE_INDEX_AFTER_SCANS
     assert list(table.value_indexes) == ["count"]
     check_bookkeeping(db)
 
@@ -597,8 +621,8 @@ def random_op(rng: random.Random, db: Database) -> dict[str, Any]:
 def test_bookkeeping_stays_exact_under_random_transactions(
         value_indexes: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if value_indexes:
-        monkeypatch.setattr(engine, "VALUE_INDEX_MIN_ROWS", 1)
-        monkeypatch.setattr(engine, "VALUE_INDEX_AFTER_SCANS", 1)
+        monkeypatch.setattr(tables, "VALUE_INDEX_MIN_ROWS", 1)
+        monkeypatch.setattr(tables, "VALUE_INDEX_AFTER_SCANS", 1)
     rng = random.Random(7)
     db = database(REFS_SCHEMA)
     committed = 0
@@ -629,11 +653,11 @@ def test_tables_are_created_per_schema_table() -> None:
 
 
 def test_new_uuids_are_version_4_and_txn_ids_unique() -> None:
-    made = {engine.new_uuid() for _ in range(1000)}
+    made = {ids.new_uuid() for _ in range(1000)}
     assert len(made) == 1000
     for text in list(made)[:50]:
         parsed = uuidlib.UUID(text)
         assert str(parsed) == text and parsed.version == 4
-    txn_ids = {engine.new_txn_id() for _ in range(1000)}
+    txn_ids = {ids.new_txn_id() for _ in range(1000)}
     assert len(txn_ids) == 1000
     assert all(UUID_RE.fullmatch(t) for t in txn_ids)

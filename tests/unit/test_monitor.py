@@ -19,16 +19,11 @@ import pytest
 import ujson
 
 from tegadb.core import conditions, values
-from tegadb.core.engine import Database, new_uuid
+from tegadb.core.database import Database
 from tegadb.core.errors import OVSDBError
-from tegadb.core.monitor import (
-    History,
-    Monitor,
-    MonitorHub,
-    merge,
-    parse_cond_change,
-    parse_monitor,
-)
+from tegadb.core.history import History, merge
+from tegadb.core.ids import new_uuid
+from tegadb.core.monitor import Monitor, MonitorHub, parse_cond_change, parse_monitor
 from tegadb.core.schema import DbSchema
 from tegadb.core.types import UNLIMITED, ZERO_UUID
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from tegadb.core import mutations
+from tegadb.core.atoms import NamedUUIDs
 from tegadb.core.errors import OVSDBError
 from tegadb.core.schema import DbSchema
 from tegadb.core.types import INT64_MAX, INT64_MIN
-from tegadb.core.values import NamedUUIDs
 
 U1 = "11111111-1111-4111-8111-111111111111"
 
@@ -58,6 +58,10 @@ ARITHMETIC = [
     ("i", "+=", 5, (-7,), (-2,)),
     ("i", "-=", 5, (-7,), (-12,)),
     ("i", "*=", -3, (-7,), (21,)),
+    ("i", "*=", INT64_MAX // 3, (2,), (6148914691236517204,)),  # within ovsdb-server's limit
+    ("i", "*=", -3037000499, (-3,), (9111001497,)),
+    ("i", "*=", INT64_MAX, (-1,), (-INT64_MAX,)),
+    ("i", "*=", 0, (5,), (0,)),
     ("i", "+=", 2.0, (1,), (3,)),  # an integral real is an integer
     ("i", "+=", 1, (INT64_MAX - 1,), (INT64_MAX,)),
     ("i", "-=", 1, (INT64_MIN + 1,), (INT64_MIN,)),
@@ -136,6 +140,13 @@ RUN_ERRORS = [
      out_of_range("-=")),
     ("i", "*=", INT64_MAX, (-7,), out_of_range("*=")),
     ("i", "*=", 2, (2**62,), out_of_range("*=")),
+    # ovsdb-server's overflow test for *= also refuses these products, which fit:
+    ("i", "*=", INT64_MAX, (1,), out_of_range("*=")),  # x >= INT64_MAX / y
+    ("i", "*=", INT64_MAX // 3, (3,), out_of_range("*=")),
+    ("i", "*=", -3037000500, (-1,), out_of_range("*=")),  # both negative, |y| > sqrt
+    ("pct", "*=", -3037000500, (-1,), out_of_range("*=")),  # before the column's range
+    # ... and misses this overflow (it stores the wrapped product): still refused
+    ("i", "*=", -4, (-2**62,), out_of_range("*=")),
     ("i", "/=", -1, (INT64_MIN,), out_of_range("/=")),
     ("i", "%=", -1, (INT64_MIN,), out_of_range("%=")),
     ("i", "/=", 0, (5,), error("domain error", "Division by zero.")),

@@ -27,11 +27,11 @@ def test_this_run_uses_the_core_make_test_asked_for() -> None:
 
 
 def engine_module(root: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """Import tegadb.core.engine from the package copy under `root` in a new process."""
+    """Import tegadb.core.database from the package copy under `root` in a new process."""
     environment = {k: v for k, v in os.environ.items() if k != "TEGADB_PURE"}
     environment.update(env, PYTHONPATH=str(root))
     return subprocess.run(
-        [sys.executable, "-c", "import tegadb.core.engine as e, tegadb.native as n; "
+        [sys.executable, "-c", "import tegadb.core.database as e, tegadb.native as n; "
                                "print(e.__file__, n.is_compiled())"],
         cwd=root, env=environment, capture_output=True, text=True, check=True)
 
@@ -57,14 +57,14 @@ def test_an_edited_source_runs_interpreted_with_a_warning(package_copy: Path) ->
     with open(package_copy / "tegadb" / "core" / "mutations.py", "a") as source:
         source.write("# edited after the build\n")
     run = engine_module(package_copy)
-    assert run.stdout.split() == [str(package_copy / "tegadb" / "core" / "engine.py"), "False"]
+    assert run.stdout.split() == [str(package_copy / "tegadb" / "core" / "database.py"), "False"]
     assert "compiled core is older than core/mutations.py" in run.stderr
 
 
 @needs_build
 def test_tegadb_pure_runs_interpreted(package_copy: Path) -> None:
     run = engine_module(package_copy, TEGADB_PURE="1")
-    assert run.stdout.split() == [str(package_copy / "tegadb" / "core" / "engine.py"), "False"]
+    assert run.stdout.split() == [str(package_copy / "tegadb" / "core" / "database.py"), "False"]
     assert run.stderr == ""
 
 
@@ -72,4 +72,4 @@ def test_tegadb_pure_runs_interpreted(package_copy: Path) -> None:
 def test_a_damaged_manifest_runs_interpreted(package_copy: Path) -> None:
     (package_copy / "tegadb" / "_native" / "SOURCES.json").write_text("{")
     run = engine_module(package_copy)
-    assert run.stdout.split() == [str(package_copy / "tegadb" / "core" / "engine.py"), "False"]
+    assert run.stdout.split() == [str(package_copy / "tegadb" / "core" / "database.py"), "False"]

@@ -11,7 +11,7 @@ import pytest
 
 from tegadb.core import values
 from tegadb.core.changesets import apply_changes_json, changes_to_json, snapshot_json
-from tegadb.core.engine import Database
+from tegadb.core.database import Database
 from tegadb.core.errors import OVSDBError
 from tegadb.core.monitor import History
 from tegadb.core.schema import DbSchema

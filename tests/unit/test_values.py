@@ -3,6 +3,7 @@
 import pytest
 
 from tegadb.core import values
+from tegadb.core.atoms import NamedUUIDs
 from tegadb.core.errors import OVSDBError
 from tegadb.core.types import Type
 
@@ -122,7 +123,7 @@ def test_parse_rejects(type_, json, tag, details, parse):
 
 
 def test_named_uuid_forward_reference_binds_same_uuid():
-    symtab = values.NamedUUIDs()
+    symtab = NamedUUIDs()
     used = values.parse(OPT_UUID, ["named-uuid", "row1"], symtab)
     assert symtab.declare("row1") == used[0]
     with pytest.raises(OVSDBError) as info:
@@ -132,7 +133,7 @@ def test_named_uuid_forward_reference_binds_same_uuid():
 
 def test_named_uuid_must_be_an_id():
     with pytest.raises(OVSDBError) as info:
-        values.parse(OPT_UUID, ["named-uuid", "1x"], values.NamedUUIDs())
+        values.parse(OPT_UUID, ["named-uuid", "1x"], NamedUUIDs())
     assert info.value.details == "named-uuid string is not a valid <id>"
 
 
