@@ -7,6 +7,8 @@ notation, ``null`` for a deleted row (PROTOCOL.md 7.2):
 - a new row holds its persistent columns that are not at their default;
 - a modified row holds its changed persistent columns (full new values);
 - a row whose changes touch only ephemeral columns is left out;
+- a row whose only change is a new ``_version`` (a weak reference it gained
+  to a row deleted in the same transaction, removed again) holds just that;
 - ``_version`` is left out when it is the id of the transaction that wrote
   it (the first row a transaction changes gets that id), since every record
   names its transaction; replay gives such a row the record's id back.
@@ -43,7 +45,7 @@ def changes_to_json(database: Database, changes: Changes, txn_id: str) -> dict[s
             else:
                 changed = {c: encode(new[c]) for c, encode in table.stored
                            if old[c] != new[c]}
-                if changed:
+                if changed or _only_version_changed(old, new):
                     version = new["_version"][0]
                     if version != txn_id:
                         changed["_version"] = version
@@ -51,6 +53,10 @@ def changes_to_json(database: Database, changes: Changes, txn_id: str) -> dict[s
         if records:
             out[name] = records
     return out
+
+
+def _only_version_changed(old: Row, new: Row) -> bool:
+    return all(old[c] == new[c] for c in new if c != "_version")
 
 
 def snapshot_json(database: Database, txn_id: str) -> dict[str, Any]:
