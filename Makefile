@@ -101,7 +101,7 @@ run: venv native bytecode
 	$(BIN)/tegadb-server
 
 lint: venv
-	$(BIN)/ruff check tegadb tests
+	$(BIN)/ruff check tegadb tests setup.py
 	$(BIN)/mypy tegadb
 
 clean:

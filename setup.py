@@ -73,13 +73,13 @@ class Build(build):
         if getattr(build_ext_cmd, "editable_mode", False) or build_ext_cmd.inplace:
             return []
         if os.environ.get("TEGADB_PURE"):
-            self.warn(f"TEGADB_PURE is set: {FALLBACK}")
+            self.warn(f"tegadb: TEGADB_PURE is set: {FALLBACK}")
             return []
         try:
             extensions: list[Extension] = load_native().mypyc_extensions(
                 os.path.abspath(os.path.join(self.build_temp, "mypyc")))
         except ImportError as exc:  # built without the build requirements (--no-build-isolation)
-            self.warn(f"mypyc is missing ({exc}): {FALLBACK}")
+            self.warn(f"tegadb: mypyc is missing ({exc}): {FALLBACK}")
             return []
         return extensions
 
@@ -103,9 +103,10 @@ class BuildExt(build_ext):
         except (CCompilerError, ExecError, PlatformError) as exc:
             remove_extensions(self.build_lib, keep=[])
             self.extensions = []
-            self.warn(f"could not compile tegadb's core to C ({exc}); {FALLBACK}. "
+            self.warn(f"tegadb: could not compile the core to C ({exc}); {FALLBACK}. "
                       "A C compiler and the Python headers build it (on Debian: "
                       "apt-get install gcc libc6-dev python3-dev)")
 
 
-setup(ext_modules=PLACEHOLDER, cmdclass={"build": Build, "build_ext": BuildExt})
+if __name__ == "__main__":  # as pip's build backend runs it; tests import the classes
+    setup(ext_modules=PLACEHOLDER, cmdclass={"build": Build, "build_ext": BuildExt})

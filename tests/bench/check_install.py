@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 # What `pip install .` reads; the rest of a checkout (venvs, builds) is left out of the copy.
 PACKAGE_FILES = ("setup.py", "setup.cfg", "pyproject.toml", "README.md", "tegadb")
 SCHEMA = REPO / "tests" / "bench" / "bench.ovsschema"
-FALLBACK_NOTE = "could not compile tegadb's core to C"
+FALLBACK_NOTE = "tegadb: could not compile the core to C"
 
 
 class CheckFailed(Exception):
@@ -107,7 +107,7 @@ def check_commands(venv: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("venv", type=Path)
+    parser.add_argument("venv", type=lambda path: Path(path).absolute())
     parser.add_argument("--python", default=sys.executable,
                         help="the interpreter to make the venv from (default: this one)")
     parser.add_argument("--no-compiler", action="store_true",
