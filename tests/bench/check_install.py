@@ -3,14 +3,15 @@
     python tests/bench/check_install.py VENV [--python PY] [--no-compiler]
 
 Makes VENV anew from PY, installs this checkout into it as a user would
-(`pip install .`: setup.py compiles the core), and checks what a user gets:
+(`pip install .`: setup.py compiles the core), from a copy of its package
+files so that no earlier build in the checkout is reused (nor one made by
+another interpreter), and checks what a user gets:
 the core the build was expected to give (`tegadb.native.is_compiled()`), and
 the three commands working together: tegadb-tool creates a database,
 tegadb-server serves it on a Unix socket, tegadb-client writes a row and
-reads it back, tegadb-tool checks the file.  `--no-compiler` builds from a
-copy of the sources (so that no earlier build is reused) with CC pointing
-nowhere: the build must then warn and install the pure-Python modules,
-which must work as well.
+reads it back, tegadb-tool checks the file.  `--no-compiler` builds with CC
+pointing nowhere: the build must then warn and install the pure-Python
+modules, which must work as well.
 
 `make bench` runs it for the venv its tegadb-server comes from, and `make
 check-install` (which CI runs) both ways.  It is not a pytest test: the
@@ -50,14 +51,21 @@ def run(argv: list[str | Path], env: dict[str, str] | None = None,
     return result
 
 
-def install(venv: Path, python: str, source: Path, env: dict[str, str]) -> str:
-    """A fresh venv with `source` pip-installed; returns pip's output."""
+def install(venv: Path, python: str, env: dict[str, str]) -> str:
+    """A fresh venv with the checkout pip-installed; returns pip's output."""
     shutil.rmtree(venv, ignore_errors=True)
     run([python, "-m", "venv", venv])
-    # --use-pep517: dependencies without a pyproject.toml (jsonrpcserver) are
-    # installed from a wheel, byte-compiled, rather than by `setup.py install`.
-    result = run([venv / "bin" / "pip", "install", "--verbose", "--use-pep517",
-                  "--disable-pip-version-check", source], env=env)
+    with tempfile.TemporaryDirectory(prefix="tegadb-source-") as source:
+        for name in PACKAGE_FILES:
+            if (REPO / name).is_dir():
+                shutil.copytree(REPO / name, Path(source, name),
+                                ignore=shutil.ignore_patterns("__pycache__", "_native"))
+            else:
+                shutil.copy(REPO / name, source)
+        # --use-pep517: dependencies without a pyproject.toml (jsonrpcserver)
+        # are installed from a wheel, byte-compiled, not by `setup.py install`.
+        result = run([venv / "bin" / "pip", "install", "--verbose", "--use-pep517",
+                      "--disable-pip-version-check", source], env=env)
     return result.stdout + result.stderr
 
 
@@ -119,17 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.no_compiler:
             env["CC"] = "/nonexistent/cc"
-            with tempfile.TemporaryDirectory(prefix="tegadb-source-") as copy:
-                for name in PACKAGE_FILES:
-                    (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(
-                        REPO / name, Path(copy, name))
-                shutil.rmtree(Path(copy, "tegadb", "_native"), ignore_errors=True)
-                output = install(args.venv, args.python, Path(copy), env)
+        output = install(args.venv, args.python, env)
+        if args.no_compiler:
             if FALLBACK_NOTE not in output:
                 raise CheckFailed(f"the build gave no fallback warning ({FALLBACK_NOTE!r})")
             print("build: no compiler, fell back with a warning")
-        else:
-            install(args.venv, args.python, REPO, env)
         check_core(args.venv, "interpreted" if args.no_compiler else "compiled")
         check_commands(args.venv)
     except CheckFailed as exc:
