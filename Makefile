@@ -11,13 +11,15 @@ BIN := $(VENV)/bin
 # Reinstall only when the package metadata or the interpreter changes.
 STAMP := $(VENV)/.installed-$(subst /,_,$(PYTHON))
 # --use-pep517: a dependency without a pyproject.toml (jsonrpcserver) is then
-# installed from a wheel, byte-compiled, not by `setup.py install` (which
-# skips the bytecode when PYTHONDONTWRITEBYTECODE is set: ~30 ms of each start).
+# installed from a wheel, byte-compiled, not by pip's deprecated legacy
+# `setup.py install` (which writes no bytecode under PYTHONDONTWRITEBYTECODE).
 PIP_INSTALL := pip install --quiet --disable-pip-version-check --use-pep517
 
 # tegadb as `pip install .` installs it (setup.py compiles the core): the
-# tegadb-server that `make bench` measures, rebuilt when the package changes.
+# tegadb-server that `make bench` measures, rebuilt when the package or the
+# interpreter changes.
 INSTALLED := build/venv-installed
+INSTALLED_STAMP := $(INSTALLED)/.installed-$(subst /,_,$(PYTHON))
 PACKAGE_FILES := setup.py setup.cfg pyproject.toml README.md $(shell find tegadb -name '*.py')
 
 # The real OVSDB peers the tests compare against (Debian 12 packages).
@@ -33,7 +35,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.py setup.cfg pyproject.toml
 	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/$(PIP_INSTALL) -e '.[test,lint,native]'
 	touch $@
@@ -67,13 +69,13 @@ native: venv compiler
 
 # `pip install .` into a fresh venv, and a check that it runs compiled and
 # that its three commands work (tests/bench/check_install.py).
-$(INSTALLED)/.installed: $(PACKAGE_FILES) | venv compiler
+$(INSTALLED_STAMP): $(PACKAGE_FILES) | venv compiler
 	$(BIN)/python tests/bench/check_install.py --python $(PYTHON) $(INSTALLED)
 	touch $@
 
 # That, and the same without a C compiler: the install warns and falls back
 # to the pure-Python modules, which work too.
-check-install: $(INSTALLED)/.installed
+check-install: $(INSTALLED_STAMP)
 	$(BIN)/python tests/bench/check_install.py --python $(PYTHON) --no-compiler \
 		build/venv-no-compiler
 
@@ -91,10 +93,10 @@ test: venv peers native bytecode
 # Side by side with ovsdb-server (issue 4): table on stdout, JSON in
 # bench-results/.  The tegadb-server measured is the pip-installed one, as
 # users run it; the in-process figures (D) use the checkout's compiled core.
-bench: venv peers native bytecode $(INSTALLED)/.installed
+bench: venv peers native bytecode $(INSTALLED_STAMP)
 	$(BIN)/python tests/bench/bench_run.py --tegadb-bin $(INSTALLED)/bin
 
-bench-quick: venv peers native bytecode $(INSTALLED)/.installed
+bench-quick: venv peers native bytecode $(INSTALLED_STAMP)
 	$(BIN)/python tests/bench/bench_run.py --quick --tegadb-bin $(INSTALLED)/bin
 
 run: venv native bytecode

@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.reps = args.reps
     if args.monitor:
         cfg.w4_method = args.monitor
-    cfg.tegadb_bin = args.tegadb_bin
+    cfg.tegadb_bin = str(Path(args.tegadb_bin).absolute()) if args.tegadb_bin else None
     cfg.server_cpu = args.server_cpu
     servers = [s for s in args.servers.split(",") if s]
     wanted = [w.strip().upper() for w in args.only.split(",")] if args.only \
