@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 # extension modules is built as a platform wheel, and build runs build_ext.
 PLACEHOLDER = [Extension("tegadb.native__mypyc", sources=[])]
 FALLBACK = ("installing the pure-Python modules instead: tegadb works the same but "
-            "runs its requests slower (see README, Set up)")
+            "runs its requests slower (see README, Install)")
 
 
 def load_native() -> ModuleType:

@@ -321,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the tegadb-server and tegadb-tool installed in DIR "
                              "(default: the checkout's)")
     parser.add_argument("--server-cpu", type=int, metavar="CPU",
-                        help="pin both servers to this CPU (tegadb then sees one CPU: no "
-                             "busy polling); default: not pinned")
+                        help="pin each server to this CPU as soon as it is started (the "
+                             "load generator stays free to use the others); default: not pinned")
     args = parser.parse_args(argv)
 
     cfg = Config(**vars(QUICK if args.quick else FULL))
