@@ -1,4 +1,5 @@
-# The project's verbs: venv, peers, native, test, bench, bench-quick, run, lint, clean.
+# The project's verbs: venv, peers, native, test, check-install, bench, bench-quick, run,
+# lint, clean.
 
 # Debian's CPython 3.11 is built with PGO and LTO: tegadb's request path runs
 # about 11% fewer instructions on it than on a plain source build (such as
@@ -9,6 +10,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Reinstall only when the package metadata or the interpreter changes.
 STAMP := $(VENV)/.installed-$(subst /,_,$(PYTHON))
+# --use-pep517: a dependency without a pyproject.toml (jsonrpcserver) is then
+# installed from a wheel, byte-compiled, not by pip's deprecated legacy
+# `setup.py install` (which writes no bytecode under PYTHONDONTWRITEBYTECODE).
+PIP_INSTALL := pip install --quiet --disable-pip-version-check --use-pep517
+
+# tegadb as `pip install .` installs it (setup.py compiles the core): the
+# tegadb-server that `make bench` measures, rebuilt when the package or the
+# interpreter changes.
+INSTALLED := build/venv-installed
+INSTALLED_STAMP := $(INSTALLED)/.installed-$(subst /,_,$(PYTHON))
+PACKAGE_FILES := setup.py setup.cfg pyproject.toml README.md $(shell find tegadb -name '*.py')
 
 # The real OVSDB peers the tests compare against (Debian 12 packages).
 # ovn-central, not ovn-common, carries the OVN schemas on Debian 12.
@@ -18,13 +30,14 @@ PEER_FILES := /usr/sbin/ovsdb-server /usr/bin/ovsdb-client /usr/bin/ovsdb-tool \
 	/usr/share/ovn/ovn-nb.ovsschema /usr/share/ovn/ovn-sb.ovsschema
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: venv peers native bytecode test bench bench-quick run lint clean distclean
+.PHONY: venv peers compiler native bytecode test check-install bench bench-quick run lint clean \
+	distclean
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.py setup.cfg pyproject.toml
 	$(PYTHON) -m venv --clear $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint,native]'
+	$(BIN)/$(PIP_INSTALL) -e '.[test,lint,native]'
 	touch $@
 
 peers:
@@ -36,16 +49,35 @@ peers:
 			$(PEER_PACKAGES); \
 	fi
 
-# The compiled core (tegadb/native.py): mypyc compiles the per-transaction
-# modules into tegadb/_native/ when they changed since the last build (a
-# compiled module older than its source is never used: it would be wrong).
-native: venv
-	@$(BIN)/python -c 'import os, sys, sysconfig; \
-		sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")))' || { \
+# What the compiled core is built with, both by `make native` and by
+# `pip install .`: the C compiler Python was built with, and Python's headers.
+compiler:
+	@$(PYTHON) -c 'import os, shutil, sys, sysconfig; \
+		cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]; \
+		headers = os.path.join(sysconfig.get_path("include"), "Python.h"); \
+		sys.exit(not (shutil.which(cc) and os.path.exists(headers)))' || { \
 		echo "installing a C compiler and the Python headers for the compiled core"; \
 		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
 			--no-install-recommends gcc libc6-dev python3.11-dev; }
+
+# The compiled core of the checkout (tegadb/native.py): mypyc compiles the
+# per-transaction modules into tegadb/_native/ when they changed since the
+# last build (a compiled module older than its source is never used: it
+# would be wrong).
+native: venv compiler
 	TEGADB_PURE=1 $(BIN)/python -c 'from tegadb import native; native.build_if_stale()'
+
+# `pip install .` into a fresh venv, and a check that it runs compiled and
+# that its three commands work (tests/bench/check_install.py).
+$(INSTALLED_STAMP): $(PACKAGE_FILES) | venv compiler
+	$(BIN)/python tests/bench/check_install.py --python $(PYTHON) $(INSTALLED)
+	touch $@
+
+# That, and the same without a C compiler: the install warns and falls back
+# to the pure-Python modules, which work too.
+check-install: $(INSTALLED_STAMP)
+	$(BIN)/python tests/bench/check_install.py --python $(PYTHON) --no-compiler \
+		build/venv-no-compiler
 
 # Byte-compile the checkout as an install would: with PYTHONDONTWRITEBYTECODE
 # set (as on these machines), every start would otherwise compile tegadb
@@ -58,18 +90,20 @@ test: venv peers native bytecode
 	TEGADB_EXPECT=compiled $(BIN)/pytest -q
 	TEGADB_PURE=1 TEGADB_EXPECT=interpreted $(BIN)/pytest -q
 
-# Side by side with ovsdb-server (issue 4): table on stdout, JSON in bench-results/.
-bench: venv peers native bytecode
-	$(BIN)/python tests/bench/bench_run.py
+# Side by side with ovsdb-server (issue 4): table on stdout, JSON in
+# bench-results/.  The tegadb-server measured is the pip-installed one, as
+# users run it; the in-process figures (D) use the checkout's compiled core.
+bench: venv peers native bytecode $(INSTALLED_STAMP)
+	$(BIN)/python tests/bench/bench_run.py --tegadb-bin $(INSTALLED)/bin
 
-bench-quick: venv peers native bytecode
-	$(BIN)/python tests/bench/bench_run.py --quick
+bench-quick: venv peers native bytecode $(INSTALLED_STAMP)
+	$(BIN)/python tests/bench/bench_run.py --quick --tegadb-bin $(INSTALLED)/bin
 
 run: venv native bytecode
 	$(BIN)/tegadb-server
 
 lint: venv
-	$(BIN)/ruff check tegadb tests
+	$(BIN)/ruff check tegadb tests setup.py
 	$(BIN)/mypy tegadb
 
 clean:

@@ -367,22 +367,28 @@ def start_ovsdb_server(directory: Path, schema_paths: Sequence[str | os.PathLike
 
 
 def start_tegadb_server(directory: Path, schema_paths: Sequence[str | os.PathLike[str]],
-                        extra_args: Sequence[str] = ()) -> Peer:
-    """Create one database per schema with tegadb-tool and run tegadb-server on them."""
+                        extra_args: Sequence[str] = (), bin_dir: Path | None = None) -> Peer:
+    """Create one database per schema with tegadb-tool and run tegadb-server on them:
+    the checkout's, or the commands installed in `bin_dir` (the bench's pip-installed tegadb)."""
     directory.mkdir(parents=True, exist_ok=True)
-    # Run from the checkout even where tegadb is not installed in this interpreter.
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env: dict[str, str] | None = None
+    if bin_dir is None:
+        # Run from the checkout even where tegadb is not installed in this interpreter.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        tool = [sys.executable, "-m", "tegadb.cli.tegadb_tool"]
+        server = [sys.executable, "-m", "tegadb.server"]
+    else:
+        tool, server = [str(bin_dir / "tegadb-tool")], [str(bin_dir / "tegadb-server")]
     db_files = []
     for schema in schema_paths:
         db_file = directory / f"{schema_name(schema)}.db"
-        _run([sys.executable, "-m", "tegadb.cli.tegadb_tool", "create", str(db_file), str(schema)],
-             directory, env)
+        _run([*tool, "create", str(db_file), str(schema)], directory, env)
         db_files.append(str(db_file))
 
     def command(port: int) -> list[str]:
-        return [sys.executable, "-m", "tegadb.server",
+        return [*server,
                 f"--remote=punix:{directory / 'db.sock'}",
                 f"--remote=ptcp:{port}:127.0.0.1",
                 f"--log-file={directory / 'server.log'}",

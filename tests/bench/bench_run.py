@@ -1,12 +1,15 @@
 """tegadb vs ovsdb-server, side by side (issue 4).  Run: `make bench` / `make bench-quick`.
 
     python tests/bench/bench_run.py [--quick] [--reps N] [--only W1,W5] [--out FILE]
+        [--tegadb-bin DIR] [--server-cpu CPU]
 
 Starts ovsdb-server and tegadb on the same schema (tests/bench/bench.ovsschema),
 runs each workload N times alternating which server goes first, and prints the
 medians with the ratio tegadb / ovsdb-server oriented so that higher is better
 for tegadb (for times and latencies: ovsdb-server's figure / tegadb's), beside
-each server's CPU seconds per operation from /proc/PID/stat.  The load
+each server's CPU seconds per operation from /proc/PID/stat.  tegadb is the
+checkout's, or with --tegadb-bin the tegadb-server installed there (`make
+bench` passes its `pip install .` of the checkout, what users run).  The load
 generator's own CPU use is measured too: a run where it is near one core is
 flagged, since then it, not the server, may be the limit.
 
@@ -86,7 +89,20 @@ METRICS: list[tuple[str, str, str, str, str, float | None, str | None, str]] = [
 ]
 
 
-def machine_info() -> dict[str, Any]:
+def tegadb_core(tegadb_bin: str | None) -> str:
+    """Which core the tegadb servers started here run."""
+    if tegadb_bin is None:  # the checkout, imported as this process imports it
+        compiled, where = native.is_compiled(), "checkout"
+    else:
+        python = Path(tegadb_bin, "python")
+        compiled = subprocess.run(
+            [python, "-c", "import tegadb.native as n; print(n.is_compiled())"],
+            capture_output=True, text=True, check=True, cwd="/").stdout.strip() == "True"
+        where = f"pip-installed in {Path(tegadb_bin).parent}"
+    return f"{'compiled core (mypyc)' if compiled else 'interpreted core'}, {where}"
+
+
+def machine_info(cfg: Config) -> dict[str, Any]:
     model = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -100,11 +116,10 @@ def machine_info() -> dict[str, Any]:
                              check=False).stdout.splitlines()[0]
     except (OSError, IndexError):
         ovs = "?"
-    # The servers started here import tegadb as this process does.
-    core = "compiled core (mypyc)" if native.is_compiled() else "interpreted core"
     return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": model,
             "kernel": platform.release(), "python": platform.python_version(),
-            "ovsdb_server": ovs, "tegadb_core": core, "loadavg_at_start": os.getloadavg()}
+            "ovsdb_server": ovs, "tegadb_core": tegadb_core(cfg.tegadb_bin),
+            "server_cpu": cfg.server_cpu, "loadavg_at_start": os.getloadavg()}
 
 
 def fmt(value: Any) -> str:
@@ -172,7 +187,7 @@ class Bench:
                         metrics = w6_restart(states[kind], self.cfg)
                     else:
                         assert fn is not None
-                        srv = Server(kind, self.workdir / f"{wl}-{kind}-{rep}")
+                        srv = Server(kind, self.workdir / f"{wl}-{kind}-{rep}", self.cfg)
                         try:
                             metrics = run_async(fn(srv, self.cfg))
                         finally:
@@ -302,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=str(REPO / "bench-results" / "work"),
                         help="server directories (on a real disk: W7 measures fsync)")
     parser.add_argument("--keep", action="store_true", help="keep the server directories")
+    parser.add_argument("--tegadb-bin", metavar="DIR",
+                        help="run the tegadb-server and tegadb-tool installed in DIR "
+                             "(default: the checkout's)")
+    parser.add_argument("--server-cpu", type=int, metavar="CPU",
+                        help="pin each server to this CPU as soon as it is started (the "
+                             "load generator stays free to use the others); default: not pinned")
     args = parser.parse_args(argv)
 
     cfg = Config(**vars(QUICK if args.quick else FULL))
@@ -309,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg.reps = args.reps
     if args.monitor:
         cfg.w4_method = args.monitor
+    cfg.tegadb_bin = str(Path(args.tegadb_bin).absolute()) if args.tegadb_bin else None
+    cfg.server_cpu = args.server_cpu
     servers = [s for s in args.servers.split(",") if s]
     wanted = [w.strip().upper() for w in args.only.split(",")] if args.only \
         else [*WORKLOADS, "D"]
@@ -319,12 +342,14 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    info = machine_info()
+    info = machine_info(cfg)
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.perf_counter()
     print(f"tegadb bench ({'quick' if args.quick else 'full'}), {cfg.reps} reps; "
           f"{info['nproc']} CPUs, {info['cpu_model']}; {info['ovsdb_server']}; "
-          f"tegadb on Python {info['python']}, {info['tegadb_core']}", flush=True)
+          f"tegadb on Python {info['python']}, {info['tegadb_core']}"
+          + (f"; servers pinned to CPU {cfg.server_cpu}" if cfg.server_cpu is not None else ""),
+          flush=True)
 
     bench = Bench(cfg, workdir, servers, args.keep)
     dispatch = None

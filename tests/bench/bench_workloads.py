@@ -44,7 +44,6 @@ SCHEMA = Path(__file__).resolve().with_name("bench.ovsschema")
 DB = "Bench"
 TABLE = "Item"
 COLUMNS = ["name", "note", "n", "tags", "props"]
-STARTERS = {"ovsdb-server": peers.start_ovsdb_server, "tegadb": peers.start_tegadb_server}
 
 
 @dataclass
@@ -72,6 +71,8 @@ class Config:
     w7_duration: float
     w7_conns: int
     w7_inflight: int
+    tegadb_bin: str | None = None   # an installed tegadb's bin/ (make bench); None: the checkout
+    server_cpu: int | None = None   # the CPU both servers are pinned to; None: not pinned
 
 
 FULL = Config(reps=5, timeout=60.0,
@@ -94,12 +95,23 @@ QUICK = replace(FULL, reps=3, timeout=30.0, w1_warmup=100, w1_n=1000, w2_duratio
 class Server:
     """A freshly started server (ovsdb-server or tegadb) on the bench schema."""
 
-    def __init__(self, kind: str, directory: Path) -> None:
+    def __init__(self, kind: str, directory: Path, cfg: Config) -> None:
         self.kind = kind
         self.directory = directory
         if directory.exists():
             shutil.rmtree(directory)
-        self.peer = STARTERS[kind](directory, [SCHEMA])
+        if kind == "ovsdb-server":
+            self.peer = peers.start_ovsdb_server(directory, [SCHEMA])
+        else:
+            self.peer = peers.start_tegadb_server(
+                directory, [SCHEMA], bin_dir=Path(cfg.tegadb_bin) if cfg.tegadb_bin else None)
+        self.cpus = None if cfg.server_cpu is None else {cfg.server_cpu}
+        self.pin(self.pid)
+
+    def pin(self, pid: int) -> None:
+        """Keep the server process `pid` on the configured CPU, if any."""
+        if self.cpus is not None:
+            os.sched_setaffinity(pid, self.cpus)
 
     @property
     def sock(self) -> str:
@@ -471,7 +483,7 @@ async def w5_queries(srv: Server, cfg: Config) -> dict[str, Any]:
 
 def w6_setup(kind: str, directory: Path, cfg: Config) -> dict[str, Any]:
     """Build a journal of `w6_txns` single-row transactions by driving the server."""
-    srv = Server(kind, directory)
+    srv = Server(kind, directory, cfg)
     try:
         async def load() -> dict[str, Any]:
             conns = await connect_many(srv.sock, 4)
@@ -515,6 +527,7 @@ def w6_restart(state: dict[str, Any], cfg: Config) -> dict[str, Any]:
         peer.process = subprocess.Popen(argv, cwd=peer.directory, env=peer._env,
                                         stdin=subprocess.DEVNULL, stdout=console,
                                         stderr=subprocess.STDOUT)
+        srv.pin(peer.process.pid)
     try:
         deadline = t0 + cfg.timeout
         while True:
