@@ -105,6 +105,7 @@ run: venv native bytecode
 lint: venv
 	$(BIN)/ruff check tegadb tests setup.py
 	$(BIN)/mypy tegadb
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache tegadb/_native

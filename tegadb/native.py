@@ -23,6 +23,7 @@ the top, the rest where it is used.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -92,9 +93,11 @@ def use_compiled(package_path: list[str], package: str = "") -> bool:
 
 
 def is_compiled() -> bool:
-    """Whether this process runs the compiled core."""
-    from .core import database
-    return not database.__file__.endswith(".py")
+    """Whether this process runs the compiled core: where the import system
+    finds the core's modules (asked by name, so that this module, which
+    every layer imports, imports no layer)."""
+    spec = importlib.util.find_spec("tegadb.core.database")
+    return spec is not None and spec.origin is not None and not spec.origin.endswith(".py")
 
 
 def build_if_stale() -> None:

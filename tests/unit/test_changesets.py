@@ -7,10 +7,10 @@ import json
 import random
 from typing import Any
 
-from tegadb.core.database import Database
 from test_engine import REFS_SCHEMA, U1, U2, check_bookkeeping, database, random_op
 
 from tegadb.core.changesets import apply_changes_json, changes_to_json, snapshot_json
+from tegadb.core.database import Database
 from tegadb.core.types import ZERO_UUID
 
 
