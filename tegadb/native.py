@@ -30,8 +30,9 @@ MANIFEST = NATIVE_DIR / "SOURCES.json"
 # The per-request path. The commands (server.py, the CLIs) and the client
 # stay interpreted: their cost is per start, connection or command.
 MODULES = ("core/errors", "core/types", "core/values", "core/schema", "core/conditions",
-           "core/mutations", "core/engine", "core/monitor", "core/locks", "protocol/wire",
-           "server/journal", "server/service", "server/methods", "server/connections")
+           "core/mutations", "core/engine", "core/monitor", "core/locks", "protocol/framer",
+           "protocol/messages", "server/journal", "server/service", "server/methods",
+           "server/connections")
 
 log = logging.getLogger("tegadb")
 

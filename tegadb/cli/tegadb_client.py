@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..client.connection import Notification, ProtocolError, RPCError, SyncConnection, ssl_context
+from ..client.connection import Notification, ProtocolError, RPCError, SyncConnection
 from ..core import conditions
 from ..core.errors import OVSDBError, syntax_error, syntax_text
 from ..core.schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
@@ -68,7 +68,10 @@ def connect(remote: str, options: Options) -> SyncConnection:
         if remote.startswith("ssl:"):
             if not (options.private_key and options.certificate and options.ca_cert):
                 raise Fatal("SSL remotes need --private-key, --certificate and --ca-cert")
-            context = ssl_context(options.private_key, options.certificate, options.ca_cert)
+            from ..protocol.tls import tls_context  # ssl costs start-up time: only for ssl:
+
+            context = tls_context(options.private_key, options.certificate, options.ca_cert,
+                                  server=False)
         return SyncConnection.open(remote, context, options.timeout)
     except OSError as e:  # before ValueError: ssl's verification error is both
         raise Fatal(f'failed to connect to "{remote}" ({e.strerror or e})') from None
