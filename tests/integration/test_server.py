@@ -136,6 +136,14 @@ def test_server_database_rows(peer):
     b'{"id":5,"result":[]}',                               # unexpected reply
     b'{"method":"echo","params":["\\u0000"],"id":1}',      # null byte in a string
     b'{"method":"echo",,}',                                # malformed JSON
+    # JSON-RPC 1.0 requires params (PROTOCOL.md 1.3): missing or null, in a
+    # request or a notification, is a violation for ovsdb-server too.
+    b'{"method":"echo","id":1}',
+    b'{"method":"echo","params":null,"id":1}',
+    b'{"method":"list_dbs","id":1,"jsonrpc":"1.0"}',
+    b'{"method":"cancel","id":null}',
+    b'{"method":"cancel"}',
+    b'{"method":"cancel","params":null,"id":null}',
 ])
 def test_protocol_violations_close_connection(peer, data):
     server = peer()
@@ -301,6 +309,16 @@ def test_many_clients_are_independent(peer):
         for c in clients:
             c.close()
     assert sorted(r["name"] for r in rows) == sorted(f"n{i}" for i in range(20))
+
+
+def test_jsonrpc2_params_may_be_omitted(tegadb_peer):
+    """JSON-RPC 2.0 makes params optional, unlike the OVSDB dialect."""
+    server = tegadb_peer()
+    with server.client() as c:
+        c.send({"jsonrpc": "2.0", "method": "echo", "id": 1})
+        assert c.recv() == {"jsonrpc": "2.0", "result": [], "id": 1}
+        c.send({"jsonrpc": "2.0", "method": "list_dbs", "id": 2})
+        assert sorted(c.recv()["result"]) == ["Test", "_Server"]
 
 
 def test_malformed_jsonrpc2_requests_get_jsonrpc2_errors(tegadb_peer):
