@@ -54,8 +54,8 @@ def parse_active(text: str) -> Remote:
             port = port.removeprefix(":")
         else:
             host, _, port = rest.partition(":")
-        if host and (not port or port.isdigit()):
-            return Remote(kind, host, _port(text, port))
+        if host and (not port or _valid_port(port)):
+            return Remote(kind, host, int(port) if port else DEFAULT_PORT)
     raise ValueError(f'"{text}": not a valid remote (use tcp:IP:PORT, ssl:IP:PORT or unix:PATH)')
 
 
@@ -70,16 +70,13 @@ def parse_passive(text: str) -> Remote:
         port_text, _, host = rest.partition(":")
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
-        if port_text and not port_text.isdigit():
+        if port_text and not _valid_port(port_text):
             raise ValueError(f"{text}: bad port {port_text!r}")
-        return Remote(kind, host or _ANY_IPV4, _port(text, port_text))
+        return Remote(kind, host or _ANY_IPV4, int(port_text) if port_text else DEFAULT_PORT)
     raise ValueError(f"{text}: unknown remote type (use ptcp:, punix: or pssl:)")
 
 
 
-def _port(text: str, digits: str) -> int:
-    """The port of `text` written as `digits` (empty: the default)."""
-    port = int(digits) if digits else DEFAULT_PORT
-    if port > 65535:
-        raise ValueError(f"{text}: bad port {digits!r} (at most 65535)")
-    return port
+
+def _valid_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and int(text) <= 65535

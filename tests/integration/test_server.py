@@ -154,6 +154,28 @@ def test_protocol_violations_close_connection(peer, data):
         assert c.request("echo", ["still alive"])["result"] == ["still alive"]
 
 
+# Number literals as sent, and as ovsdb-server quotes them back in "syntax":
+# integral values within int64 are integers however written, reals "%.15g".
+SYNTAX_NUMBERS = [
+    (b"3.0", "3"), (b"-0.0", "0"), (b"1e15", "1000000000000000"), (b"1.5e15", "1500000000000000"),
+    (b"1.2345678901234568e+17", "123456789012345680"), (b"9223372036854775808", "9.22337203685478e+18"),
+    (b"100000000000000000000", "1e+20"), (b"1.5e-7", "1.5e-07"), (b"1E-5", "1e-05"),
+    (b"0.30000000000000004", "0.3"), (b"1e300", "1e+300"), (b"-9223372036854775808",
+                                                              "-9223372036854775808"),
+]
+
+
+def test_error_syntax_quotes_numbers_as_ovsdb_server(peer):
+    server = peer()
+    with server.client() as c:
+        for literal, quoted in SYNTAX_NUMBERS:
+            request_id = c.next_id()
+            c.send_raw(b'{"id":%d,"method":"transact","params":["Test",{"op":"bogus","x":[%s]}]}'
+                       % (request_id, literal))
+            [error] = c.reply(request_id)["result"]
+            assert error["syntax"] == f'{{"op":"bogus","x":[{quoted}]}}', literal
+
+
 def test_messages_split_and_concatenated(peer):
     server = peer()
     with server.client() as c:
