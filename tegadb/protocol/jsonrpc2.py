@@ -42,10 +42,10 @@ def dispatch(request: dict[str, Any], handlers: Mapping[str, Handler],
 def _result(handler: Handler, context: Any, *params: Any) -> Result:
     try:
         return Success(handler(context, *params))
-    except OVSDBError as e:
-        return Error(jsonrpc2_code(e.tag), e.tag, e.to_json())
-    except BareError as e:
-        return Error(jsonrpc2_code(e.text), e.text, e.text)
+    except OVSDBError as error:
+        return Error(jsonrpc2_code(error.tag), error.tag, error.to_json())
+    except BareError as bare:
+        return Error(jsonrpc2_code(bare.text), bare.text, bare.text)
 
 
 def _already_parsed(request: Any) -> Any:

@@ -1,7 +1,7 @@
 """The connections and listeners: the asyncio side of serving.
 
 Each client is a `Connection` (an asyncio protocol) that feeds received bytes
-to the wire framer, hands the messages to the methods layer and writes the
+to the framer, hands the messages to the methods layer and writes the
 replies; `Server` owns the listeners and the group-commit gate that flushes
 every journal once per event-loop turn before any reply of that turn goes out.
 Compiled with the core (tegadb/native.py): every request passes through here.

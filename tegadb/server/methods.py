@@ -163,11 +163,13 @@ def call_method(session: Session, name: str, params: list[Any], request_id: Any,
     session.request_dialect = dialect
     try:
         result = function(session, *params)
-    except OVSDBError as e:
-        session.reply_error(request_id, e, dialect)
+    # Each clause names its exception differently: mypyc types the name by
+    # its first clause.
+    except OVSDBError as error:
+        session.reply_error(request_id, error, dialect)
         return
-    except BareError as e:
-        session.reply_error(request_id, e.text, dialect)
+    except BareError as bare:
+        session.reply_error(request_id, bare.text, dialect)
         return
     if result is not DEFERRED:
         session.reply(request_id, result, dialect)
@@ -353,8 +355,8 @@ def cancel(session: Session, params: list[Any]) -> None:
         session.databases.cancel(session, params[0])
 
 
-# The registry.  One handler serves several names through a partial (a
-# closure compiled by mypyc has no signature, which jsonrpcserver reads).
+# The registry: method name -> handler.  One handler serves several names
+# through a partial that gives it the name.
 METHODS: dict[str, Callable[..., Any]] = {
     "list_dbs": list_dbs,
     "get_schema": get_schema,

@@ -236,8 +236,8 @@ JSONRPC2_CALLS = [
 
 
 def test_every_method_answers_jsonrpc2(tegadb_peer):
-    """jsonrpcserver's 2.0 dispatch reaches each method (it inspects their
-    signatures), and a bad call still gets the method's own error."""
+    """jsonrpcserver's 2.0 dispatch reaches each method of the registry, and
+    a bad call still gets the method's own error."""
     server = tegadb_peer()
     with server.client() as c:
         for i, (name, params, check) in enumerate(JSONRPC2_CALLS):
@@ -331,6 +331,21 @@ def test_many_clients_are_independent(peer):
         for c in clients:
             c.close()
     assert sorted(r["name"] for r in rows) == sorted(f"n{i}" for i in range(20))
+
+
+def test_bare_errors_in_both_dialects(tegadb_peer):
+    """The bare-string errors: as they are on OVSDB's dialect, and with the
+    JSON-RPC 2.0 code of their tag on 2.0 (messages.jsonrpc2_code)."""
+    server = tegadb_peer()
+    with server.client() as c:
+        assert c.request("monitor_cancel", ["nope"]) == {"id": 0, "error": "unknown monitor"}
+        assert c.request("monitor_cancel", [1, 2]) == {"id": 1, "error": "invalid parameters"}
+        c.send({"jsonrpc": "2.0", "method": "monitor_cancel", "params": ["nope"], "id": 2})
+        assert c.recv() == {"jsonrpc": "2.0", "id": 2, "error": {
+            "code": -32000, "message": "unknown monitor", "data": "unknown monitor"}}
+        c.send({"jsonrpc": "2.0", "method": "monitor_cancel", "params": [1, 2], "id": 3})
+        assert c.recv() == {"jsonrpc": "2.0", "id": 3, "error": {
+            "code": -32602, "message": "invalid parameters", "data": "invalid parameters"}}
 
 
 def test_jsonrpc2_params_may_be_omitted(tegadb_peer):
