@@ -10,7 +10,6 @@ start-up imports, and OVSDB's JSON-RPC 1.0 requests never need them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 from jsonrpcserver import Error, Result, Success, dispatch_to_serializable
@@ -32,20 +31,25 @@ def dispatch(request: dict[str, Any], handlers: Mapping[str, Handler],
     """
     name = request.get("method")
     handler = handlers.get(name) if isinstance(name, str) else None
-    methods = {} if handler is None else {name: partial(_result, handler)}
+    methods = {} if handler is None else {name: _as_method(handler)}
     response = dispatch_to_serializable(request, methods, context=context,
                                         deserializer=_already_parsed)
     assert not isinstance(response, list)  # one request in, one response out
     return response
 
 
-def _result(handler: Handler, context: Any, *params: Any) -> Result:
-    try:
-        return Success(handler(context, *params))
-    except OVSDBError as error:
-        return Error(jsonrpc2_code(error.tag), error.tag, error.to_json())
-    except BareError as bare:
-        return Error(jsonrpc2_code(bare.text), bare.text, bare.text)
+def _as_method(handler: Handler) -> Callable[..., Result]:
+    """`handler` as a jsonrpcserver method.  A plain function, not a partial:
+    jsonrpcserver reads the method's signature on every call, and reading a
+    partial's made a 2.0 echo cost a fifth more instructions."""
+    def method(context: Any, *params: Any) -> Result:
+        try:
+            return Success(handler(context, *params))
+        except OVSDBError as error:
+            return Error(jsonrpc2_code(error.tag), error.tag, error.to_json())
+        except BareError as bare:
+            return Error(jsonrpc2_code(bare.text), bare.text, bare.text)
+    return method
 
 
 def _already_parsed(request: Any) -> Any:
