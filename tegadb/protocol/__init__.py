@@ -7,8 +7,6 @@ What this layer owns, one module each:
 - ``messages``: the shapes of JSON-RPC 1.0 (the OVSDB dialect) and 2.0
   messages, their classification, the bytes of replies, errors and
   notifications, and the JSON-RPC 2.0 error codes;
-- ``jsonrpc2``: one JSON-RPC 2.0 request dispatched through jsonrpcserver
-  (imported only when a 2.0 request arrives);
 - ``remotes``: ``tcp:``, ``unix:``, ``ssl:`` and the passive ``p*`` forms;
 - ``tls``: the TLS contexts both ends build from key, certificate and CA files.
 
@@ -19,8 +17,7 @@ Rules: on the OVSDB dialect a message carries only method, params, result,
 error and id, and a request or notification without params is a protocol
 error.  A request carrying ``"jsonrpc": "2.0"`` is answered in 2.0.
 
-Imports: the standard library, ujson, ``tegadb.core`` (its error type) and,
-in ``jsonrpc2`` only, jsonrpcserver.
+Imports: the standard library, ujson, and ``tegadb.core`` (its error type).
 """
 
 from ..native import use_compiled

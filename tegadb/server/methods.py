@@ -6,7 +6,7 @@ or DEFERRED when it sends the reply itself (now, or later for a parked
 transaction), or raises OVSDBError (an error object) or BareError (one of
 the bare-string errors).  OVSDB's JSON-RPC 1.0 requests are the hot path:
 after `messages.classify` they are looked up here and called directly.
-JSON-RPC 2.0 requests go through `protocol.jsonrpc2` (jsonrpcserver's
+JSON-RPC 2.0 requests go through `jsonrpc2` (jsonrpcserver's
 dispatch), which is imported on the first of them: its imports cost about
 half the server's start-up, and its per-request schema validation ~96 us
 against a budget of ~15 us per transaction.
@@ -177,7 +177,7 @@ def call_method(session: Session, name: str, params: list[Any], request_id: Any,
 
 def _dispatch_jsonrpc2(session: Session, raw: dict[str, Any]) -> None:
     """A JSON-RPC 2.0 request goes through jsonrpcserver's full dispatch."""
-    from ..protocol import jsonrpc2  # on the first 2.0 request: see the module docstring
+    from . import jsonrpc2  # on the first 2.0 request: see the module docstring
 
     request_id = raw.get("id")
     session.request_id = request_id

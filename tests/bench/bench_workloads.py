@@ -588,7 +588,7 @@ def dispatch_overhead() -> dict[str, Any]:
     import ujson
 
     import tegadb.server.methods as tm
-    from tegadb.protocol import jsonrpc2
+    from tegadb.server import jsonrpc2
 
     methods = tm.METHODS
     sink: list[bytes] = []

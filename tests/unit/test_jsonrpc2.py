@@ -1,4 +1,4 @@
-"""Unit tests for tegadb.protocol.jsonrpc2, and for when jsonrpcserver is imported."""
+"""Unit tests for tegadb.server.jsonrpc2, and for when jsonrpcserver is imported."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from tegadb.core.errors import OVSDBError, syntax_error
-from tegadb.protocol.jsonrpc2 import dispatch
 from tegadb.protocol.messages import BareError
+from tegadb.server.jsonrpc2 import dispatch
 
 PASSED_THROUGH = object()
 

@@ -15,7 +15,7 @@ from typing import Any
 from jsonrpcserver import Error, Result, Success, dispatch_to_serializable
 
 from ..core.errors import OVSDBError
-from .messages import BareError, jsonrpc2_code
+from ..protocol.messages import BareError, jsonrpc2_code
 
 Handler = Callable[..., Any]
 
