@@ -38,7 +38,7 @@ MANIFEST = NATIVE_DIR / "SOURCES.json"
 MODULES = ("core/errors", "core/atoms", "core/types", "core/values", "core/schema",
            "core/conditions", "core/mutations", "core/hashorder", "core/ids", "core/tables",
            "core/view", "core/ops", "core/commit", "core/database", "core/changesets",
-           "core/history", "core/monitor", "core/locks", "protocol/wire",
+           "core/history", "core/monitor", "core/locks", "protocol/framer", "protocol/messages",
            "server/records", "server/storage", "server/journal", "server/service",
            "server/methods", "server/connections")
 

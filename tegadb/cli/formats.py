@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import ujson
-
 from ..core import values
 from ..core.errors import OVSDBError
-from ..core.types import INT64_MAX, INT64_MIN, UUID_RE, Type, format_real
+from ..core.jsonfmt import ovs_json, ovs_parsed
+from ..core.types import UUID_RE, Type
 
 FORMATS = ("table", "list", "html", "csv", "json")
 DATA_FORMATS = ("string", "bare", "json")
@@ -60,77 +59,6 @@ def timestamp(now: float | None = None) -> str:
     """The time OVS puts above a table for ``--timestamp``: UTC, milliseconds."""
     now = time.time() if now is None else now
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
-
-
-# --- OVS JSON text -----------------------------------------------------------
-
-def ovs_json(value: Any, pretty: bool = False) -> str:
-    """JSON as OVS's ``json_to_string(value, JSSF_SORT [| JSSF_PRETTY])`` writes it."""
-    out: list[str] = []
-    _serialize(value, pretty, 0, out)
-    return "".join(out)
-
-
-def _quote(text: str) -> str:
-    # Same escapes as OVS: \" \\ \b \f \n \r \t, other controls as \u00xx.
-    return ujson.dumps(text, ensure_ascii=False, escape_forward_slashes=False)
-
-
-def _newline(pretty: bool, depth: int, out: list[str]) -> None:
-    if pretty:
-        out.append("\n" + "  " * depth)
-
-
-def _serialize(value: Any, pretty: bool, depth: int, out: list[str]) -> None:
-    if value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
-        out.append(str(value))
-    elif isinstance(value, float):
-        out.append(format_real(value))
-    elif isinstance(value, str):
-        out.append(_quote(value))
-    elif isinstance(value, dict):
-        # OVS breaks the line after "{" even for an empty object.
-        out.append("{")
-        _newline(pretty, depth + 1, out)
-        for i, key in enumerate(sorted(value)):
-            if i:
-                out.append(",")
-                _newline(pretty, depth + 1, out)
-            out.append(_quote(key) + (": " if pretty else ":"))
-            _serialize(value[key], pretty, depth + 1, out)
-        out.append("}")
-    else:
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _newline(pretty, depth + 1, out)
-            _serialize(item, pretty, depth + 1, out)
-        out.append("]")
-
-
-def ovs_numbers(value: Any) -> Any:
-    """``value`` with numbers as OVS's JSON parser reads them.
-
-    OVS parses every integral number that fits in 64 bits as an integer, so
-    a real ``3.0`` or ``1e+15`` received from a server prints as ``3`` or
-    ``1000000000000000`` when ovsdb-client echoes the JSON back.
-    """
-    if isinstance(value, float):
-        if value.is_integer() and INT64_MIN <= value <= INT64_MAX:
-            return int(value)
-        return value
-    if isinstance(value, list):
-        return [ovs_numbers(v) for v in value]
-    if isinstance(value, dict):
-        return {k: ovs_numbers(v) for k, v in value.items()}
-    return value
 
 
 # --- cells -------------------------------------------------------------------
@@ -435,7 +363,7 @@ def _add_row(table: Table, mt: Monitored, uuid: str, action: str, row: Any,
     else:
         # A column the row leaves out is an empty cell (e.g. unchanged in "old").
         table.rows.append([uuid, action, *(
-            JsonCell(ovs_numbers(row[name]), type_) if name in row else None
+            JsonCell(ovs_parsed(row[name]), type_) if name in row else None
             for name, type_ in mt.columns)])
 
 

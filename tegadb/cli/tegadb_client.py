@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..client.connection import Notification, ProtocolError, RPCError, SyncConnection, ssl_context
+from ..client.connection import Notification, ProtocolError, RPCError, SyncConnection
 from ..core import conditions
 from ..core.errors import OVSDBError, syntax_error, syntax_text
+from ..core.jsonfmt import ovs_json, ovs_parsed
 from ..core.schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
 from ..core.types import UUID_RE, ZERO_UUID
 from . import formats
@@ -68,7 +69,10 @@ def connect(remote: str, options: Options) -> SyncConnection:
         if remote.startswith("ssl:"):
             if not (options.private_key and options.certificate and options.ca_cert):
                 raise Fatal("SSL remotes need --private-key, --certificate and --ca-cert")
-            context = ssl_context(options.private_key, options.certificate, options.ca_cert)
+            from ..protocol.tls import tls_context  # ssl costs start-up time: only for ssl:
+
+            context = tls_context(options.private_key, options.certificate, options.ca_cert,
+                                  server=False)
         return SyncConnection.open(remote, context, options.timeout)
     except OSError as e:  # before ValueError: ssl's verification error is both
         raise Fatal(f'failed to connect to "{remote}" ({e.strerror or e})') from None
@@ -82,7 +86,7 @@ def call(conn: SyncConnection, method: str, params: list[Any], options: Options)
         return conn.request(method, params)
     except RPCError as e:
         raise Fatal("transaction returned error: "
-                    + formats.ovs_json(e.error, options.style.pretty)) from None
+                    + ovs_json(e.error, options.style.pretty)) from None
     except (OSError, ProtocolError) as e:
         raise Fatal(f"transaction failed ({e})") from None
 
@@ -161,7 +165,7 @@ def do_list_dbs(conn: SyncConnection, database: str, args: list[str], options: O
 def do_get_schema(conn: SyncConnection, database: str, args: list[str],
                   options: Options) -> Output:
     schema = fetch_schema(conn, database, options).schema
-    return formats.ovs_json(schema.to_json(), options.style.pretty) + "\n"
+    return ovs_json(schema.to_json(), options.style.pretty) + "\n"
 
 
 def do_get_schema_version(conn: SyncConnection, database: str, args: list[str],
@@ -213,13 +217,13 @@ def do_dump(conn: SyncConnection, database: str, args: list[str], options: Optio
            for name, columns in selected.items()]
     results = call(conn, "transact", [database, *ops], options)
     if not isinstance(results, list) or len(results) != len(ops):
-        raise Fatal(f"reply is not array of {len(ops)} elements: {formats.ovs_json(results)}")
+        raise Fatal(f"reply is not array of {len(ops)} elements: {ovs_json(results)}")
     tables = []
     for (name, columns), result in zip(selected.items(), results):
         rows = result.get("rows") if isinstance(result, dict) else None
         if not isinstance(rows, list):
             raise Fatal(f'{name} table reply is not an object with a "rows" member array: '
-                        f"{formats.ovs_json(result)}")
+                        f"{ovs_json(result)}")
         types = {c: schema.tables[name].columns[c].type for c in columns}
         try:
             tables.append(formats.dump_table(name, types, rows))
@@ -236,7 +240,7 @@ def parse_json_arg(text: str) -> Any:
         raise Fatal(f'"{text}": {e}') from None
     if not isinstance(value, (list, dict)):
         raise Fatal(f'"{text}": syntax error at beginning of input')
-    return formats.ovs_numbers(value)
+    return ovs_parsed(value)
 
 
 def transact(args: list[str], transaction: Any, options: Options) -> Any:
@@ -250,7 +254,7 @@ def transact(args: list[str], transaction: Any, options: Options) -> Any:
 
 def json_output(result: Any, options: Options) -> Output:
     """A result as ovsdb-client prints the JSON it received."""
-    return formats.ovs_json(formats.ovs_numbers(result), options.style.pretty) + "\n"
+    return ovs_json(ovs_parsed(result), options.style.pretty) + "\n"
 
 
 def do_transact(args: list[str], options: Options) -> Output:

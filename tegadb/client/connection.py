@@ -1,7 +1,7 @@
-"""An OVSDB JSON-RPC 1.0 client: remotes, a sans-IO core and two thin shells.
+"""An OVSDB JSON-RPC 1.0 client: a sans-IO core and two thin shells.
 
 `ClientProtocol` knows the protocol and no I/O: it numbers requests (from 0,
-as OVS's clients do), splits the byte stream into messages (`wire.Framer`),
+as OVS's clients do), splits the byte stream into messages (`protocol.framer`),
 answers the server's ``echo`` probes and hands back replies and
 notifications.
 `Connection` drives it with asyncio streams; `SyncConnection` with a
@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from ..protocol import wire
-from ..protocol.wire import ProtocolError
+from ..protocol.framer import Framer, ProtocolError
+from ..protocol.messages import classify, encode_notification, encode_reply, encode_request
+from ..protocol.remotes import parse_active
 
 # asyncio and ssl are imported where used: together they are almost half the
 # start-up time of the blocking command-line client, which needs neither.
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     import asyncio
     import ssl
 
-DEFAULT_PORT = 6640
 RECV_SIZE = 65536
 
 
@@ -38,45 +38,6 @@ class RPCError(Exception):
     def __init__(self, error: Any) -> None:
         super().__init__(error)
         self.error = error
-
-
-# --- remotes -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Remote:
-    """An active remote: ``tcp:IP[:PORT]``, ``ssl:IP[:PORT]`` or ``unix:PATH``."""
-
-    kind: str
-    host: str = ""
-    port: int = DEFAULT_PORT
-    path: str = ""
-
-
-def parse_remote(text: str) -> Remote:
-    """Parse OVS's active remote syntax (IPv6 addresses in brackets)."""
-    kind, _, rest = text.partition(":")
-    if kind == "unix" and rest:
-        return Remote("unix", path=rest)
-    if kind in ("tcp", "ssl"):
-        if rest.startswith("["):
-            host, _, port = rest[1:].partition("]")
-            port = port.removeprefix(":")
-        else:
-            host, _, port = rest.partition(":")
-        if host and (not port or port.isdigit()):
-            return Remote(kind, host, int(port) if port else DEFAULT_PORT)
-    raise ValueError(f'"{text}": not a valid remote (use tcp:IP:PORT, ssl:IP:PORT or unix:PATH)')
-
-
-def ssl_context(private_key: str, certificate: str, ca_cert: str) -> ssl.SSLContext:
-    """TLS as OVS does it: both sides show certificates signed by the CA; no host names."""
-    import ssl
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.load_verify_locations(ca_cert)
-    context.load_cert_chain(certificate, private_key)
-    return context
 
 
 # --- sans-IO core --------------------------------------------------------------
@@ -97,40 +58,40 @@ class Notification:
 class ClientProtocol:
     """The client side of an OVSDB session, without I/O.
 
-    Framing, message shapes and encoding are `wire`'s; this adds what a
+    Framing, message shapes and encoding are the protocol layer's; this adds what a
     client does with them.
     """
 
     def __init__(self) -> None:
-        self._framer = wire.Framer()
+        self._framer = Framer()
         self._next_id = 0
 
     def request(self, method: str, params: list[Any]) -> tuple[int, bytes]:
         """A new request: its id and the bytes to send."""
         request_id = self._next_id
         self._next_id += 1
-        return request_id, wire.encode_request(request_id, method, params)
+        return request_id, encode_request(request_id, method, params)
 
     @staticmethod
     def notification(method: str, params: list[Any]) -> bytes:
-        return wire.encode_notification(method, params)
+        return encode_notification(method, params)
 
     def receive(self, data: bytes) -> tuple[list[Reply | Notification], bytes]:
         """Events from received bytes, and bytes to send back (echo answers).
 
-        Raises `wire.ProtocolError` when the server breaks the protocol.
+        Raises `ProtocolError` when the server breaks the protocol.
         """
         events: list[Reply | Notification] = []
         answers = []
         for value in self._framer.feed(data):
-            msg = wire.classify(value)
+            msg = classify(value)
             if msg.kind in ("reply", "error"):
                 events.append(Reply(msg.id, msg.result, msg.error))
             elif msg.kind == "notification":
                 assert msg.method is not None
                 events.append(Notification(msg.method, msg.params))
             elif msg.method == "echo":
-                answers.append(wire.encode_reply(msg.id, msg.params))
+                answers.append(encode_reply(msg.id, msg.params))
             # Other server requests are not part of OVSDB; like OVS clients, ignore them.
         return events, b"".join(answers)
 
@@ -172,14 +133,14 @@ class Connection:
                    on_notification: NotificationHandler | None = None) -> Connection:
         import asyncio
 
-        where = parse_remote(remote)
-        if where.kind == "unix":
+        where = parse_active(remote)
+        if where.is_unix:
             reader, writer = await asyncio.open_unix_connection(where.path)
         else:
-            if where.kind == "ssl" and ssl_context is None:
+            if where.uses_tls and ssl_context is None:
                 raise ValueError("ssl: remotes need an SSL context (key, certificate, CA)")
             reader, writer = await asyncio.open_connection(
-                where.host, where.port, ssl=ssl_context if where.kind == "ssl" else None)
+                where.host, where.port, ssl=ssl_context if where.uses_tls else None)
         return cls(reader, writer, on_notification)
 
     async def request(self, method: str, params: list[Any]) -> Any:
@@ -249,8 +210,8 @@ class Connection:
 def open_socket(remote: str, ssl_context: ssl.SSLContext | None = None,
                 timeout: float | None = None) -> socket.socket:
     """A connected blocking socket for ``remote``."""
-    where = parse_remote(remote)
-    if where.kind == "unix":
+    where = parse_active(remote)
+    if where.is_unix:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
@@ -260,7 +221,7 @@ def open_socket(remote: str, ssl_context: ssl.SSLContext | None = None,
             raise
         return sock
     sock = socket.create_connection((where.host, where.port), timeout)
-    if where.kind == "ssl":
+    if where.uses_tls:
         if ssl_context is None:
             sock.close()
             raise ValueError("ssl: remotes need an SSL context (key, certificate, CA)")

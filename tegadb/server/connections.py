@@ -1,7 +1,7 @@
 """The connections and listeners: the asyncio side of serving.
 
 Each client is a `Connection` (an asyncio protocol) that feeds received bytes
-to the wire framer, hands the messages to the methods layer and writes the
+to the framer, hands the messages to the methods layer and writes the
 replies; `Server` owns the listeners and the group-commit gate that flushes
 every journal once per event-loop turn before any reply of that turn goes out.
 Compiled with the core (tegadb/native.py): every request passes through here.
@@ -13,11 +13,11 @@ import asyncio
 import logging
 import ssl
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..protocol import wire
-from ..protocol.wire import Framer, ProtocolError
+from ..protocol.framer import Framer, ProtocolError
+from ..protocol.messages import encode_request
+from ..protocol.remotes import Remote
 from . import methods
 from .service import ServerDatabases
 from .storage import StorageError
@@ -35,39 +35,6 @@ PROBE_INTERVAL = 5.0
 BUSY_POLL = 100e-6
 
 
-@dataclass(frozen=True)
-class Remote:
-    """A passive remote in Open vSwitch syntax (ptcp:, punix:, pssl:)."""
-
-    kind: str
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> Remote:
-        kind, _, rest = text.partition(":")
-        if kind == "punix":
-            if not rest:
-                raise ValueError(f"{text}: punix: needs a path")
-            return cls(kind, path=rest)
-        if kind in ("ptcp", "pssl"):
-            port_text, _, host = rest.partition(":")
-            if host.startswith("[") and host.endswith("]"):
-                host = host[1:-1]
-            try:
-                port = int(port_text) if port_text else 6640
-            except ValueError:
-                raise ValueError(f"{text}: bad port {port_text!r}") from None
-            return cls(kind, host=host or "0.0.0.0", port=port)
-        raise ValueError(f"{text}: unknown remote type (use ptcp:, punix: or pssl:)")
-
-    def __str__(self) -> str:
-        if self.kind == "punix":
-            return f"punix:{self.path}"
-        return f"{self.kind}:{self.port}:{self.host}"
-
-
 class Connection(asyncio.Protocol):
     """One client connection: bytes in through the framer, bytes out to the transport."""
 
@@ -78,7 +45,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: methods.Session | None = None
         self.held: list[bytes] = []
-        self.probe_interval = server.probe_interval if remote.kind != "punix" else 0.0
+        self.probe_interval = 0.0 if remote.is_unix else server.probe_interval
         self.last_received = 0.0
         self.probe_sent = False
         self.probe_timer: asyncio.TimerHandle | None = None
@@ -107,7 +74,7 @@ class Connection(asyncio.Protocol):
                 return
             self.probe_sent = True
             self.last_received = loop.time()
-            self.send(wire.encode_request("echo", "echo", []))
+            self.send(encode_request("echo", "echo", []))
         delay = self.probe_interval - (loop.time() - self.last_received)
         self.probe_timer = loop.call_later(max(delay, 0.01), self.probe)
 
@@ -281,15 +248,15 @@ class Server:
         def factory() -> Connection:
             return Connection(self, remote)
 
-        if remote.kind == "punix":
+        if remote.is_unix:
             path = Path(remote.path)
             if path.is_socket():
                 path.unlink()
             listener = await self.loop.create_unix_server(factory, str(path))
             self.socket_paths.append(path)
         else:
-            context = self.ssl_context if remote.kind == "pssl" else None
-            if remote.kind == "pssl" and context is None:
+            context = self.ssl_context if remote.uses_tls else None
+            if remote.uses_tls and context is None:
                 raise ValueError(f"{remote}: pssl needs --private-key and --certificate")
             listener = await self.loop.create_server(
                 factory, remote.host, remote.port, ssl=context, reuse_address=True)

@@ -23,12 +23,13 @@ import uvloop
 
 from ..core.errors import OVSDBError
 from ..core.history import History
+from ..protocol.remotes import parse_passive
+from ..protocol.tls import tls_context
 from .connections import (
     BUSY_POLL,
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_MESSAGE,
     PROBE_INTERVAL,
-    Remote,
     Server,
 )
 from .service import DatabaseService, ServerDatabases, create_database_file
@@ -40,14 +41,10 @@ DEFAULT_REMOTES = ["ptcp:6640:127.0.0.1", "punix:var/tegadb.sock"]
 
 
 def build_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The context for pssl: remotes, if a key and certificate were given."""
     if not (args.private_key and args.certificate):
         return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(args.certificate, args.private_key)
-    if args.ca_cert:
-        context.load_verify_locations(args.ca_cert)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    return tls_context(args.private_key, args.certificate, args.ca_cert, server=True)
 
 
 def default_database_files(var_dir: Path, schema_dirs: list[Path]) -> list[Path]:
@@ -194,7 +191,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     log.info("busy polling: %s",
              f"{server.busy_poll * 1e6:.0f} us" if server.busy_poll else "off")
     for text in remotes:
-        await server.listen(Remote.parse(text))
+        await server.listen(parse_passive(text))
     for sig in (signal.SIGTERM, signal.SIGINT):
         server.loop.add_signal_handler(sig, server.stopped.set)
     if args.pidfile:
@@ -217,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_file, args.verbose)
     for text in args.remote:
         try:
-            Remote.parse(text)
+            parse_passive(text)
         except ValueError as e:
             print(f"tegadb-server: {e}", file=sys.stderr)
             return 2

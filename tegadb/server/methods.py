@@ -1,10 +1,15 @@
 """The RPC methods and the per-session state behind them.
 
-jsonrpcserver is the method registry and the result types for both dialects,
-and dispatches JSON-RPC 2.0 requests. OVSDB's JSON-RPC 1.0 requests are the
-hot path: after the wire layer's shape checks they look the method up in the
-same registry and call it directly, skipping jsonrpcserver's per-request
-schema validation (~96 us, against a budget of ~15 us per transaction).
+`METHODS` is the registry: method name -> handler, called as
+``handler(session, *params)``.  A handler returns its result (never None),
+or DEFERRED when it sends the reply itself (now, or later for a parked
+transaction), or raises OVSDBError (an error object) or BareError (one of
+the bare-string errors).  OVSDB's JSON-RPC 1.0 requests are the hot path:
+after `messages.classify` they are looked up here and called directly.
+JSON-RPC 2.0 requests go through `jsonrpc2` (jsonrpcserver's
+dispatch), which is imported on the first of them: its imports cost about
+half the server's start-up, and its per-request schema validation ~96 us
+against a budget of ~15 us per transaction.
 """
 
 from __future__ import annotations
@@ -15,17 +20,25 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import ujson
-from jsonrpcserver import Error, Result, Success, method
-from jsonrpcserver.main import dispatch_to_response
-from jsonrpcserver.methods import global_methods as METHODS
-from oslash.either import Right  # type: ignore[import-untyped]
 
 from ..core.errors import OVSDBError, syntax_error
 from ..core.locks import Notice
 from ..core.monitor import parse_cond_change, parse_monitor
 from ..core.schema import DbSchema
 from ..core.types import is_id
-from ..protocol import wire
+from ..protocol.framer import ProtocolError
+from ..protocol.messages import (
+    JSONRPC2_DIALECT,
+    JSONRPC2_METHOD_NOT_FOUND,
+    OVSDB_DIALECT,
+    BareError,
+    classify,
+    encode_error,
+    encode_jsonrpc2_error,
+    encode_notification,
+    encode_notification_around,
+    encode_reply,
+)
 
 if TYPE_CHECKING:
     from ..core.monitor import Monitor
@@ -33,14 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tegadb.server.methods")
 
-# A method returns ANSWERED (Success(DEFERRED)) when it sends its reply
-# itself, now or later (a parked transaction).
+# What a handler returns when it sends its reply itself, now or later (a
+# parked transaction).
 DEFERRED = object()
-ANSWERED = Success(DEFERRED)
-
-CODE_UNKNOWN_METHOD = -32601
-CODE_INVALID = -32602
-CODE_OVSDB = -32000
 
 
 class Session:
@@ -70,12 +78,12 @@ class Session:
     def reply(self, request_id: Any, result: Any, dialect: int = 1) -> None:
         if self.dirty:
             self.flush_monitors(force=True)
-        self.write(wire.encode_reply(request_id, result, dialect))
+        self.write(encode_reply(request_id, result, dialect))
 
     def reply_error(self, request_id: Any, error: Any, dialect: int = 1) -> None:
         if self.dirty:
             self.flush_monitors(force=True)
-        self.write(wire.encode_error(request_id, error, dialect))
+        self.write(encode_error(request_id, error, dialect))
 
     def notify(self, method_name: str, params: list[Any]) -> None:
         if self.dirty:
@@ -83,7 +91,7 @@ class Session:
         self._notify(method_name, params)
 
     def _notify(self, method_name: str, params: list[Any]) -> None:
-        self.write(wire.encode_notification(method_name, params, self.dialect or 1))
+        self.write(encode_notification(method_name, params, self.dialect or 1))
 
     def flush_monitors(self, force: bool = False) -> None:
         """Send what the monitors have pending (unless the peer is backed up)."""
@@ -94,7 +102,7 @@ class Session:
         for monitor in self.monitors.values():
             update = monitor.take()
             if update is not None:
-                self.write(wire.encode_notification_around(
+                self.write(encode_notification_around(
                     monitor.method, monitor.head(), update.encoded(), dialect))
 
     # --- state ----------------------------------------------------------------
@@ -122,26 +130,26 @@ class Session:
 
 
 def handle_message(session: Session, raw: Any) -> None:
-    """Classify one parsed message and act on it (raises wire.ProtocolError)."""
+    """Classify one parsed message and act on it (raises ProtocolError)."""
     if type(raw) is dict and raw.get("jsonrpc") == "2.0" and "method" in raw:
         # jsonrpcserver validates JSON-RPC 2.0 requests itself, answering a
         # malformed one with a 2.0 error instead of dropping the connection.
         if not session.dialect:
-            session.dialect = 2
+            session.dialect = JSONRPC2_DIALECT
         _dispatch_jsonrpc2(session, raw)
         return
-    message = wire.classify(raw)
+    message = classify(raw)
     kind = message.kind
     if kind == "request":
         if not session.dialect:
             session.dialect = message.dialect
         assert message.method is not None and message.params is not None
-        call_method(session, message.method, message.params, message.id, 1)
+        call_method(session, message.method, message.params, message.id, OVSDB_DIALECT)
     elif kind == "notification":
         if message.method == "cancel" and message.params is not None:
             cancel(session, message.params)
     elif message.id != "echo":
-        raise wire.ProtocolError("received unexpected reply message")
+        raise ProtocolError("received unexpected reply message")
 
 
 def call_method(session: Session, name: str, params: list[Any], request_id: Any,
@@ -153,53 +161,42 @@ def call_method(session: Session, name: str, params: list[Any], request_id: Any,
         return
     session.request_id = request_id
     session.request_dialect = dialect
-    result = function(session, *params)
-    if type(result) is Right:
-        value = result._value.result
-        if value is not DEFERRED:
-            session.reply(request_id, value, dialect)
-    else:
-        session.reply_error(request_id, result._error.data, dialect)
+    try:
+        result = function(session, *params)
+    # Each clause names its exception differently: mypyc types the name by
+    # its first clause.
+    except OVSDBError as error:
+        session.reply_error(request_id, error, dialect)
+        return
+    except BareError as bare:
+        session.reply_error(request_id, bare.text, dialect)
+        return
+    if result is not DEFERRED:
+        session.reply(request_id, result, dialect)
 
 
 def _dispatch_jsonrpc2(session: Session, raw: dict[str, Any]) -> None:
     """A JSON-RPC 2.0 request goes through jsonrpcserver's full dispatch."""
+    from . import jsonrpc2  # on the first 2.0 request: see the module docstring
+
     request_id = raw.get("id")
     session.request_id = request_id
-    session.request_dialect = 2
-    response = dispatch_to_response(raw, METHODS, context=session,  # type: ignore[arg-type]
-                                    deserializer=_already_parsed)
+    session.request_dialect = JSONRPC2_DIALECT
+    response = jsonrpc2.dispatch(raw, METHODS, session)
     if response is None:
         return
-    assert not isinstance(response, list)  # one request in, one response out
-    if type(response) is Right:
-        if response._value.result is not DEFERRED:
-            session.reply(request_id, response._value.result, 2)
+    if "result" in response:
+        if response["result"] is not DEFERRED:
+            session.reply(request_id, response["result"], JSONRPC2_DIALECT)
         return
     # Our methods' errors carry the OVSDB error in data; jsonrpcserver's own
     # (invalid request, invalid params, method not found) come as they are.
-    error = response._error
-    data = "unknown method" if error.code == CODE_UNKNOWN_METHOD else error.data
+    error = response["error"]
+    code = error["code"]
+    data = "unknown method" if code == JSONRPC2_METHOD_NOT_FOUND else error.get("data")
     if session.dirty:
         session.flush_monitors(force=True)
-    session.write(wire.encode_jsonrpc2_error(request_id, error.code, error.message, data))
-
-
-def _already_parsed(request: Any) -> Any:
-    """The wire layer has parsed the request already."""
-    return request
-
-
-def ovsdb_error(error: OVSDBError) -> Result:
-    """An OVSDB error object as a jsonrpcserver Error (the object in ``data``)."""
-    code = CODE_INVALID if error.tag in ("syntax error", "invalid parameters") else CODE_OVSDB
-    return Error(code, error.tag, error.to_json())
-
-
-def bare_error(text: str) -> Result:
-    """One of the bare-string errors clients compare exactly."""
-    code = CODE_UNKNOWN_METHOD if text == "unknown method" else CODE_OVSDB
-    return Error(code, text, text)
+    session.write(encode_jsonrpc2_error(request_id, code, error["message"], data))
 
 
 def lookup_database(session: Session, method_name: str, params: tuple[Any, ...],
@@ -217,52 +214,37 @@ def lookup_database(session: Session, method_name: str, params: tuple[Any, ...],
 
 # --- methods ---------------------------------------------------------------
 
-@method
-def list_dbs(session: Session, *params: Any) -> Result:
-    return Success(session.databases.names())
+def list_dbs(session: Session, *params: Any) -> Any:
+    return session.databases.names()
 
 
-@method
-def get_schema(session: Session, *params: Any) -> Result:
-    try:
-        service = lookup_database(session, "get_schema", params[:1])
-    except OVSDBError as e:
-        return ovsdb_error(e)
-    return Success(service.schema_json)
+def get_schema(session: Session, *params: Any) -> Any:
+    return lookup_database(session, "get_schema", params[:1]).schema_json
 
 
-@method
-def transact(session: Session, *params: Any) -> Result:
-    try:
-        service = lookup_database(session, "transact", params)
-        results = service.transact(session, session.request_id, session.request_dialect,
-                                   list(params[1:]))
-    except OVSDBError as e:
-        return ovsdb_error(e)
-    # Answered here (or later, if parked) in the request's dialect: the reply
-    # then needs no Result object of its own.
+def transact(session: Session, *params: Any) -> Any:
+    service = lookup_database(session, "transact", params)
+    results = service.transact(session, session.request_id, session.request_dialect,
+                               list(params[1:]))
+    # Answered here (or later, if parked) in the request's dialect.
     if results is not None:
         session.reply(session.request_id, results, session.request_dialect)
-    return ANSWERED
+    return DEFERRED
 
 
-@method
-def echo(session: Session, *params: Any) -> Result:
-    return Success(list(params))
+def echo(session: Session, *params: Any) -> Any:
+    return list(params)
 
 
-@method
-def get_server_id(session: Session, *params: Any) -> Result:
-    return Success(session.databases.server_id)
+def get_server_id(session: Session, *params: Any) -> Any:
+    return session.databases.server_id
 
 
-@method
-def set_db_change_aware(session: Session, *params: Any) -> Result:
+def set_db_change_aware(session: Session, *params: Any) -> Any:
     if len(params) != 1 or not isinstance(params[0], bool):
-        return ovsdb_error(syntax_error(
-            "set_db_change_aware: true or false parameter expected", list(params)))
+        raise syntax_error("set_db_change_aware: true or false parameter expected", list(params))
     session.change_aware = params[0]
-    return Success({})
+    return {}
 
 
 def monitor_key(monitor_id: Any) -> str:
@@ -270,87 +252,64 @@ def monitor_key(monitor_id: Any) -> str:
     return ujson.dumps(monitor_id, sort_keys=True)
 
 
-def _open_monitor(method_name: str, session: Session, *params: Any) -> Result:
-    try:
-        service = lookup_database(session, method_name, params)
-        request = parse_monitor(method_name, params, service.database,
-                                lambda mid: monitor_key(mid) in session.monitors)
-    except OVSDBError as e:
-        return ovsdb_error(e)
+def open_monitor(method_name: str, session: Session, *params: Any) -> Any:
+    """``monitor``, ``monitor_cond`` and ``monitor_cond_since``."""
+    service = lookup_database(session, method_name, params)
+    request = parse_monitor(method_name, params, service.database,
+                            lambda mid: monitor_key(mid) in session.monitors)
     monitor, result = service.hub.open(request, owner=session)
     session.monitors[monitor_key(request.monitor_id)] = monitor
     if request.version == 3:
         log.info("%s: monitor_cond_since %s on %s from transaction %s", session.peer,
                  "resumed" if result[0] else "sent everything", service.name,
                  request.last_txn_id)
-    return Success(result)
+    return result
 
 
-def _register_variants(handler: Callable[..., Result], *names: str) -> None:
-    """Register one handler under several method names it tells apart.  A
-    partial, not a closure: jsonrpcserver's 2.0 dispatch reads the method's
-    signature, which a compiled closure lacks."""
-    for name in names:
-        method(partial(handler, name), name=name)
-
-
-_register_variants(_open_monitor, "monitor", "monitor_cond", "monitor_cond_since")
-
-
-@method
-def monitor_cancel(session: Session, *params: Any) -> Result:
+def monitor_cancel(session: Session, *params: Any) -> Any:
     if len(params) != 1:
-        return bare_error("invalid parameters")
+        raise BareError("invalid parameters")
     monitor_ = session.monitors.pop(monitor_key(params[0]), None)
     if monitor_ is None:
-        return bare_error("unknown monitor")
+        raise BareError("unknown monitor")
     monitor_.cancel()
-    return Success({})
+    return {}
 
 
-@method
-def monitor_cond_change(session: Session, *params: Any) -> Result:
-    try:
-        monitor_, new_id, requests = parse_cond_change(
-            params, lambda mid: session.monitors.get(monitor_key(mid)))
-        updates = monitor_.change_conditions(new_id, requests)
-    except OVSDBError as e:
-        return ovsdb_error(e)
+def monitor_cond_change(session: Session, *params: Any) -> Any:
+    monitor_, new_id, requests = parse_cond_change(
+        params, lambda mid: session.monitors.get(monitor_key(mid)))
+    updates = monitor_.change_conditions(new_id, requests)
     for update in updates:
         session._notify(monitor_.method, update)
     del session.monitors[monitor_key(params[0])]
     session.monitors[monitor_key(new_id)] = monitor_
-    return Success({})
+    return {}
 
 
-@method
-def convert(session: Session, *params: Any) -> Result:
-    try:
-        service = lookup_database(session, "convert", params)
-        if len(params) != 2:
-            raise syntax_error("array expected", list(params))
-        if service.name.startswith("_"):
-            raise OVSDBError("not allowed",
-                             f"conversion is not allowed for read-only database {service.name}")
-        schema = DbSchema.from_json(params[1])
-        if schema.name != service.name:
-            raise OVSDBError("invalid parameters", f"new schema name ({schema.name}) does not "
-                             f"match database name ({service.name})")
-        to_disconnect = session.databases.convert(service, schema)
-    except OVSDBError as e:
-        return ovsdb_error(e)
+def convert(session: Session, *params: Any) -> Any:
+    service = lookup_database(session, "convert", params)
+    if len(params) != 2:
+        raise syntax_error("array expected", list(params))
+    if service.name.startswith("_"):
+        raise OVSDBError("not allowed",
+                         f"conversion is not allowed for read-only database {service.name}")
+    schema = DbSchema.from_json(params[1])
+    if schema.name != service.name:
+        raise OVSDBError("invalid parameters", f"new schema name ({schema.name}) does not "
+                         f"match database name ({service.name})")
+    to_disconnect = session.databases.convert(service, schema)
     log.info("%s: converted %s to schema version %s", session.peer, service.name,
              schema.version or "(none)")
     session.reply(session.request_id, {}, session.request_dialect)
     for other in to_disconnect:
         other.disconnect()
-    return ANSWERED
+    return DEFERRED
 
 
-@method
-def tegadb_stats(session: Session, *params: Any) -> Result:
+def tegadb_stats(session: Session, *params: Any) -> Any:
     """tegadb's own: counts of sessions, monitors, locks and parked transactions."""
-    return Success(session.databases.stats())
+    return session.databases.stats()
 
 
 def send_notices(notices: list[Notice]) -> None:
@@ -367,36 +326,27 @@ def _lock_name(method_name: str, params: tuple[Any, ...]) -> str:
     return name
 
 
-def _acquire(method_name: str, session: Session, *params: Any) -> Result:
+def acquire(method_name: str, session: Session, *params: Any) -> Any:
+    """``lock`` and ``steal``."""
     locks = session.databases.locks
-    try:
-        name = _lock_name(method_name, params)
-        if locks.has_record(session, name):
-            raise syntax_error(f'must issue "unlock" before new "{method_name}"', list(params))
-    except OVSDBError as e:
-        return ovsdb_error(e)
+    name = _lock_name(method_name, params)
+    if locks.has_record(session, name):
+        raise syntax_error(f'must issue "unlock" before new "{method_name}"', list(params))
     session.lock_names.add(name)
     if method_name == "lock":
-        return Success({"locked": locks.lock(session, name)})
+        return {"locked": locks.lock(session, name)}
     send_notices(locks.steal(session, name))
-    return Success({"locked": True})
+    return {"locked": True}
 
 
-_register_variants(_acquire, "lock", "steal")
-
-
-@method
-def unlock(session: Session, *params: Any) -> Result:
+def unlock(session: Session, *params: Any) -> Any:
     locks = session.databases.locks
-    try:
-        name = _lock_name("unlock", params)
-        if not locks.has_record(session, name):
-            raise syntax_error('unlock: "unlock" without "lock" or "steal"', list(params))
-    except OVSDBError as e:
-        return ovsdb_error(e)
+    name = _lock_name("unlock", params)
+    if not locks.has_record(session, name):
+        raise syntax_error('unlock: "unlock" without "lock" or "steal"', list(params))
     session.lock_names.discard(name)
     send_notices(locks.unlock(session, name))
-    return Success({})
+    return {}
 
 
 def cancel(session: Session, params: list[Any]) -> None:
@@ -405,12 +355,32 @@ def cancel(session: Session, params: list[Any]) -> None:
         session.databases.cancel(session, params[0])
 
 
+# The registry: method name -> handler.  One handler serves several names
+# through a partial that gives it the name.
+METHODS: dict[str, Callable[..., Any]] = {
+    "list_dbs": list_dbs,
+    "get_schema": get_schema,
+    "transact": transact,
+    "echo": echo,
+    "get_server_id": get_server_id,
+    "set_db_change_aware": set_db_change_aware,
+    "monitor": partial(open_monitor, "monitor"),
+    "monitor_cond": partial(open_monitor, "monitor_cond"),
+    "monitor_cond_since": partial(open_monitor, "monitor_cond_since"),
+    "monitor_cancel": monitor_cancel,
+    "monitor_cond_change": monitor_cond_change,
+    "convert": convert,
+    "lock": partial(acquire, "lock"),
+    "steal": partial(acquire, "steal"),
+    "unlock": unlock,
+    "tegadb_stats": tegadb_stats,
+}
+
 __all__ = [
     "DEFERRED",
+    "METHODS",
     "Session",
-    "bare_error",
     "call_method",
     "handle_message",
     "lookup_database",
-    "ovsdb_error",
 ]

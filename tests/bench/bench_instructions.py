@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 def drive(transactions: int) -> None:
     """Run `transactions` W2 requests through the request path, in chunks."""
-    from tegadb.protocol.wire import Framer
+    from tegadb.protocol.framer import Framer
     from tegadb.server import methods
     from tegadb.server.service import DatabaseService, ServerDatabases, create_database_file
 

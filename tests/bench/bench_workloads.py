@@ -599,9 +599,9 @@ async def w7_durable(srv: Server, cfg: Config) -> dict[str, Any]:
 def dispatch_overhead() -> dict[str, Any]:
     """Per-request cost of jsonrpcserver's dispatch vs tegadb's direct path (in-process)."""
     import ujson
-    from jsonrpcserver.main import dispatch_to_response
 
     import tegadb.server.methods as tm
+    from tegadb.server import jsonrpc2
 
     methods = tm.METHODS
     sink: list[bytes] = []
@@ -619,14 +619,10 @@ def dispatch_overhead() -> dict[str, Any]:
     raw1 = '{"method":"echo","params":["hello"],"id":1}'
 
     def full() -> Any:
-        return dispatch_to_response(raw2, methods, context=session, deserializer=ujson.loads)
-
-    def no_validation() -> Any:
-        return dispatch_to_response(raw2, methods, context=session, deserializer=ujson.loads,
-                                    validator=lambda r: r)
+        return jsonrpc2.dispatch(ujson.loads(raw2), methods, session)
 
     def direct_call() -> Any:
-        return methods["echo"](session, "hello")._value.result
+        return methods["echo"](session, "hello")
 
     def ujson_only() -> bytes:
         msg = ujson.loads(raw1)
@@ -634,7 +630,7 @@ def dispatch_overhead() -> dict[str, Any]:
 
     def decode_call_encode() -> bytes:
         msg = ujson.loads(raw1)
-        result = methods[msg["method"]](session, *msg["params"])._value.result
+        result = methods[msg["method"]](session, *msg["params"])
         return ujson.dumps({"id": msg["id"], "result": result, "error": None}).encode()
 
     def tegadb_hot_path() -> None:
@@ -643,7 +639,6 @@ def dispatch_overhead() -> dict[str, Any]:
 
     cases = {
         "jsonrpcserver_dispatch_us": full,
-        "jsonrpcserver_dispatch_no_validation_us": no_validation,
         "registered_method_direct_call_us": direct_call,
         "ujson_decode_encode_us": ujson_only,
         "ujson_decode_direct_call_encode_us": decode_call_encode,
@@ -655,7 +650,7 @@ def dispatch_overhead() -> dict[str, Any]:
             fn()
             if name.startswith("jsonrpcserver"):
                 response = fn()
-                if type(response).__name__ != "Right":
+                if "result" not in response:
                     raise RuntimeError(f"dispatch answered {response!r}")
             timer = timeit.Timer(fn)
             estimate = timer.timeit(20) / 20

@@ -71,14 +71,14 @@ def install(venv: Path, python: str, env: dict[str, str]) -> str:
 
 def check_core(venv: Path, expect: str) -> None:
     result = run([venv / "bin" / "python", "-c",
-                  "import tegadb.native as n, tegadb.core.engine as e; "
+                  "import tegadb.native as n, tegadb.core.database as e; "
                   "print(n.is_compiled(), e.__file__)"], cwd=tempfile.gettempdir())
-    compiled, engine_file = result.stdout.split()
+    compiled, module_file = result.stdout.split()
     got = "compiled" if compiled == "True" else "interpreted"
     if got != expect:
         raise CheckFailed(f"expected the {expect} core, the install runs the {got} one "
-                          f"(tegadb.core.engine is {engine_file})")
-    print(f"core: {got} ({engine_file})")
+                          f"(tegadb.core.database is {module_file})")
+    print(f"core: {got} ({module_file})")
 
 
 def check_commands(venv: Path) -> None:

@@ -49,18 +49,15 @@ from test_ovsdb_client_monitor import (  # watch_fixture: the "watch" fixture
     watch_fixture,  # noqa: F401
 )
 
-from tegadb.cli import formats
 from tegadb.cli.tegadb_client import COMMANDS
 from tegadb.client.connection import (
     ClientProtocol,
     Connection,
     Notification,
     ProtocolError,
-    Remote,
     Reply,
     RPCError,
     SyncConnection,
-    parse_remote,
 )
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
@@ -644,23 +641,3 @@ def test_protocol_ids_members_and_echo() -> None:
 def test_protocol_rejects_a_broken_stream() -> None:
     with pytest.raises(ProtocolError):
         ClientProtocol().receive(b'[{"id":0,"result":[],"error":null}]')
-
-
-def test_parse_remote() -> None:
-    assert parse_remote("tcp:127.0.0.1:6641") == Remote("tcp", "127.0.0.1", 6641)
-    assert parse_remote("ssl:[::1]:6641") == Remote("ssl", "::1", 6641)
-    assert parse_remote("tcp:[fe80::1]") == Remote("tcp", "fe80::1", 6640)
-    assert parse_remote("unix:var/tegadb.sock") == Remote("unix", path="var/tegadb.sock")
-    for bad in ("tcp:", "ptcp:6640", "tcp:1.2.3.4:x", "unix:", "db.sock"):
-        with pytest.raises(ValueError):
-            parse_remote(bad)
-
-
-def test_ovs_json_text() -> None:
-    # What ovsdb-client prints for values it parsed from the wire (checked
-    # against 3.1): integral numbers are integers, reals %.15g, keys sorted.
-    value = formats.ovs_numbers({"b": [1.0, 1e15, 0.1, 1e300, 2.5], "a": {}, "c": []})
-    assert formats.ovs_json(value) == '{"a":{},"b":[1,1000000000000000,0.1,1e+300,2.5],"c":[]}'
-    assert formats.ovs_json(value, pretty=True) == (
-        '{\n  "a": {\n    },\n  "b": [\n    1,\n    1000000000000000,\n    0.1,\n'
-        '    1e+300,\n    2.5],\n  "c": []}')

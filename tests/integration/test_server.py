@@ -136,6 +136,14 @@ def test_server_database_rows(peer):
     b'{"id":5,"result":[]}',                               # unexpected reply
     b'{"method":"echo","params":["\\u0000"],"id":1}',      # null byte in a string
     b'{"method":"echo",,}',                                # malformed JSON
+    # JSON-RPC 1.0 requires params (PROTOCOL.md 1.3): missing or null, in a
+    # request or a notification, is a violation for ovsdb-server too.
+    b'{"method":"echo","id":1}',
+    b'{"method":"echo","params":null,"id":1}',
+    b'{"method":"list_dbs","id":1,"jsonrpc":"1.0"}',
+    b'{"method":"cancel","id":null}',
+    b'{"method":"cancel"}',
+    b'{"method":"cancel","params":null,"id":null}',
 ])
 def test_protocol_violations_close_connection(peer, data):
     server = peer()
@@ -144,6 +152,28 @@ def test_protocol_violations_close_connection(peer, data):
         assert c.wait_closed(timeout=5)
     with server.client() as c:
         assert c.request("echo", ["still alive"])["result"] == ["still alive"]
+
+
+# Number literals as sent, and as ovsdb-server quotes them back in "syntax":
+# integral values within int64 are integers however written, reals "%.15g".
+SYNTAX_NUMBERS = [
+    (b"3.0", "3"), (b"-0.0", "0"), (b"1e15", "1000000000000000"), (b"1.5e15", "1500000000000000"),
+    (b"1.2345678901234568e+17", "123456789012345680"), (b"9223372036854775808", "9.22337203685478e+18"),
+    (b"100000000000000000000", "1e+20"), (b"1.5e-7", "1.5e-07"), (b"1E-5", "1e-05"),
+    (b"0.30000000000000004", "0.3"), (b"1e300", "1e+300"), (b"-9223372036854775808",
+                                                              "-9223372036854775808"),
+]
+
+
+def test_error_syntax_quotes_numbers_as_ovsdb_server(peer):
+    server = peer()
+    with server.client() as c:
+        for literal, quoted in SYNTAX_NUMBERS:
+            request_id = c.next_id()
+            c.send_raw(b'{"id":%d,"method":"transact","params":["Test",{"op":"bogus","x":[%s]}]}'
+                       % (request_id, literal))
+            [error] = c.reply(request_id)["result"]
+            assert error["syntax"] == f'{{"op":"bogus","x":[{quoted}]}}', literal
 
 
 def test_messages_split_and_concatenated(peer):
@@ -206,8 +236,8 @@ JSONRPC2_CALLS = [
 
 
 def test_every_method_answers_jsonrpc2(tegadb_peer):
-    """jsonrpcserver's 2.0 dispatch reaches each method (it inspects their
-    signatures), and a bad call still gets the method's own error."""
+    """jsonrpcserver's 2.0 dispatch reaches each method of the registry, and
+    a bad call still gets the method's own error."""
     server = tegadb_peer()
     with server.client() as c:
         for i, (name, params, check) in enumerate(JSONRPC2_CALLS):
@@ -301,6 +331,31 @@ def test_many_clients_are_independent(peer):
         for c in clients:
             c.close()
     assert sorted(r["name"] for r in rows) == sorted(f"n{i}" for i in range(20))
+
+
+def test_bare_errors_in_both_dialects(tegadb_peer):
+    """The bare-string errors: as they are on OVSDB's dialect, and with the
+    JSON-RPC 2.0 code of their tag on 2.0 (messages.jsonrpc2_code)."""
+    server = tegadb_peer()
+    with server.client() as c:
+        assert c.request("monitor_cancel", ["nope"]) == {"id": 0, "error": "unknown monitor"}
+        assert c.request("monitor_cancel", [1, 2]) == {"id": 1, "error": "invalid parameters"}
+        c.send({"jsonrpc": "2.0", "method": "monitor_cancel", "params": ["nope"], "id": 2})
+        assert c.recv() == {"jsonrpc": "2.0", "id": 2, "error": {
+            "code": -32000, "message": "unknown monitor", "data": "unknown monitor"}}
+        c.send({"jsonrpc": "2.0", "method": "monitor_cancel", "params": [1, 2], "id": 3})
+        assert c.recv() == {"jsonrpc": "2.0", "id": 3, "error": {
+            "code": -32602, "message": "invalid parameters", "data": "invalid parameters"}}
+
+
+def test_jsonrpc2_params_may_be_omitted(tegadb_peer):
+    """JSON-RPC 2.0 makes params optional, unlike the OVSDB dialect."""
+    server = tegadb_peer()
+    with server.client() as c:
+        c.send({"jsonrpc": "2.0", "method": "echo", "id": 1})
+        assert c.recv() == {"jsonrpc": "2.0", "result": [], "id": 1}
+        c.send({"jsonrpc": "2.0", "method": "list_dbs", "id": 2})
+        assert sorted(c.recv()["result"]) == ["Test", "_Server"]
 
 
 def test_malformed_jsonrpc2_requests_get_jsonrpc2_errors(tegadb_peer):

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tegadb.core.monitor import History
+from tegadb.core.history import History
 from tegadb.server import methods
 from tegadb.server.journal import Journal, create
 from tegadb.server.records import Header, Record

@@ -13,7 +13,7 @@ from tegadb.core import values
 from tegadb.core.changesets import apply_changes_json, changes_to_json, snapshot_json
 from tegadb.core.database import Database
 from tegadb.core.errors import OVSDBError
-from tegadb.core.monitor import History
+from tegadb.core.history import History
 from tegadb.core.schema import DbSchema
 from tegadb.core.types import Type
 from tegadb.server.journal import Journal, JournalError, create

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from harness import SCHEMA_JSON, Served
 
-from tegadb.core.monitor import History
+from tegadb.core.history import History
 from tegadb.core.types import ZERO_UUID
 from tegadb.server.records import Record
 from tegadb.server.service import DatabaseService

@@ -1,21 +1,15 @@
-"""OVSDB wire format: stream framing, message classification, JSON-RPC shapes.
+"""OVSDB stream framing: bytes in, parsed JSON values out.
 
 Sans-IO, like h11: the connection owner feeds received bytes to a `Framer`
-and gets parsed JSON values back; `classify` checks each value's JSON-RPC
-shape; the `encode_*` functions return the bytes to send.  Nothing here
-touches a socket or an event loop.
+and gets parsed JSON values back, or a `ProtocolError` naming what was wrong.
+Nothing here touches a socket or an event loop; what the values mean as
+JSON-RPC messages is `messages`'s business.
 
-Rules this module enforces (PROTOCOL.md section 1):
-- The stream is concatenated JSON texts with no delimiter; each top-level
-  value starts with `{` or `[`; at most 1000 levels of nesting; strings are
-  valid UTF-8 without `\\u0000` or unpaired surrogates.
-- Message type is decided by which members are non-null, in the order
-  result, error, id; then each type has required and forbidden members.
-  Lenient on input, as PROTOCOL.md 1.3 recommends: unknown members are
-  ignored and a missing params counts as [].
-- Output on the OVSDB dialect (JSON-RPC 1.0) carries only method, params,
-  result, error and id.  A request carrying `"jsonrpc":"2.0"` is answered in
-  the JSON-RPC 2.0 dialect.
+Rules this module enforces (PROTOCOL.md section 1.2): the stream is
+concatenated JSON texts with no delimiter; each top-level value starts with
+`{` or `[`; at most 1000 levels of nesting; strings are valid UTF-8 without
+`\\u0000` or unpaired surrogates; an incomplete message is kept up to a size
+cap.
 """
 
 from __future__ import annotations
@@ -23,17 +17,12 @@ from __future__ import annotations
 import re
 from array import array
 from itertools import accumulate, pairwise
-from typing import Any, NamedTuple
+from typing import Any
 
 import ujson
 
-from ..core.errors import OVSDBError
-
 MAX_DEPTH = 1000
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
-
-OVSDB_DIALECT = 1
-JSONRPC2_DIALECT = 2
 
 
 class ProtocolError(Exception):
@@ -48,9 +37,6 @@ class ProtocolError(Exception):
         self.reason = reason
         self.messages: list[Any] = []
 
-
-# ---------------------------------------------------------------------------
-# Framing
 
 # How the framer finds where each message ends, cheapest way first:
 # 1. A chunk that arrives on an empty buffer and splits at its `}{` pairs
@@ -390,142 +376,3 @@ def _check_strings(text: bytes | bytearray, value: Any) -> None:
             ujson.dumps(value, ensure_ascii=False).encode()
         except UnicodeEncodeError:
             raise ProtocolError("invalid UTF-16 surrogate pair in string") from None
-
-
-# ---------------------------------------------------------------------------
-# Classification
-
-class Message(NamedTuple):
-    """One received JSON-RPC message.  Absent and null members are None,
-    except that a request's or notification's missing params become []."""
-
-    kind: str            # "request" | "notification" | "reply" | "error"
-    method: str | None
-    params: list[Any] | None
-    id: Any
-    result: Any
-    error: Any
-    dialect: int         # OVSDB_DIALECT or JSONRPC2_DIALECT
-
-
-_MEMBERS = ("method", "params", "result", "error", "id")
-# Which of _MEMBERS each kind must have (True) or must not have (False).
-_SHAPES = {
-    "request": (True, True, False, False, True),
-    "notification": (True, True, False, False, False),
-    "reply": (False, False, True, False, True),
-    "error": (False, False, False, True, True),
-}
-
-
-def classify(msg: Any) -> Message:
-    """Checks a received value's JSON-RPC shape (PROTOCOL.md section 1.3).
-
-    Lenient where OVS is strict and nothing depends on it: unknown members
-    are ignored and a missing params is taken as [].  `"jsonrpc":"2.0"`
-    selects the JSON-RPC 2.0 dialect for the answer.
-    """
-    if not isinstance(msg, dict):
-        raise ProtocolError("message is not a JSON object")
-    method = msg.get("method")
-    params = msg.get("params")
-    result = msg.get("result")
-    error = msg.get("error")
-    id_ = msg.get("id")
-    if method is not None and not isinstance(method, str):
-        raise ProtocolError("method is not a JSON string")
-    if params is None:
-        if result is None and error is None:
-            params = []
-    elif not isinstance(params, list):
-        raise ProtocolError('"params" must be JSON array')
-    if result is not None:
-        kind = "reply"
-    elif error is not None:
-        kind = "error"
-    elif id_ is not None:
-        kind = "request"
-    else:
-        kind = "notification"
-    present = (method is not None, params is not None, result is not None,
-               error is not None, id_ is not None)
-    shape = _SHAPES[kind]
-    if present != shape:
-        name, must = next((n, m) for n, m, p in zip(_MEMBERS, shape, present) if m != p)
-        raise ProtocolError(f'{kind} must{"" if must else " not"} have "{name}"')
-    dialect = JSONRPC2_DIALECT if msg.get("jsonrpc") == "2.0" else OVSDB_DIALECT
-    # tuple.__new__ skips the NamedTuple's Python-level constructor (per message).
-    return _new_tuple(Message, (kind, method, params, id_, result, error, dialect))
-
-
-_new_tuple = tuple.__new__
-
-
-# ---------------------------------------------------------------------------
-# Encoding
-
-def _dumps(value: Any) -> bytes:
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
-
-
-# JSON-RPC 2.0 error codes for the OVSDB errors sent as RPC errors.
-_JSONRPC2_CODES = {
-    "unknown method": -32601,
-    "invalid parameters": -32602,
-    "syntax error": -32602,
-}
-_JSONRPC2_SERVER_ERROR = -32000
-
-
-def encode_reply(id_: Any, result: Any, dialect: int = OVSDB_DIALECT) -> bytes:
-    """A successful reply; `result` must not be None (use {} or [])."""
-    if dialect == JSONRPC2_DIALECT:
-        return _dumps({"jsonrpc": "2.0", "result": result, "id": id_})
-    return _dumps({"id": id_, "result": result, "error": None})
-
-
-def encode_error(id_: Any, error: str | dict[str, Any] | OVSDBError,
-                 dialect: int = OVSDB_DIALECT) -> bytes:
-    """An error reply.  `error` is a bare string such as "unknown method" or
-    an OVSDB error (object or exception).  OVSDB dialect: as ovsdb-server
-    sends it, without "result".  JSON-RPC 2.0: a 2.0 error object with the
-    OVSDB error in `data` and its tag (or the bare string) as `message`."""
-    if isinstance(error, OVSDBError):
-        error = error.to_json()
-    if dialect != JSONRPC2_DIALECT:
-        return _dumps({"id": id_, "error": error})
-    tag = error if isinstance(error, str) else str(error.get("error"))
-    return encode_jsonrpc2_error(id_, _JSONRPC2_CODES.get(tag, _JSONRPC2_SERVER_ERROR), tag, error)
-
-
-def encode_jsonrpc2_error(id_: Any, code: int, message: str, data: Any) -> bytes:
-    """A JSON-RPC 2.0 error reply with its code, message and data."""
-    return _dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message, "data": data},
-                   "id": id_})
-
-
-def encode_notification(method: str, params: list[Any], dialect: int = OVSDB_DIALECT) -> bytes:
-    """A server-to-client notification (update, update2, locked, ...)."""
-    if dialect == JSONRPC2_DIALECT:
-        return _dumps({"jsonrpc": "2.0", "method": method, "params": params})
-    return _dumps({"id": None, "method": method, "params": params})
-
-
-def encode_notification_around(method: str, head: list[Any], body: bytes,
-                               dialect: int = OVSDB_DIALECT) -> bytes:
-    """A notification whose last param, ``body``, is JSON encoded once and shared
-    by every session that sends it (monitor fan-out)."""
-    if dialect == JSONRPC2_DIALECT:
-        start = b'{"jsonrpc":"2.0","method":' + _dumps(method) + b',"params":'
-    else:
-        start = b'{"id":null,"method":' + _dumps(method) + b',"params":'
-    head_json = _dumps(head)
-    return start + head_json[:-1] + (b"," if head else b"") + body + b"]}"
-
-
-def encode_request(id_: Any, method: str, params: list[Any], dialect: int = OVSDB_DIALECT) -> bytes:
-    """A server-initiated request: the inactivity probe
-    `{"id":"echo","method":"echo","params":[]}`."""
-    if dialect == JSONRPC2_DIALECT:
-        return _dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": id_})
-    return _dumps({"id": id_, "method": method, "params": params})
