@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from ..core import values
 from ..core.errors import OVSDBError
+from ..core.hashorder import ovs_member_order
 from ..core.jsonfmt import ovs_json, ovs_parsed
 from ..core.types import UUID_RE, Type
 
@@ -308,7 +309,7 @@ def monitor_tables(updates: Any, monitored: Iterable[Monitored], version: int,
             continue
         table = Table(["row", "action", *(name for name, _ in mt.columns)],
                       caption=mt.name if len(monitored) > 1 else None, time=time)
-        for uuid in shash_order(update):
+        for uuid in ovs_member_order(update):
             if version == 1:
                 _add_row_update(table, mt, uuid, update[uuid], initial, errors)
             else:
@@ -403,62 +404,3 @@ def dump_table(name: str, columns: dict[str, Type], rows: list[Any]) -> Table:
     cells: list[list[Cell]] = [
         [JsonCell(values.to_json(t, d), t) for t, d in zip(types, datums)] for datums in data]
     return Table(names, cells, f"{name} table")
-
-
-# --- listing order -----------------------------------------------------------
-# ovsdb-client lists tables and columns in the iteration order of OVS's
-# string hash map (shash), not sorted.  That order depends only on the names
-# and the order they were inserted in (the order of the members on the wire),
-# so it can be reproduced: murmur-style hash_string() and hmap's buckets.
-
-_M32 = 0xFFFFFFFF
-
-
-def _rotl(x: int, k: int) -> int:
-    return ((x << k) | (x >> (32 - k))) & _M32
-
-
-def _mhash_add(hash_: int, data: int) -> int:
-    if data:
-        data = _rotl((data * 0xCC9E2D51) & _M32, 15)
-        hash_ ^= (data * 0x1B873593) & _M32
-    return (_rotl(hash_, 13) * 5 + 0xE6546B64) & _M32
-
-
-def ovs_hash_string(text: str) -> int:
-    """OVS ``hash_string(text, 0)``."""
-    data = text.encode()
-    hash_ = 0
-    for i in range(0, len(data), 4):
-        hash_ = _mhash_add(hash_, int.from_bytes(data[i:i + 4], "little"))
-    hash_ ^= len(data)
-    hash_ ^= hash_ >> 16
-    hash_ = (hash_ * 0x85EBCA6B) & _M32
-    hash_ ^= hash_ >> 13
-    hash_ = (hash_ * 0xC2B2AE35) & _M32
-    return hash_ ^ (hash_ >> 16)
-
-
-def _hmap_mask(capacity: int) -> int:
-    mask = capacity // 2
-    for shift in (1, 2, 4, 8, 16, 32):
-        mask |= mask >> shift
-    return mask | (mask & 1) << 1
-
-
-def shash_order(names: Iterable[str]) -> list[str]:
-    """The order an OVS shash iterates ``names`` inserted in the given order."""
-    buckets: list[list[tuple[int, str]]] = [[]]
-    for count, name in enumerate(names, 1):
-        hash_ = ovs_hash_string(name)
-        buckets[hash_ & (len(buckets) - 1)].insert(0, (hash_, name))
-        mask = len(buckets) - 1
-        if count // 2 > mask and _hmap_mask(count) > mask:
-            # Rehash bucket by bucket, each node pushed onto its new bucket's head.
-            new_mask = _hmap_mask(count)
-            grown: list[list[tuple[int, str]]] = [[] for _ in range(new_mask + 1)]
-            for bucket in buckets:
-                for node in bucket:
-                    grown[node[0] & new_mask].insert(0, node)
-            buckets = grown
-    return [name for bucket in buckets for _, name in bucket]

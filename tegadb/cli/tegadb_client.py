@@ -27,6 +27,7 @@ from typing import Any
 from ..client.connection import Notification, ProtocolError, RPCError, SyncConnection
 from ..core import conditions
 from ..core.errors import OVSDBError, syntax_error, syntax_text
+from ..core.hashorder import ovs_member_order
 from ..core.jsonfmt import ovs_json, ovs_parsed
 from ..core.schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
 from ..core.types import UUID_RE, ZERO_UUID
@@ -136,12 +137,12 @@ class SchemaReply:
         It parses the reply into a JSON object (one shash), then adds the
         tables, in that object's order, to the schema's own shash.
         """
-        return formats.shash_order(formats.shash_order(self.wire["tables"]))
+        return ovs_member_order(ovs_member_order(self.wire["tables"]))
 
     def column_order(self, table: str) -> list[str]:
         """Columns likewise, but ``_uuid`` and ``_version`` go in first."""
-        parsed = formats.shash_order(self.wire["tables"][table]["columns"])
-        return formats.shash_order([*IMPLICIT_COLUMNS, *parsed])
+        parsed = ovs_member_order(self.wire["tables"][table]["columns"])
+        return ovs_member_order([*IMPLICIT_COLUMNS, *parsed])
 
 
 def fetch_schema(conn: SyncConnection, database: str, options: Options) -> SchemaReply:

@@ -6,7 +6,9 @@ the first in hash order, not in the text's order.  This reproduces that
 order: OVS's ``hash_string`` (murmur3-style ``hash_bytes`` with basis 0, its
 portable form) and the bucket order of its ``hmap``, which grows as members
 are added, each insertion and each rehash putting a node at the head of its
-bucket.  Only error paths use it: valid input is read in any order.
+bucket.  The engine uses it only on error paths (valid input is read in
+any order); tegadb-client lists tables, columns and rows in this order, as
+ovsdb-client does.
 """
 
 from __future__ import annotations
