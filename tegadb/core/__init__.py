@@ -9,10 +9,12 @@ What this layer owns:
   garbage collection, maxRows, weak references, unique indexes, versions);
 - conditions and mutations;
 - monitors (update / update2 / update3), the transaction history that
-  ``monitor_cond_since`` resumes from (history.py), and the lock table.
+  ``monitor_cond_since`` resumes from (history.py), and the lock table;
+- a commit's change set as JSON and back (changesets.py): what a log record
+  stores, though not the record around it (the server's codec).
 
 What it never touches: sockets, files, the event loop, the clock, the
-journal's format.  Callers pass in elapsed times and get back plain values:
+log's record format.  Callers pass in elapsed times and get back plain values:
 result arrays, change sets, notification bodies.
 
 Ordering rules the layers above rely on:

@@ -8,7 +8,10 @@ What this layer owns:
   and the methods never know it;
 - each served database's commit pipeline (``service``): run a transaction
   in the core, append its record, feed the monitors, answer;
-- client sessions and the RPC methods (``methods``), the ``_Server``
+- client sessions and the RPC methods (``methods``), our own registry
+  called directly for OVSDB's JSON-RPC 1.0; JSON-RPC 2.0 requests go
+  through jsonrpcserver (``jsonrpc2``, imported on the first such request,
+  so a server that never sees one never loads it); the ``_Server``
   database (``server_db``);
 - the asyncio shell (``connections``): listeners, connection loop,
   backpressure, probes; and the command (``main``).
