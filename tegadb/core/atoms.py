@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import re
-import uuid as uuidlib
 from collections.abc import Callable
 from typing import Any, Final
 
 from .errors import OVSDBError, syntax_error
+from .ids import new_uuid
 from .jsonfmt import real_json
 
 # Final: compiled code uses the values, not a module lookup per comparison.
@@ -45,7 +45,7 @@ class NamedUUIDs:
     def resolve(self, name: str) -> str:
         found = self.uuids.get(name)
         if found is None:
-            found = self.uuids[name] = str(uuidlib.uuid4())
+            found = self.uuids[name] = new_uuid()
         return found
 
     def declare(self, name: str, uuid: str | None = None) -> str:

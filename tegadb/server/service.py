@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from ..core import changesets, values
 from ..core.database import Database, TxnOutcome
 from ..core.errors import OVSDBError, syntax_error
 from ..core.history import History
-from ..core.ids import new_txn_id
+from ..core.ids import new_txn_id, new_uuid
 from ..core.locks import LockTable
 from ..core.monitor import Monitor, MonitorHub
 from ..core.ops import LockHolder
@@ -357,7 +356,7 @@ class ServerDatabases:
             if name.startswith("_"):
                 raise ValueError(f'{name}: names beginning with "_" are reserved')
         self.services = {s.name: s for s in services}
-        self.server_id = str(uuid.uuid4())
+        self.server_id = new_uuid()
         self.locks = LockTable()
         self.sessions: set[ClientSession] = set()
         self.server_db = ServerDatabase()
