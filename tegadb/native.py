@@ -33,7 +33,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 NATIVE_DIR = PACKAGE_DIR / "_native"
 MANIFEST = NATIVE_DIR / "SOURCES.json"
 
-# The per-request path. The commands (server.py, the CLIs) and the client
+# The per-request path. The commands (server/main.py, the CLIs) and the client
 # stay interpreted: their cost is per start, connection or command.
 MODULES = ("core/errors", "core/atoms", "core/types", "core/values", "core/schema",
            "core/conditions", "core/mutations", "core/hashorder", "core/ids", "core/tables",

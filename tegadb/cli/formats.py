@@ -6,7 +6,7 @@ Everything here is pure text: tables of cells rendered as ``table``, ``list``,
 layout, ``%.15g`` reals), the row order of ``dump``, the tables ``monitor``
 prints for each update, and the hash order in which ovsdb-client lists
 tables, columns and the rows of an update.  Verified against ovsdb-client
-3.1 by tests/test_cli_client.py.
+3.1 by tests/integration/test_cli_client.py.
 """
 
 from __future__ import annotations

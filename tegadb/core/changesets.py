@@ -75,7 +75,7 @@ def apply_changes_json(database: Database, txn_id: str, tables: dict[str, Any],
     """
     version = (txn_id,)
     if snapshot:
-        database._load_tables()
+        database.reset_tables()
     changes: Changes = {}
     for name, rows in tables.items():
         table = database.tables.get(name)

@@ -50,8 +50,8 @@ class TxnOutcome:
 class Database(Contents):
     """One database's schema and committed contents, and transactions on them."""
 
-    def _load_tables(self) -> None:
-        super()._load_tables()
+    def reset_tables(self) -> None:
+        super().reset_tables()
         # Replay reads a row's ``_version`` as written (see _ReplayedVersion).
         for table in self.tables.values():
             table.replay_parsers["_version"] = _ReplayedVersion(table.types["_version"])

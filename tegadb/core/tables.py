@@ -239,9 +239,10 @@ class Contents:
         self.name = schema.name
         # Names starting with "_" are reserved for the server's own databases.
         self.reserved = schema.name.startswith("_")
-        self._load_tables()
+        self.reset_tables()
 
-    def _load_tables(self) -> None:
+    def reset_tables(self) -> None:
+        """Empty every table (a snapshot replaces everything)."""
         self.tables = {name: Table(ts) for name, ts in self.schema.tables.items()}
         # The commit steps each schema needs at all.
         self.weak_tables = [t for t in self.tables.values() if t.weak_columns]
