@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..core import values
+from ..core.atoms import UUID_RE
 from ..core.errors import OVSDBError
 from ..core.hashorder import ovs_member_order
 from ..core.jsonfmt import ovs_json, ovs_parsed
-from ..core.types import UUID_RE, Type
+from ..core.types import Type
 
 FORMATS = ("table", "list", "html", "csv", "json")
 DATA_FORMATS = ("string", "bare", "json")

@@ -26,11 +26,12 @@ from typing import Any
 
 from ..client.connection import Notification, ProtocolError, RPCError, SyncConnection
 from ..core import conditions
+from ..core.atoms import UUID_RE
 from ..core.errors import OVSDBError, syntax_error, syntax_text
 from ..core.hashorder import ovs_member_order
 from ..core.jsonfmt import ovs_json, ovs_parsed
 from ..core.schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
-from ..core.types import UUID_RE, ZERO_UUID
+from ..core.types import ZERO_UUID
 from . import formats
 from .formats import JsonCell, Monitored, Style, Table
 

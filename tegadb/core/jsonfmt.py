@@ -28,11 +28,16 @@ _LONG_MIN = -(2**63)
 _LONG_MAX = 2**63 - 1
 
 
+def format_real(value: float) -> str:
+    """A real's text as OVS prints it (``%.15g``)."""
+    return format(value, ".15g")
+
+
 def real_json(value: float) -> int | float:
     """A real as OVS prints it (``%.15g``): 2.0 -> 2, 0.30000000000000004 -> 0.3."""
     if value.is_integer() and -_INTEGRAL_LIMIT < value < _INTEGRAL_LIMIT:
         return int(value)
-    return float(format(value, ".15g"))
+    return float(format_real(value))
 
 
 def ovs_parsed(value: Any) -> Any:
@@ -82,7 +87,7 @@ def _serialize(value: Any, pretty: bool, depth: int, out: list[str]) -> None:
     elif isinstance(value, int):
         out.append(str(value))
     elif isinstance(value, float):
-        out.append(format(value, ".15g"))
+        out.append(format_real(value))
     elif isinstance(value, str):
         out.append(_quote(value))
     elif isinstance(value, dict):

@@ -43,13 +43,14 @@ from typing import Any
 import ujson
 
 from . import conditions, values
+from .atoms import UUID_RE
 from .conditions import Clause, Predicate
 from .database import Database
 from .errors import OVSDBError, syntax_error
 from .history import History, absorb, merge
 from .schema import TableSchema
 from .tables import Changes, Row, Table
-from .types import UUID_RE, ZERO_UUID, Type, check_members
+from .types import ZERO_UUID, Type, check_members
 
 # The ``select`` flags.
 INITIAL, INSERT, DELETE, MODIFY = 1, 2, 4, 8

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import values
-from .atoms import NamedUUIDs
+from .atoms import INT64_MAX, INT64_MIN, NamedUUIDs
 from .errors import OVSDBError, syntax_error
 from .schema import ColumnSchema, TableSchema
-from .types import INT64_MAX, INT64_MIN, UNLIMITED, BaseType, Type
+from .types import UNLIMITED, BaseType, Type
 from .values import Datum
 
 Row = dict[str, Datum]

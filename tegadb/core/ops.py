@@ -13,13 +13,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import conditions, mutations, values
-from .atoms import NamedUUIDs
+from .atoms import UUID_RE, NamedUUIDs, is_id
 from .conditions import Clause
 from .errors import OVSDBError, syntax_error
 from .hashorder import ovs_member_order
 from .ids import new_uuid
 from .tables import Contents, Row, Table
-from .types import UUID_RE, check_members, is_id
+from .types import check_members
 from .values import Datum
 from .view import TxnRow, View
 

@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .atoms import is_id
 from .errors import OVSDBError, syntax_error
-from .types import UUID_TYPE, Type, check_members, is_id
+from .types import UUID_TYPE, Type, check_members
 
 VERSION_RE = re.compile(r"\d+\.\d+\.\d+\Z")
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-# INT64_MAX, INT64_MIN, UUID_RE and is_id are re-exported: callers take them from here.
-from .atoms import INT64_MAX, INT64_MIN, UUID_RE, atoms_to_json, is_id, parse_atoms
+from .atoms import atoms_to_json, is_id, parse_atoms
 from .errors import OVSDBError, syntax_error, syntax_text
 
 ATOMIC_TYPES = ("integer", "real", "boolean", "string", "uuid")
@@ -43,11 +42,6 @@ def _bound(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any
     if isinstance(value, bool) or not isinstance(value, kind):
         raise syntax_error(f"Parsing ovsdb type failed: Type mismatch for member '{name}'.", obj)
     return value
-
-
-def format_real(value: float) -> str:
-    """Reals as OVS prints them (``%.15g``)."""
-    return format(value, ".15g")
 
 
 @dataclass(frozen=True)
@@ -272,16 +266,11 @@ UUID_TYPE = Type(BaseType("uuid"))
 
 __all__ = [
     "ATOMIC_TYPES",
-    "INT64_MAX",
-    "INT64_MIN",
     "UNLIMITED",
-    "UUID_RE",
     "UUID_TYPE",
     "ZERO_UUID",
     "BaseType",
     "OVSDBError",
     "Type",
     "check_members",
-    "format_real",
-    "is_id",
 ]

@@ -27,7 +27,8 @@ from .atoms import (
     unwrap,
 )
 from .errors import OVSDBError, constraint_violation, syntax_error, syntax_text
-from .types import BaseType, Type, format_real
+from .jsonfmt import format_real
+from .types import BaseType, Type
 
 Datum = tuple
 

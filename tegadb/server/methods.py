@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import ujson
 
+from ..core.atoms import is_id
 from ..core.errors import OVSDBError, syntax_error
 from ..core.locks import Notice
 from ..core.monitor import parse_cond_change, parse_monitor
 from ..core.schema import DbSchema
-from ..core.types import is_id
 from ..protocol.framer import ProtocolError
 from ..protocol.messages import (
     JSONRPC2_DIALECT,

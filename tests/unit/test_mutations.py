@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 
 from tegadb.core import mutations
-from tegadb.core.atoms import NamedUUIDs
+from tegadb.core.atoms import INT64_MAX, INT64_MIN, NamedUUIDs
 from tegadb.core.errors import OVSDBError
 from tegadb.core.schema import DbSchema
-from tegadb.core.types import INT64_MAX, INT64_MIN
 
 U1 = "11111111-1111-4111-8111-111111111111"
 
