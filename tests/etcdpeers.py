@@ -158,16 +158,19 @@ class EtcdCluster:
         process.kill()
         process.wait()
 
-    def restart(self, index: int, timeout: float = 10.0) -> None:
-        """Start a killed member again on its ports and data; wait until healthy."""
-        member = self._members[index]
-        if member.process is not None:
-            raise RuntimeError(f"etcd member {index} is still running; kill it first")
-        self._launch(member, "existing")
+    def restart(self, *indexes: int, timeout: float = 10.0) -> None:
+        """Start killed members again on their ports and data (all at once: a
+        member alone has no quorum); wait until they are healthy."""
+        members = [self._members[index] for index in indexes]
+        for index, member in zip(indexes, members, strict=True):
+            if member.process is not None:
+                raise RuntimeError(f"etcd member {index} is still running; kill it first")
+        for member in members:
+            self._launch(member, "existing")
         try:
-            self._wait_healthy([member], time.monotonic() + timeout)
+            self._wait_healthy(members, time.monotonic() + timeout)
         except BaseException:
-            self._terminate([member])
+            self._terminate(members)
             raise
 
     def stop(self) -> None:
