@@ -9,8 +9,10 @@ head key, then two puts: the log append tegadb makes), txns with 64 in
 flight, watch delivery (put through one client, event on another client's
 watch, on another member), and fail-over: puts go on through a client given
 every endpoint while the member it talks to is SIGKILLed.  etcdctl's own put
-is measured as the floor.  The candidates that are not installed are
-reported as such; docs/etcd-clients.md has the results and the choice.
+is measured as the floor.  Only aetcd is a dependency of tegadb: install the
+others into the venv first (`.venv/bin/pip install etcd3aio etcd-client-py
+aiohttp etcd3`); a candidate that does not import is reported as such.
+docs/etcd-clients.md has the results and the choice.
 """
 
 from __future__ import annotations
