@@ -1,0 +1,367 @@
+"""Cluster-wide OVSDB locks (PROTOCOL.md 6) kept in etcd: what a member serves.
+
+The layout in etcd (the queue rules are core/lockqueues.py's):
+
+    PREFIX NAME/lock/MEMBER/LEASE/SESSION/SERIAL    a waiter that sent "lock"
+    PREFIX NAME/steal/MEMBER/LEASE/SESSION/SERIAL   one that sent "steal"
+
+Every key is empty and attached to its member's lease, so a member that dies
+(its lease is no longer kept alive) loses its waiters within the lease's TTL
+and the next waiter is told "locked".  The owner of NAME is its newest steal
+key, else its oldest lock key (FIFO by create revision).  A ``lock`` is one
+put; a ``steal`` is one transaction that puts its key and deletes every other
+steal key of NAME (the stealer stolen from leaves the queue; its holder keeps
+its record here until it unlocks); ``unlock`` deletes the key.
+
+Each member mirrors every key under PREFIX with a watch and derives the
+``locked`` / ``stolen`` notices from its events, so a holder on any member is
+told when a holder on another one takes or frees a lock.  ``lock`` and
+``steal`` resolve once the watch has brought back their own key's creation:
+then ``owner_is`` already agrees with the answer.  Notices for a holder whose
+request is still in flight are held back and sent, in order, right after it
+resolves (``loop.call_soon``), so they follow the reply.
+
+How stale ``owner_is`` can be (what ``assert`` sees): by the watch's delay
+(milliseconds) while the member reaches etcd.  A probe reads from etcd every
+``probe_interval`` seconds; when none has succeeded for ``stale_after``
+seconds, or the watch is broken, ``owner_is`` answers False for everyone.
+Keep ``stale_after`` below the lease's TTL minus its keep-alive interval (1.5 s
+against 3 s and 1 s by default): a member cut off from etcd then stops
+asserting its locks before etcd can expire its lease and hand them on.
+
+When etcd cannot be reached, ``lock`` and ``steal`` raise
+ClusterLocksUnavailable within ``timeout`` seconds.  ``unlock`` and
+``release_all`` never fail: a key they could not delete is retried in the
+background until it is gone, which the lease's expiry also ensures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Coroutine, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aetcd
+
+from ..core.lockqueues import LOCK, STEAL, KeyNotice, LockQueues, WaiterKey, other_steal_ranges
+
+log = logging.getLogger("tegadb.server.cluster_locks")
+
+Holder = Hashable
+Notify = Callable[[Holder, str, str], None]
+
+# How long to wait before trying etcd again after the watch broke or a
+# deletion failed.
+RETRY_INTERVAL = 0.5
+# What a broken connection to etcd raises: aetcd's errors and our deadlines.
+ETCD_ERRORS = (aetcd.ClientError, TimeoutError)
+
+
+class ClusterLocksUnavailable(Exception):
+    """etcd did not take a lock request in time; its key, if it got there, is deleted."""
+
+
+def error_text(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
+@dataclass(eq=False)
+class _Record:
+    """A holder's waiter record for one lock name, and its key in etcd."""
+
+    holder: Holder
+    name: str
+    key: bytes
+    # Set when the watch brings back the key's creation: whether the holder
+    # owned the lock then; set to False if the request failed.
+    placed: asyncio.Future[bool]
+    # Notices held back while the request is in flight; None once it resolved.
+    deferred: list[str] | None = field(default_factory=list)
+
+
+class ClusterLocks:
+    """The lock table of one member of a cluster, shared through etcd."""
+
+    def __init__(self, client: aetcd.Client, prefix: bytes | str, member_id: str,
+                 lease_id: int, notify: Notify, *, timeout: float = 2.0,
+                 probe_interval: float = 0.5, stale_after: float = 1.5) -> None:
+        prefix = prefix.encode() if isinstance(prefix, str) else prefix
+        if not member_id or "/" in member_id:
+            raise ValueError(f"cluster locks: member id {member_id!r} must be non-empty, "
+                             f"without '/'")
+        self._client = client
+        self._prefix = prefix if prefix.endswith(b"/") else prefix + b"/"
+        self._member = member_id
+        self._lease = lease_id
+        self._notify = notify
+        self._timeout = timeout
+        self._probe_interval = probe_interval
+        self._stale_after = stale_after
+        self._queues = LockQueues(self._prefix)
+        self._records: dict[tuple[Holder, str], _Record] = {}
+        self._by_key: dict[bytes, _Record] = {}      # this member's keys in etcd
+        self._session_ids: dict[Holder, str] = {}
+        self._next_session = itertools.count(1)
+        self._next_serial = itertools.count(1)
+        self._orphans: set[bytes] = set()             # keys still to delete
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._releases: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._watch: Any = None
+        self._watching = False
+        self._last_contact = float("-inf")
+
+    # --- life cycle ------------------------------------------------------------
+    async def start(self) -> None:
+        """Load every waiter and follow them (raises ClusterLocksUnavailable)."""
+        try:
+            await self._sync()
+        except ETCD_ERRORS as error:
+            raise ClusterLocksUnavailable(
+                f"cluster locks: cannot read {self._prefix.decode()} from etcd "
+                f"within {self._timeout:g} s: {error_text(error)}") from error
+        self._spawn(self._follow())
+        self._spawn(self._probe())
+
+    async def close(self) -> None:
+        """Give up this member's locks (best effort, bounded) and stop."""
+        records = list(self._records.values())
+        self._records.clear()
+        releases = list(self._releases)
+        if records:
+            releases.append(self._spawn(self._delete_keys(records)))
+        if releases:
+            await asyncio.wait(releases, timeout=self._timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_watch()
+
+    # --- requests ---------------------------------------------------------------
+    def has_record(self, holder: Holder, name: str) -> bool:
+        return (holder, name) in self._records
+
+    def owner_is(self, holder: Holder, name: str) -> bool:
+        """Whether ``holder`` owns ``name`` as this member sees the cluster."""
+        record = self._records.get((holder, name))
+        return (record is not None and self._current()
+                and self._queues.owner(name) == record.key)
+
+    async def lock(self, holder: Holder, name: str) -> bool:
+        """Join the back of the queue; whether ``holder`` owned the lock then."""
+        return await self._place(holder, name, LOCK)
+
+    async def steal(self, holder: Holder, name: str) -> bool:
+        """Take the lock; the owner, on whatever member, is told "stolen"."""
+        await self._place(holder, name, STEAL)
+        return True
+
+    async def unlock(self, holder: Holder, name: str) -> None:
+        """Drop the record at once; the key goes from etcd when its request settled."""
+        record = self._take_record(holder, name)
+        await self._delete_keys([record])
+
+    def release_all(self, holder: Holder, names: Iterable[str]) -> None:
+        """A holder is gone: drop its records now, delete their keys in the background."""
+        records = [self._take_record(holder, name) for name in names
+                   if (holder, name) in self._records]
+        self._session_ids.pop(holder, None)
+        if records:
+            release = self._spawn(self._delete_keys(records))
+            self._releases.add(release)
+            release.add_done_callback(self._releases.discard)
+
+    # --- placing and removing keys -------------------------------------------------
+    async def _place(self, holder: Holder, name: str, mode: str) -> bool:
+        if (holder, name) in self._records:
+            raise ValueError(f'cluster locks: {holder!r} already waits for lock "{name}"')
+        session = self._session_ids.setdefault(holder, str(next(self._next_session)))
+        waiter = WaiterKey(name, mode, self._member, self._lease, session,
+                           next(self._next_serial))
+        key = waiter.encode(self._prefix)
+        record = _Record(holder, name, key, asyncio.get_running_loop().create_future())
+        self._records[holder, name] = self._by_key[key] = record
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._write(waiter, key)
+                owned = await asyncio.shield(record.placed)
+        except ETCD_ERRORS as error:
+            if not record.placed.done():
+                record.placed.set_result(False)
+            if self._records.get((holder, name)) is record:
+                del self._records[holder, name]
+            self._delete_later([key])   # the write may have reached etcd
+            raise ClusterLocksUnavailable(
+                f'cluster locks: etcd did not take "{mode}" of lock "{name}" '
+                f"within {self._timeout:g} s: {error_text(error)}") from error
+        deferred, record.deferred = record.deferred, None
+        if deferred:
+            asyncio.get_running_loop().call_soon(self._send_deferred, record, deferred)
+        return owned
+
+    async def _write(self, waiter: WaiterKey, key: bytes) -> None:
+        if waiter.mode == LOCK:
+            await self._client.put(key, b"", lease=self._lease)
+            return
+        ops = self._client.transactions
+        deletes = [ops.delete(start, end) for start, end in other_steal_ranges(self._prefix, waiter)]
+        await self._client.transaction(
+            compare=[], success=[ops.put(key, b"", lease=self._lease), *deletes], failure=[])
+
+    def _take_record(self, holder: Holder, name: str) -> _Record:
+        record = self._records.pop((holder, name), None)
+        if record is None:
+            raise ValueError(f'cluster locks: {holder!r} has no record for lock "{name}"')
+        return record
+
+    async def _delete_keys(self, records: list[_Record]) -> None:
+        """Delete dropped records' keys, once their own requests have settled."""
+        unsettled = [record.placed for record in records if not record.placed.done()]
+        if unsettled:
+            await asyncio.wait(unsettled, timeout=self._timeout)
+        keys = [record.key for record in records]
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._delete(keys)
+        except ETCD_ERRORS as error:
+            log.warning("cluster locks: deleting %d waiter key(s) failed (%s); retrying "
+                        "until it works or the lease ends", len(keys), error_text(error))
+            self._delete_later(keys)
+            return
+        for key in keys:
+            self._forget_key(key)
+
+    async def _delete(self, keys: Iterable[bytes]) -> None:
+        ops = self._client.transactions
+        await self._client.transaction(
+            compare=[], success=[ops.delete(key) for key in keys], failure=[])
+
+    def _delete_later(self, keys: Iterable[bytes]) -> None:
+        self._orphans.update(keys)
+        if self._reaper is None or self._reaper.done():
+            self._reaper = self._spawn(self._reap())
+
+    async def _reap(self) -> None:
+        while self._orphans:
+            await asyncio.sleep(RETRY_INTERVAL)
+            keys = set(self._orphans)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._delete(keys)
+            except ETCD_ERRORS:
+                continue
+            self._orphans -= keys
+            for key in keys:
+                self._forget_key(key)
+
+    def _forget_key(self, key: bytes) -> None:
+        record = self._by_key.get(key)
+        if record is not None and self._records.get((record.holder, record.name)) is not record:
+            del self._by_key[key]
+
+    # --- following etcd -----------------------------------------------------------
+    async def _sync(self) -> None:
+        """Replace the mirror by a listing and watch from the listing's revision on."""
+        async with asyncio.timeout(self._timeout):
+            sent = time.monotonic()
+            listing = await self._client.get_prefix(self._prefix)
+            watch = await self._client.watch_prefix(
+                self._prefix, start_revision=listing.header.revision + 1)
+        self._watch, self._watching = watch, True
+        self._last_contact = sent
+        self._deliver(self._queues.reset((kv.key, kv.create_revision) for kv in listing))
+        for key, record in list(self._by_key.items()):
+            if key in self._queues:
+                self._settle(record)
+            elif record.placed.done():
+                self._forget_key(key)
+
+    async def _follow(self) -> None:
+        """Apply the watch's events; after a break, list everything again."""
+        while True:
+            try:
+                async for event in self._watch:
+                    self._apply(event)
+            except ETCD_ERRORS as error:
+                log.warning("cluster locks: the watch on %s broke: %s",
+                            self._prefix.decode(), error)
+            self._watching = False
+            while not self._watching:
+                await asyncio.sleep(RETRY_INTERVAL)
+                try:
+                    await self._stop_watch()
+                    await self._sync()
+                except ETCD_ERRORS as error:
+                    log.debug("cluster locks: etcd still unreachable: %s", error)
+
+    async def _stop_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await watch.cancel()
+        except ETCD_ERRORS:
+            pass
+
+    def _apply(self, event: Any) -> None:
+        key = event.kv.key
+        if event.kind == "PUT":
+            notices = self._queues.put(key, event.kv.create_revision)
+            record = self._by_key.get(key)
+            if record is not None:
+                self._settle(record)
+        else:
+            notices = self._queues.delete(key)
+            self._orphans.discard(key)
+            self._forget_key(key)
+        self._deliver(notices)
+
+    def _settle(self, record: _Record) -> None:
+        if not record.placed.done():
+            record.placed.set_result(self._queues.owner(record.name) == record.key)
+
+    async def _probe(self) -> None:
+        """Read from etcd now and then: how ``owner_is`` knows its view is current."""
+        while True:
+            sent = time.monotonic()
+            try:
+                async with asyncio.timeout(self._probe_interval * 2):
+                    await self._client.get(self._prefix)
+                self._last_contact = max(self._last_contact, sent)
+            except ETCD_ERRORS:
+                pass
+            await asyncio.sleep(self._probe_interval)
+
+    def _current(self) -> bool:
+        return self._watching and time.monotonic() - self._last_contact < self._stale_after
+
+    # --- notices -----------------------------------------------------------------
+    def _deliver(self, notices: list[KeyNotice]) -> None:
+        for key, kind, name in notices:
+            record = self._by_key.get(key)
+            if record is None or self._records.get((record.holder, name)) is not record:
+                continue    # another member's waiter, or one that unlocked
+            if record.deferred is not None:
+                record.deferred.append(kind)
+            else:
+                self._notify(record.holder, kind, name)
+
+    def _send_deferred(self, record: _Record, kinds: list[str]) -> None:
+        for kind in kinds:
+            if self._records.get((record.holder, record.name)) is not record:
+                return
+            self._notify(record.holder, kind, record.name)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+__all__ = ["ClusterLocks", "ClusterLocksUnavailable"]

@@ -1,0 +1,303 @@
+"""Cluster-wide locks (server/cluster_locks.py) against a real etcd.
+
+Each `Member` is what one tegadb-server member would have: its own etcd
+client (to its own etcd member when there are several), its own lease kept
+alive every second, and its own ClusterLocks.  Holders are plain objects, as
+sessions are.  Every scenario runs on uvloop, as the server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aetcd
+import pytest
+import uvloop
+from peers import free_tcp_port
+
+from tegadb.server.cluster_locks import ClusterLocks, ClusterLocksUnavailable
+
+PREFIX = b"/tegadb/_locks/"
+LEASE_TTL = 3
+# A dead member's lock must reach the next waiter within the lease's TTL plus
+# etcd's expiry sweep (it checks leases every 500 ms) and the watch's delay.
+HANDOVER_BOUND = LEASE_TTL + 2.0
+NOTICE_TIMEOUT = 5.0
+
+
+class Holder:
+    """Stands for a session."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __repr__(self) -> str:
+        return f"<holder {self.label}>"
+
+
+class Member:
+    """One member's etcd client, lease (kept alive) and ClusterLocks."""
+
+    def __init__(self, endpoint: str, member_id: str, timeout: float = 2.0) -> None:
+        url = urlsplit(endpoint)
+        self.client = aetcd.Client(host=url.hostname or "127.0.0.1", port=url.port or 2379,
+                                   timeout=5)
+        self.member_id = member_id
+        self.timeout = timeout
+        self.notices: asyncio.Queue[tuple[Holder, str, str]] = asyncio.Queue()
+        self.lease: Any = None
+        self.locks: ClusterLocks
+        self.keepalive: asyncio.Task[None] | None = None
+
+    async def start(self) -> Member:
+        self.lease = await self.client.lease(LEASE_TTL)
+        self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+        self.locks = ClusterLocks(self.client, PREFIX, self.member_id, self.lease.id,
+                                  self._notify, timeout=self.timeout)
+        await self.locks.start()
+        return self
+
+    def _notify(self, holder: Any, kind: str, name: str) -> None:
+        self.notices.put_nowait((holder, kind, name))
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_TTL / 3)
+            with contextlib.suppress(aetcd.ClientError):
+                await self.client.refresh_lease(self.lease.id)
+
+    def stop_keepalive(self) -> None:
+        """The member's process is gone, as far as etcd can tell."""
+        if self.keepalive is not None:
+            self.keepalive.cancel()
+
+    async def next_notice(self, timeout: float = NOTICE_TIMEOUT) -> tuple[Holder, str, str]:
+        return await asyncio.wait_for(self.notices.get(), timeout)
+
+    async def no_notice(self, wait: float = 0.3) -> None:
+        """Nothing arrives within ``wait`` seconds (after the watch's round trip)."""
+        await asyncio.sleep(wait)
+        assert self.notices.empty(), self.notices.get_nowait()
+
+    async def close(self) -> None:
+        self.stop_keepalive()
+        await self.locks.close()
+        await self.client.close()
+
+
+class LocalEtcd:
+    """A one-member etcd under ``directory`` on free ports (stopped by pid)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        client, peer = free_tcp_port(), free_tcp_port()
+        self.endpoints = [f"http://127.0.0.1:{client}"]
+        self.command = [
+            "etcd", "--name", "m0", "--data-dir", str(directory / "data"),
+            "--listen-client-urls", self.endpoints[0],
+            "--advertise-client-urls", self.endpoints[0],
+            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+            "--initial-cluster", f"m0=http://127.0.0.1:{peer}",
+            "--initial-cluster-state", "new"]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "etcd.log", "wb") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            health = subprocess.run(
+                ["etcdctl", "--endpoints", self.endpoints[0], "endpoint", "health"],
+                env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True)
+            if health.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"etcd did not become healthy; see {self.directory / 'etcd.log'}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
+    if shutil.which("etcd") is None or shutil.which("etcdctl") is None:
+        message = "etcd or etcdctl not installed (run `make peers`)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = LocalEtcd(tmp_path / "etcd")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def run(scenario: Callable[..., Awaitable[None]], endpoints: list[str], count: int = 3) -> None:
+    """Run ``scenario(*members)`` on uvloop with ``count`` started members."""
+    async def main() -> None:
+        members = [Member(endpoints[i % len(endpoints)], f"m{i}") for i in range(count)]
+        try:
+            for member in members:
+                await member.start()
+            await scenario(*members)
+        finally:
+            for member in members:
+                if member.keepalive is not None:
+                    await member.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def test_lock_waits_in_line_across_members_and_passes_on_unlock(etcd: LocalEtcd) -> None:
+    async def scenario(m0: Member, m1: Member, m2: Member) -> None:
+        a, b, c = Holder("a"), Holder("b"), Holder("c")
+        assert await m0.locks.lock(a, "L") is True
+        assert await m1.locks.lock(b, "L") is False
+        assert await m2.locks.lock(c, "L") is False
+        assert m0.locks.owner_is(a, "L")
+        assert not m1.locks.owner_is(b, "L") and not m2.locks.owner_is(c, "L")
+        # Another lock name is independent of "L".
+        assert await m2.locks.lock(c, "M") is True
+        await m0.locks.unlock(a, "L")
+        assert await m1.next_notice() == (b, "locked", "L")
+        assert m1.locks.owner_is(b, "L") and not m0.locks.owner_is(a, "L")
+        assert not m0.locks.has_record(a, "L")
+        await m1.locks.unlock(b, "L")
+        # C owned M already; now it owns L too, and is told once per name.
+        assert await m2.next_notice() == (c, "locked", "L")
+        for member in (m0, m1, m2):
+            await member.no_notice()
+
+    run(scenario, etcd.endpoints)
+
+
+def test_waiter_leaving_tells_owner_locked_again_as_ovsdb_server_does(etcd: LocalEtcd) -> None:
+    async def scenario(m0: Member, m1: Member) -> None:
+        a, b = Holder("a"), Holder("b")
+        assert await m0.locks.lock(a, "L") is True
+        assert await m1.locks.lock(b, "L") is False
+        await m1.locks.unlock(b, "L")
+        assert await m0.next_notice() == (a, "locked", "L")
+        await m1.no_notice()
+
+    run(scenario, etcd.endpoints, count=2)
+
+
+def test_disconnect_hands_locks_to_waiters_on_other_members(etcd: LocalEtcd) -> None:
+    async def scenario(m0: Member, m1: Member, m2: Member) -> None:
+        a, b, c = Holder("a"), Holder("b"), Holder("c")
+        assert await m0.locks.lock(a, "L") is True
+        assert await m0.locks.steal(a, "M") is True
+        assert await m1.locks.lock(b, "L") is False
+        assert await m2.locks.lock(c, "M") is False
+        m0.locks.release_all(a, ["L", "M"])
+        assert not m0.locks.has_record(a, "L") and not m0.locks.owner_is(a, "L")
+        assert await m1.next_notice() == (b, "locked", "L")
+        assert await m2.next_notice() == (c, "locked", "M")
+        await m0.no_notice()
+
+    run(scenario, etcd.endpoints)
+
+
+def test_steal_across_members(etcd: LocalEtcd) -> None:
+    async def scenario(m0: Member, m1: Member, m2: Member) -> None:
+        a, b, c = Holder("a"), Holder("b"), Holder("c")
+        assert await m0.locks.lock(a, "L") is True
+        assert await m1.locks.steal(b, "L") is True
+        assert m1.locks.owner_is(b, "L")
+        assert await m0.next_notice() == (a, "stolen", "L")
+        assert not m0.locks.owner_is(a, "L") and m0.locks.has_record(a, "L")
+        # B got it by stealing: stolen from in turn, it leaves the queue.
+        assert await m2.locks.steal(c, "L") is True
+        assert await m1.next_notice() == (b, "stolen", "L")
+        assert m1.locks.has_record(b, "L") and not m1.locks.owner_is(b, "L")
+        await m0.no_notice()
+        # A asked with "lock": it is next in line when C lets go, B is not.
+        await m2.locks.unlock(c, "L")
+        assert await m0.next_notice() == (a, "locked", "L")
+        assert m0.locks.owner_is(a, "L")
+        await m1.no_notice()
+        # B's record stays until it unlocks; its unlock tells nobody anything.
+        await m1.locks.unlock(b, "L")
+        assert await m1.locks.lock(b, "L") is False
+        for member in (m0, m1, m2):
+            await member.no_notice()
+
+    run(scenario, etcd.endpoints)
+
+
+@pytest.mark.parametrize("death", ["lease revoked", "keep-alive stopped"])
+def test_dead_member_loses_its_lock_within_seconds(etcd: LocalEtcd, death: str) -> None:
+    async def scenario(m0: Member, m1: Member, m2: Member) -> None:
+        a, b, c = Holder("a"), Holder("b"), Holder("c")
+        assert await m0.locks.lock(a, "L") is True
+        assert await m1.locks.lock(b, "L") is False
+        assert await m2.locks.lock(c, "L") is False
+        started = time.monotonic()
+        m0.stop_keepalive()
+        if death == "lease revoked":
+            await m0.client.revoke_lease(m0.lease.id)
+        assert await m1.next_notice(HANDOVER_BOUND) == (b, "locked", "L")
+        elapsed = time.monotonic() - started
+        assert elapsed < HANDOVER_BOUND
+        if death == "lease revoked":
+            assert elapsed < 1.0
+        assert m1.locks.owner_is(b, "L")
+        # m0 itself still runs here: its holder is told it lost the lock.
+        assert await m0.next_notice() == (a, "stolen", "L")
+        assert not m0.locks.owner_is(a, "L")
+        await m2.no_notice()
+
+    run(scenario, etcd.endpoints)
+
+
+def test_etcd_unreachable_fails_requests_in_bounded_time(etcd: LocalEtcd) -> None:
+    async def scenario(m0: Member) -> None:
+        a, b = Holder("a"), Holder("b")
+        assert await m0.locks.lock(a, "L") is True
+        etcd.stop()
+        started = time.monotonic()
+        with pytest.raises(ClusterLocksUnavailable, match='"lock" of lock "M"'):
+            await m0.locks.lock(b, "M")
+        assert time.monotonic() - started < m0.timeout + 0.5
+        assert not m0.locks.has_record(b, "M")
+        # The local view is no longer trusted once the probe has failed long enough.
+        deadline = time.monotonic() + 3.0
+        while m0.locks.owner_is(a, "L") and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not m0.locks.owner_is(a, "L")
+        started = time.monotonic()
+        await m0.locks.unlock(a, "L")      # never fails: retried in the background
+        assert time.monotonic() - started < m0.timeout + 0.5
+
+    run(scenario, etcd.endpoints, count=1)
+
+
+def test_start_without_etcd_fails_in_bounded_time() -> None:
+    async def scenario() -> None:
+        client = aetcd.Client(port=free_tcp_port())
+        locks = ClusterLocks(client, PREFIX, "m0", 1, lambda *notice: None, timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(ClusterLocksUnavailable, match="cannot read /tegadb/_locks/"):
+            await locks.start()
+        assert time.monotonic() - started < 1.5
+        await client.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
