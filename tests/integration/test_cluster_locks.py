@@ -55,6 +55,9 @@ class Member:
         self.member_id = member_id
         self.timeout = timeout
         self.notices: asyncio.Queue[tuple[Holder, str, str]] = asyncio.Queue()
+        # Everything the member's holders were told, in order; a test may
+        # add the replies it got to see how they interleave.
+        self.history: list[tuple[Any, ...]] = []
         self.lease: Any = None
         self.locks: ClusterLocks
         self.keepalive: asyncio.Task[None] | None = None
@@ -69,6 +72,7 @@ class Member:
 
     def _notify(self, holder: Any, kind: str, name: str) -> None:
         self.notices.put_nowait((holder, kind, name))
+        self.history.append((kind, name))
 
     async def _keep_alive(self) -> None:
         while True:
@@ -242,6 +246,28 @@ def test_steal_across_members(etcd: LocalEtcd) -> None:
     run(scenario, etcd.endpoints)
 
 
+def test_reply_and_notices_tell_one_story_when_a_steal_races_a_lock(etcd: LocalEtcd) -> None:
+    """A "stolen" never comes before the reply that said "locked": true."""
+    async def scenario(m0: Member, m1: Member) -> None:
+        async def lock(holder: Holder, name: str) -> None:
+            m0.history.append(("reply", await m0.locks.lock(holder, name)))
+
+        for round_ in range(60):
+            name = f"R{round_}"
+            a, b = Holder("a"), Holder("b")
+            m0.history.clear()
+            await asyncio.gather(lock(a, name), m1.locks.steal(b, name))
+            await asyncio.sleep(0.05)
+            # Either the lock came first (owner, then stolen) or the steal
+            # did (a waits behind b): never a notice before the reply.
+            assert m0.history in ([("reply", True), ("stolen", name)],
+                                  [("reply", False)]), m0.history
+            await m1.locks.unlock(b, name)
+            await m0.locks.unlock(a, name)
+
+    run(scenario, etcd.endpoints, count=2)
+
+
 @pytest.mark.parametrize("death", ["lease revoked", "keep-alive stopped"])
 def test_dead_member_loses_its_lock_within_seconds(etcd: LocalEtcd, death: str) -> None:
     async def scenario(m0: Member, m1: Member, m2: Member) -> None:
@@ -287,6 +313,27 @@ def test_etcd_unreachable_fails_requests_in_bounded_time(etcd: LocalEtcd) -> Non
         assert time.monotonic() - started < m0.timeout + 0.5
 
     run(scenario, etcd.endpoints, count=1)
+
+
+def test_members_follow_again_when_etcd_is_back(etcd: LocalEtcd) -> None:
+    async def scenario(m0: Member, m1: Member) -> None:
+        a, b = Holder("a"), Holder("b")
+        assert await m0.locks.lock(a, "L") is True
+        assert await m1.locks.lock(b, "L") is False
+        etcd.stop()
+        await asyncio.sleep(2.0)
+        assert not m0.locks.owner_is(a, "L")
+        etcd.start()     # same data: the keys and the leases are still there
+        deadline = time.monotonic() + 10
+        while not m0.locks.owner_is(a, "L") and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert m0.locks.owner_is(a, "L")
+        # m1's watch was broken too: it must have listed and watched again.
+        await m0.locks.unlock(a, "L")
+        assert await m1.next_notice(10) == (b, "locked", "L")
+        assert m1.locks.owner_is(b, "L")
+
+    run(scenario, etcd.endpoints, count=2)
 
 
 def test_start_without_etcd_fails_in_bounded_time() -> None:
