@@ -16,10 +16,11 @@ its record here until it unlocks); ``unlock`` deletes the key.
 Each member mirrors every key under PREFIX with a watch and derives the
 ``locked`` / ``stolen`` notices from its events, so a holder on any member is
 told when a holder on another one takes or frees a lock.  ``lock`` and
-``steal`` resolve once the watch has brought back their own key's creation:
-then ``owner_is`` already agrees with the answer.  Notices for a holder whose
-request is still in flight are held back and sent, in order, right after it
-resolves (``loop.call_soon``), so they follow the reply.
+``steal`` change the holder's record at once and return a future, which
+resolves once the watch has brought back their own key's creation: then
+``owner_is`` already agrees with the answer.  Notices for a holder whose
+request is in flight are held back and sent, in order, just after the
+future's own callbacks (``loop.call_soon``), so they follow the reply.
 
 How stale ``owner_is`` can be (what ``assert`` sees): by the watch's delay
 (milliseconds) while the member reaches etcd.  A probe reads from etcd every
@@ -109,7 +110,7 @@ class ClusterLocks:
         self._next_serial = itertools.count(1)
         self._orphans: set[bytes] = set()             # keys still to delete
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._releases: set[asyncio.Task[Any]] = set()
+        self._deletions: set[asyncio.Task[Any]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._watch: Any = None
         self._watching = False
@@ -131,17 +132,19 @@ class ClusterLocks:
         """Give up this member's locks (best effort, bounded) and stop."""
         records = list(self._records.values())
         self._records.clear()
-        releases = list(self._releases)
         if records:
-            releases.append(self._spawn(self._delete_keys(records)))
-        if releases:
-            await asyncio.wait(releases, timeout=self._timeout)
+            self._delete_soon(records)
+        if self._deletions:
+            await asyncio.wait(self._deletions, timeout=self._timeout)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_watch()
 
     # --- requests ---------------------------------------------------------------
+    # Each request changes the holder's record at once, so ``has_record``
+    # answers the holder's next request (even one already read) correctly,
+    # and returns a future for what etcd makes of it.
     def has_record(self, holder: Holder, name: str) -> bool:
         return (holder, name) in self._records
 
@@ -151,19 +154,26 @@ class ClusterLocks:
         return (record is not None and self._current()
                 and self._queues.owner(name) == record.key)
 
-    async def lock(self, holder: Holder, name: str) -> bool:
-        """Join the back of the queue; whether ``holder`` owned the lock then."""
-        return await self._place(holder, name, LOCK)
+    def lock(self, holder: Holder, name: str) -> asyncio.Future[bool]:
+        """Join the back of the queue; resolves to whether ``holder`` owned the lock then.
 
-    async def steal(self, holder: Holder, name: str) -> bool:
-        """Take the lock; the owner, on whatever member, is told "stolen"."""
-        await self._place(holder, name, STEAL)
-        return True
+        Reply as the future resolves (in a done callback, or straight after
+        the ``await``): notices that came meanwhile are sent just after.  It
+        fails with ClusterLocksUnavailable when etcd does not answer in time.
+        """
+        return self._place(holder, name, LOCK)
 
-    async def unlock(self, holder: Holder, name: str) -> None:
-        """Drop the record at once; the key goes from etcd when its request settled."""
-        record = self._take_record(holder, name)
-        await self._delete_keys([record])
+    def steal(self, holder: Holder, name: str) -> asyncio.Future[bool]:
+        """Take the lock (resolves to True); the owner, on whatever member, is told "stolen"."""
+        return self._place(holder, name, STEAL)
+
+    def unlock(self, holder: Holder, name: str) -> asyncio.Task[None]:
+        """Drop the record now; the task deletes its key once its request settled.
+
+        The task never fails: a key that etcd did not delete in time is
+        retried in the background.
+        """
+        return self._delete_soon([self._take_record(holder, name)])
 
     def release_all(self, holder: Holder, names: Iterable[str]) -> None:
         """A holder is gone: drop its records now, delete their keys in the background."""
@@ -171,37 +181,45 @@ class ClusterLocks:
                    if (holder, name) in self._records]
         self._session_ids.pop(holder, None)
         if records:
-            release = self._spawn(self._delete_keys(records))
-            self._releases.add(release)
-            release.add_done_callback(self._releases.discard)
+            self._delete_soon(records)
 
     # --- placing and removing keys -------------------------------------------------
-    async def _place(self, holder: Holder, name: str, mode: str) -> bool:
+    def _place(self, holder: Holder, name: str, mode: str) -> asyncio.Future[bool]:
         if (holder, name) in self._records:
             raise ValueError(f'cluster locks: {holder!r} already waits for lock "{name}"')
         session = self._session_ids.setdefault(holder, str(next(self._next_session)))
         waiter = WaiterKey(name, mode, self._member, self._lease, session,
                            next(self._next_serial))
-        key = waiter.encode(self._prefix)
-        record = _Record(holder, name, key, asyncio.get_running_loop().create_future())
-        self._records[holder, name] = self._by_key[key] = record
+        loop = asyncio.get_running_loop()
+        record = _Record(holder, name, waiter.encode(self._prefix), loop.create_future())
+        self._records[holder, name] = self._by_key[record.key] = record
+        answer: asyncio.Future[bool] = loop.create_future()
+        self._spawn(self._settle_request(record, waiter, answer))
+        return answer
+
+    async def _settle_request(self, record: _Record, waiter: WaiterKey,
+                              answer: asyncio.Future[bool]) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                await self._write(waiter, key)
+                await self._write(waiter, record.key)
                 owned = await asyncio.shield(record.placed)
         except ETCD_ERRORS as error:
             if not record.placed.done():
                 record.placed.set_result(False)
-            if self._records.get((holder, name)) is record:
-                del self._records[holder, name]
-            self._delete_later([key])   # the write may have reached etcd
-            raise ClusterLocksUnavailable(
-                f'cluster locks: etcd did not take "{mode}" of lock "{name}" '
-                f"within {self._timeout:g} s: {error_text(error)}") from error
-        deferred, record.deferred = record.deferred, None
-        if deferred:
-            asyncio.get_running_loop().call_soon(self._send_deferred, record, deferred)
-        return owned
+            if self._records.get((record.holder, record.name)) is record:
+                del self._records[record.holder, record.name]
+            self._delete_later([record.key])   # the write may have reached etcd
+            if not answer.cancelled():
+                answer.set_exception(ClusterLocksUnavailable(
+                    f'cluster locks: etcd did not take "{waiter.mode}" of lock "{record.name}" '
+                    f"within {self._timeout:g} s: {error_text(error)}"))
+            return
+        if not answer.cancelled():
+            # A steal owns the lock when its key is written, whatever came after.
+            answer.set_result(True if waiter.mode == STEAL else owned)
+        # The future's callbacks (the reply) were scheduled first: the notices
+        # held back meanwhile, and any until then, follow it.
+        asyncio.get_running_loop().call_soon(self._end_deferral, record)
 
     async def _write(self, waiter: WaiterKey, key: bytes) -> None:
         if waiter.mode == LOCK:
@@ -217,6 +235,12 @@ class ClusterLocks:
         if record is None:
             raise ValueError(f'cluster locks: {holder!r} has no record for lock "{name}"')
         return record
+
+    def _delete_soon(self, records: list[_Record]) -> asyncio.Task[None]:
+        deletion = self._spawn(self._delete_keys(records))
+        self._deletions.add(deletion)
+        deletion.add_done_callback(self._deletions.discard)
+        return deletion
 
     async def _delete_keys(self, records: list[_Record]) -> None:
         """Delete dropped records' keys, once their own requests have settled."""
@@ -351,8 +375,9 @@ class ClusterLocks:
             else:
                 self._notify(record.holder, kind, name)
 
-    def _send_deferred(self, record: _Record, kinds: list[str]) -> None:
-        for kind in kinds:
+    def _end_deferral(self, record: _Record) -> None:
+        deferred, record.deferred = record.deferred or [], None
+        for kind in deferred:
             if self._records.get((record.holder, record.name)) is not record:
                 return
             self._notify(record.holder, kind, record.name)

@@ -173,7 +173,11 @@ def test_lock_waits_in_line_across_members_and_passes_on_unlock(etcd: LocalEtcd)
         a, b, c = Holder("a"), Holder("b"), Holder("c")
         assert await m0.locks.lock(a, "L") is True
         assert await m1.locks.lock(b, "L") is False
-        assert await m2.locks.lock(c, "L") is False
+        waiting = m2.locks.lock(c, "L")
+        # The record is there before etcd answers: a request read right
+        # after this one is checked against it.
+        assert m2.locks.has_record(c, "L")
+        assert await waiting is False
         assert m0.locks.owner_is(a, "L")
         assert not m1.locks.owner_is(b, "L") and not m2.locks.owner_is(c, "L")
         # Another lock name is independent of "L".
