@@ -7,7 +7,9 @@ The layout in etcd (the queue rules are core/lockqueues.py's):
 
 Every key is empty and attached to its member's lease, so a member that dies
 (its lease is no longer kept alive) loses its waiters within the lease's TTL
-and the next waiter is told "locked".  The owner of NAME is its newest steal
+and the next waiter is told "locked".  A member that lives on while its lease
+ended (cut off from etcd for longer than the TTL) tells its owners "stolen";
+given a new lease (``use_lease``), it puts its lock waiters back in line.  The owner of NAME is its newest steal
 key, else its oldest lock key (FIFO by create revision).  A ``lock`` is one
 put; a ``steal`` is one transaction that puts its key and deletes every other
 steal key of NAME (the stealer stolen from leaves the queue; its holder keeps
@@ -76,12 +78,17 @@ class _Record:
 
     holder: Holder
     name: str
+    mode: str
+    lease: int
     key: bytes
     # Set when the watch brings back the key's creation: whether the holder
     # owned the lock then; set to False if the request failed.
     placed: asyncio.Future[bool]
     # Notices held back while the request is in flight; None once it resolved.
     deferred: list[str] | None = field(default_factory=list)
+    # Put back in line by use_lease(), not by a request: told "locked" if its
+    # key owns the lock as soon as it is written.
+    requeued: bool = False
 
 
 class ClusterLocks:
@@ -183,19 +190,69 @@ class ClusterLocks:
         if records:
             self._delete_soon(records)
 
+    def use_lease(self, lease_id: int) -> None:
+        """The member's lease ended and it has a new one: write keys with it.
+
+        Each holder that asked with "lock" and whose key went with the old
+        lease joins the back of the queue again, and is told "locked" when
+        its turn comes, as a lock waiter stolen from stays in line.  A
+        stealer whose key went does not come back, as a stealer stolen from
+        does not.
+        """
+        self._lease = lease_id
+        self._requeue_lost()
+
     # --- placing and removing keys -------------------------------------------------
     def _place(self, holder: Holder, name: str, mode: str) -> asyncio.Future[bool]:
         if (holder, name) in self._records:
             raise ValueError(f'cluster locks: {holder!r} already waits for lock "{name}"')
+        record, waiter = self._new_record(holder, name, mode)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._spawn(self._settle_request(record, waiter, answer))
+        return answer
+
+    def _new_record(self, holder: Holder, name: str, mode: str) -> tuple[_Record, WaiterKey]:
         session = self._session_ids.setdefault(holder, str(next(self._next_session)))
         waiter = WaiterKey(name, mode, self._member, self._lease, session,
                            next(self._next_serial))
-        loop = asyncio.get_running_loop()
-        record = _Record(holder, name, waiter.encode(self._prefix), loop.create_future())
+        record = _Record(holder, name, mode, self._lease, waiter.encode(self._prefix),
+                         asyncio.get_running_loop().create_future())
         self._records[holder, name] = self._by_key[record.key] = record
-        answer: asyncio.Future[bool] = loop.create_future()
-        self._spawn(self._settle_request(record, waiter, answer))
-        return answer
+        return record, waiter
+
+    def _requeue_lost(self) -> None:
+        """Put back in line each lock waiter whose key went with an earlier lease."""
+        lost = [record for record in self._records.values()
+                if record.mode == LOCK and record.lease != self._lease
+                and record.placed.done() and record.key not in self._queues]
+        if not lost:
+            return
+        requeued = []
+        for record in lost:
+            record, waiter = self._new_record(record.holder, record.name, LOCK)
+            record.deferred, record.requeued = None, True
+            requeued.append((record, waiter))
+        self._spawn(self._write_requeued(requeued))
+
+    async def _write_requeued(self, requeued: list[tuple[_Record, WaiterKey]]) -> None:
+        # One after the other, so that they keep their order in the queue.
+        for record, waiter in requeued:
+            while (self._records.get((record.holder, record.name)) is record
+                   and record.lease == self._lease):
+                try:
+                    async with asyncio.timeout(self._timeout):
+                        await self._write(waiter, record.key)
+                    break
+                except ETCD_ERRORS as error:
+                    log.warning('cluster locks: putting %r back in line for lock "%s" '
+                                "failed: %s", record.holder, record.name, error_text(error))
+                    await asyncio.sleep(RETRY_INTERVAL)
+            else:
+                # Unlocked meanwhile, or another lease came: a later pass takes it.
+                if not record.placed.done():
+                    record.placed.set_result(False)
+                self._delete_later([record.key])
+        self._requeue_lost()
 
     async def _settle_request(self, record: _Record, waiter: WaiterKey,
                               answer: asyncio.Future[bool]) -> None:
@@ -303,6 +360,7 @@ class ClusterLocks:
                 self._settle(record)
             elif record.placed.done():
                 self._forget_key(key)
+        self._requeue_lost()
 
     async def _follow(self) -> None:
         """Apply the watch's events; after a break, list everything again."""
@@ -334,20 +392,25 @@ class ClusterLocks:
 
     def _apply(self, event: Any) -> None:
         key = event.kv.key
+        ours = self._by_key.get(key)
         if event.kind == "PUT":
-            notices = self._queues.put(key, event.kv.create_revision)
-            record = self._by_key.get(key)
-            if record is not None:
-                self._settle(record)
-        else:
-            notices = self._queues.delete(key)
-            self._orphans.discard(key)
+            self._deliver(self._queues.put(key, event.kv.create_revision))
+            if ours is not None:
+                self._settle(ours)
+            return
+        self._orphans.discard(key)
+        self._deliver(self._queues.delete(key))
+        if ours is not None:
             self._forget_key(key)
-        self._deliver(notices)
+            self._requeue_lost()
 
     def _settle(self, record: _Record) -> None:
-        if not record.placed.done():
-            record.placed.set_result(self._queues.owner(record.name) == record.key)
+        if record.placed.done():
+            return
+        owned = self._queues.owner(record.name) == record.key
+        record.placed.set_result(owned)
+        if owned and record.requeued:
+            self._deliver([(record.key, "locked", record.name)])
 
     async def _probe(self) -> None:
         """Read from etcd now and then: how ``owner_is`` knows its view is current."""

@@ -80,6 +80,13 @@ class Member:
             with contextlib.suppress(aetcd.ClientError):
                 await self.client.refresh_lease(self.lease.id)
 
+    async def renew_lease(self) -> None:
+        """A new lease after the old one ended, as the member would make."""
+        self.stop_keepalive()
+        self.lease = await self.client.lease(LEASE_TTL)
+        self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
+        self.locks.use_lease(self.lease.id)
+
     def stop_keepalive(self) -> None:
         """The member's process is gone, as far as etcd can tell."""
         if self.keepalive is not None:
@@ -295,6 +302,32 @@ def test_dead_member_loses_its_lock_within_seconds(etcd: LocalEtcd, death: str) 
         await m2.no_notice()
 
     run(scenario, etcd.endpoints)
+
+
+def test_member_with_a_new_lease_puts_its_lock_waiters_back_in_line(etcd: LocalEtcd) -> None:
+    async def scenario(m0: Member, m1: Member) -> None:
+        a, b, c, s = Holder("a"), Holder("b"), Holder("c"), Holder("s")
+        assert await m0.locks.lock(a, "L") is True
+        assert await m0.locks.lock(c, "N") is True
+        assert await m0.locks.steal(s, "M") is True
+        assert await m1.locks.lock(b, "L") is False
+        # m0's lease ends while m0 lives on (cut off from etcd too long).
+        m0.stop_keepalive()
+        await m0.client.revoke_lease(m0.lease.id)
+        assert await m1.next_notice() == (b, "locked", "L")
+        lost = {await m0.next_notice() for _ in range(3)}
+        assert lost == {(a, "stolen", "L"), (c, "stolen", "N"), (s, "stolen", "M")}
+        await m0.renew_lease()
+        # C is back in line, alone: it owns "N" again and is told so.
+        assert await m0.next_notice() == (c, "locked", "N")
+        await m0.no_notice()
+        # A asked with "lock": it is back in line, behind B.  S stole: it is not.
+        await m1.locks.unlock(b, "L")
+        assert await m0.next_notice() == (a, "locked", "L")
+        assert m0.locks.owner_is(a, "L") and not m0.locks.owner_is(s, "M")
+        assert await m1.locks.lock(b, "M") is True
+
+    run(scenario, etcd.endpoints, count=2)
 
 
 def test_etcd_unreachable_fails_requests_in_bounded_time(etcd: LocalEtcd) -> None:
