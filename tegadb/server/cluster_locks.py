@@ -9,11 +9,13 @@ Every key is empty and attached to its member's lease, so a member that dies
 (its lease is no longer kept alive) loses its waiters within the lease's TTL
 and the next waiter is told "locked".  A member that lives on while its lease
 ended (cut off from etcd for longer than the TTL) tells its owners "stolen";
-given a new lease (``use_lease``), it puts its lock waiters back in line.  The owner of NAME is its newest steal
-key, else its oldest lock key (FIFO by create revision).  A ``lock`` is one
-put; a ``steal`` is one transaction that puts its key and deletes every other
-steal key of NAME (the stealer stolen from leaves the queue; its holder keeps
-its record here until it unlocks); ``unlock`` deletes the key.
+given a new lease (``use_lease``), it puts its lock waiters back in line.
+
+The owner of NAME is its newest steal key, else its oldest lock key (FIFO by
+create revision).  A ``lock`` is one put; a ``steal`` is one transaction
+that puts its key and deletes every other steal key of NAME (the stealer
+stolen from leaves the queue; its holder keeps its record here until it
+unlocks); ``unlock`` deletes the key.
 
 Each member mirrors every key under PREFIX with a watch and derives the
 ``locked`` / ``stolen`` notices from its events, so a holder on any member is
@@ -143,9 +145,11 @@ class ClusterLocks:
             self._delete_soon(records)
         if self._deletions:
             await asyncio.wait(self._deletions, timeout=self._timeout)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A cancelled request's clean-up may start a task: cancel until none is left.
+        while pending := [task for task in self._tasks if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         await self._stop_watch()
 
     # --- requests ---------------------------------------------------------------
@@ -237,6 +241,7 @@ class ClusterLocks:
     async def _write_requeued(self, requeued: list[tuple[_Record, WaiterKey]]) -> None:
         # One after the other, so that they keep their order in the queue.
         for record, waiter in requeued:
+            failures = 0
             while (self._records.get((record.holder, record.name)) is record
                    and record.lease == self._lease):
                 try:
@@ -244,8 +249,11 @@ class ClusterLocks:
                         await self._write(waiter, record.key)
                     break
                 except ETCD_ERRORS as error:
-                    log.warning('cluster locks: putting %r back in line for lock "%s" '
-                                "failed: %s", record.holder, record.name, error_text(error))
+                    if not failures:
+                        log.warning('cluster locks: putting %r back in line for lock "%s" '
+                                    "failed (%s); retrying", record.holder, record.name,
+                                    error_text(error))
+                    failures += 1
                     await asyncio.sleep(RETRY_INTERVAL)
             else:
                 # Unlocked meanwhile, or another lease came: a later pass takes it.
@@ -256,21 +264,18 @@ class ClusterLocks:
 
     async def _settle_request(self, record: _Record, waiter: WaiterKey,
                               answer: asyncio.Future[bool]) -> None:
+        failure = f'cluster locks: etcd did not take "{waiter.mode}" of lock "{record.name}"'
         try:
             async with asyncio.timeout(self._timeout):
                 await self._write(waiter, record.key)
                 owned = await asyncio.shield(record.placed)
         except ETCD_ERRORS as error:
-            if not record.placed.done():
-                record.placed.set_result(False)
-            if self._records.get((record.holder, record.name)) is record:
-                del self._records[record.holder, record.name]
-            self._delete_later([record.key])   # the write may have reached etcd
-            if not answer.cancelled():
-                answer.set_exception(ClusterLocksUnavailable(
-                    f'cluster locks: etcd did not take "{waiter.mode}" of lock "{record.name}" '
-                    f"within {self._timeout:g} s: {error_text(error)}"))
+            self._fail(record, answer, f"{failure} within {self._timeout:g} s: "
+                                       f"{error_text(error)}")
             return
+        except asyncio.CancelledError:
+            self._fail(record, answer, f"{failure}: the lock table was closed")
+            raise
         if not answer.cancelled():
             # A steal owns the lock when its key is written, whatever came after.
             answer.set_result(True if waiter.mode == STEAL else owned)
@@ -280,12 +285,22 @@ class ClusterLocks:
 
     async def _write(self, waiter: WaiterKey, key: bytes) -> None:
         if waiter.mode == LOCK:
-            await self._client.put(key, b"", lease=self._lease)
+            await self._client.put(key, b"", lease=waiter.lease)
             return
         ops = self._client.transactions
         deletes = [ops.delete(start, end) for start, end in other_steal_ranges(self._prefix, waiter)]
         await self._client.transaction(
-            compare=[], success=[ops.put(key, b"", lease=self._lease), *deletes], failure=[])
+            compare=[], success=[ops.put(key, b"", lease=waiter.lease), *deletes], failure=[])
+
+    def _fail(self, record: _Record, answer: asyncio.Future[bool], reason: str) -> None:
+        """A request failed: it leaves no record, and its key (if written) goes."""
+        if not record.placed.done():
+            record.placed.set_result(False)
+        if self._records.get((record.holder, record.name)) is record:
+            del self._records[record.holder, record.name]
+        self._delete_later([record.key])
+        if not answer.done():
+            answer.set_exception(ClusterLocksUnavailable(reason))
 
     def _take_record(self, holder: Holder, name: str) -> _Record:
         record = self._records.pop((holder, name), None)

@@ -137,6 +137,11 @@ class LocalEtcd:
             time.sleep(0.1)
         raise RuntimeError(f"etcd did not become healthy; see {self.directory / 'etcd.log'}")
 
+    def pause(self) -> None:
+        """etcd stops answering, its connections stay open (a hung or cut-off etcd)."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
@@ -371,6 +376,30 @@ def test_members_follow_again_when_etcd_is_back(etcd: LocalEtcd) -> None:
         assert m1.locks.owner_is(b, "L")
 
     run(scenario, etcd.endpoints, count=2)
+
+
+def test_etcd_not_answering_times_requests_out(etcd: LocalEtcd) -> None:
+    async def scenario(m0: Member) -> None:
+        a, b, c = Holder("a"), Holder("b"), Holder("c")
+        assert await m0.locks.lock(a, "L") is True
+        etcd.pause()
+        started = time.monotonic()
+        with pytest.raises(ClusterLocksUnavailable,
+                           match='"steal" of lock "M" within 2 s: TimeoutError'):
+            await m0.locks.steal(b, "M")
+        assert m0.timeout - 0.1 < time.monotonic() - started < m0.timeout + 0.5
+        assert not m0.locks.has_record(b, "M")
+        # By now the probe has not been answered for longer than stale_after.
+        assert not m0.locks.owner_is(a, "L")
+        # Closing fails what is still in flight, in bounded time.
+        in_flight = m0.locks.lock(c, "N")
+        started = time.monotonic()
+        await m0.locks.close()
+        assert time.monotonic() - started < 3 * m0.timeout
+        with pytest.raises(ClusterLocksUnavailable, match="the lock table was closed"):
+            await in_flight
+
+    run(scenario, etcd.endpoints, count=1)
 
 
 def test_start_without_etcd_fails_in_bounded_time() -> None:
