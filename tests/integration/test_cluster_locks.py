@@ -11,28 +11,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import aetcd
 import pytest
 import uvloop
+from etcdpeers import EtcdCluster
 from peers import free_tcp_port
 
 from tegadb.server.cluster_locks import ClusterLocks, ClusterLocksUnavailable
 
-PREFIX = b"/tegadb/_locks/"
 LEASE_TTL = 3
 # A dead member's lock must reach the next waiter within the lease's TTL plus
 # etcd's expiry sweep (it checks leases every 500 ms) and the watch's delay.
 HANDOVER_BOUND = LEASE_TTL + 2.0
 NOTICE_TIMEOUT = 5.0
+# gRPC shares a connection to an address between all channels of a process,
+# with its back-off after failures (up to 2 min by default): a client of an
+# etcd member that was down would wait out a back-off earned by another.
+GRPC_OPTIONS = {"grpc.use_local_subchannel_pool": 1, "grpc.max_reconnect_backoff_ms": 1000}
 
 
 class Holder:
@@ -48,11 +50,14 @@ class Holder:
 class Member:
     """One member's etcd client, lease (kept alive) and ClusterLocks."""
 
-    def __init__(self, endpoint: str, member_id: str, timeout: float = 2.0) -> None:
+    def __init__(self, endpoint: str, member_id: str, prefix: bytes,
+                 ttl: int = LEASE_TTL, timeout: float = 2.0) -> None:
         url = urlsplit(endpoint)
         self.client = aetcd.Client(host=url.hostname or "127.0.0.1", port=url.port or 2379,
-                                   timeout=5)
+                                   timeout=5, options=GRPC_OPTIONS)
         self.member_id = member_id
+        self.prefix = prefix
+        self.ttl = ttl
         self.timeout = timeout
         self.notices: asyncio.Queue[tuple[Holder, str, str]] = asyncio.Queue()
         # Everything the member's holders were told, in order; a test may
@@ -63,9 +68,9 @@ class Member:
         self.keepalive: asyncio.Task[None] | None = None
 
     async def start(self) -> Member:
-        self.lease = await self.client.lease(LEASE_TTL)
+        self.lease = await self.client.lease(self.ttl)
         self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
-        self.locks = ClusterLocks(self.client, PREFIX, self.member_id, self.lease.id,
+        self.locks = ClusterLocks(self.client, self.prefix, self.member_id, self.lease.id,
                                   self._notify, timeout=self.timeout)
         await self.locks.start()
         return self
@@ -76,14 +81,14 @@ class Member:
 
     async def _keep_alive(self) -> None:
         while True:
-            await asyncio.sleep(LEASE_TTL / 3)
+            await asyncio.sleep(self.ttl / 3)
             with contextlib.suppress(aetcd.ClientError):
                 await self.client.refresh_lease(self.lease.id)
 
     async def renew_lease(self) -> None:
         """A new lease after the old one ended, as the member would make."""
         self.stop_keepalive()
-        self.lease = await self.client.lease(LEASE_TTL)
+        self.lease = await self.client.lease(self.ttl)
         self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
         self.locks.use_lease(self.lease.id)
 
@@ -106,67 +111,24 @@ class Member:
         await self.client.close()
 
 
-class LocalEtcd:
-    """A one-member etcd under ``directory`` on free ports (stopped by pid)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        client, peer = free_tcp_port(), free_tcp_port()
-        self.endpoints = [f"http://127.0.0.1:{client}"]
-        self.command = [
-            "etcd", "--name", "m0", "--data-dir", str(directory / "data"),
-            "--listen-client-urls", self.endpoints[0],
-            "--advertise-client-urls", self.endpoints[0],
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"m0=http://127.0.0.1:{peer}",
-            "--initial-cluster-state", "new"]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "etcd.log", "wb") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            health = subprocess.run(
-                ["etcdctl", "--endpoints", self.endpoints[0], "endpoint", "health"],
-                env={**os.environ, "ETCDCTL_API": "3"}, capture_output=True)
-            if health.returncode == 0:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"etcd did not become healthy; see {self.directory / 'etcd.log'}")
-
-    def pause(self) -> None:
-        """etcd stops answering, its connections stay open (a hung or cut-off etcd)."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
 @pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
-    if shutil.which("etcd") is None or shutil.which("etcdctl") is None:
-        message = "etcd or etcdctl not installed (run `make peers`)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    cluster = LocalEtcd(tmp_path / "etcd")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+def etcd(etcd_cluster_module: EtcdCluster) -> EtcdCluster:
+    """The module's 3-member etcd cluster: each run has a prefix of its own."""
+    return etcd_cluster_module
 
 
-def run(scenario: Callable[..., Awaitable[None]], endpoints: list[str], count: int = 3) -> None:
-    """Run ``scenario(*members)`` on uvloop with ``count`` started members."""
+def run(scenario: Callable[..., Awaitable[None]], cluster: EtcdCluster, count: int = 3,
+        ttl: int = LEASE_TTL) -> None:
+    """Run ``scenario(*members)`` on uvloop with ``count`` started members.
+
+    Member i talks to etcd member i; each run has a prefix of its own, so the
+    tests can share one etcd cluster.
+    """
+    prefix = f"/tegadb-test-{uuid.uuid4().hex}/_locks/".encode()
+
     async def main() -> None:
-        members = [Member(endpoints[i % len(endpoints)], f"m{i}") for i in range(count)]
+        members = [Member(cluster.endpoints[i % cluster.size], f"m{i}", prefix, ttl)
+                   for i in range(count)]
         try:
             for member in members:
                 await member.start()
@@ -180,7 +142,7 @@ def run(scenario: Callable[..., Awaitable[None]], endpoints: list[str], count: i
         runner.run(main())
 
 
-def test_lock_waits_in_line_across_members_and_passes_on_unlock(etcd: LocalEtcd) -> None:
+def test_lock_waits_in_line_across_members_and_passes_on_unlock(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member, m1: Member, m2: Member) -> None:
         a, b, c = Holder("a"), Holder("b"), Holder("c")
         assert await m0.locks.lock(a, "L") is True
@@ -204,10 +166,10 @@ def test_lock_waits_in_line_across_members_and_passes_on_unlock(etcd: LocalEtcd)
         for member in (m0, m1, m2):
             await member.no_notice()
 
-    run(scenario, etcd.endpoints)
+    run(scenario, etcd)
 
 
-def test_waiter_leaving_tells_owner_locked_again_as_ovsdb_server_does(etcd: LocalEtcd) -> None:
+def test_waiter_leaving_tells_owner_locked_again_as_ovsdb_server_does(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member, m1: Member) -> None:
         a, b = Holder("a"), Holder("b")
         assert await m0.locks.lock(a, "L") is True
@@ -216,10 +178,10 @@ def test_waiter_leaving_tells_owner_locked_again_as_ovsdb_server_does(etcd: Loca
         assert await m0.next_notice() == (a, "locked", "L")
         await m1.no_notice()
 
-    run(scenario, etcd.endpoints, count=2)
+    run(scenario, etcd, count=2)
 
 
-def test_disconnect_hands_locks_to_waiters_on_other_members(etcd: LocalEtcd) -> None:
+def test_disconnect_hands_locks_to_waiters_on_other_members(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member, m1: Member, m2: Member) -> None:
         a, b, c = Holder("a"), Holder("b"), Holder("c")
         assert await m0.locks.lock(a, "L") is True
@@ -232,10 +194,10 @@ def test_disconnect_hands_locks_to_waiters_on_other_members(etcd: LocalEtcd) -> 
         assert await m2.next_notice() == (c, "locked", "M")
         await m0.no_notice()
 
-    run(scenario, etcd.endpoints)
+    run(scenario, etcd)
 
 
-def test_steal_across_members(etcd: LocalEtcd) -> None:
+def test_steal_across_members(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member, m1: Member, m2: Member) -> None:
         a, b, c = Holder("a"), Holder("b"), Holder("c")
         assert await m0.locks.lock(a, "L") is True
@@ -259,10 +221,10 @@ def test_steal_across_members(etcd: LocalEtcd) -> None:
         for member in (m0, m1, m2):
             await member.no_notice()
 
-    run(scenario, etcd.endpoints)
+    run(scenario, etcd)
 
 
-def test_reply_and_notices_tell_one_story_when_a_steal_races_a_lock(etcd: LocalEtcd) -> None:
+def test_reply_and_notices_tell_one_story_when_a_steal_races_a_lock(etcd: EtcdCluster) -> None:
     """A "stolen" never comes before the reply that said "locked": true."""
     async def scenario(m0: Member, m1: Member) -> None:
         async def lock(holder: Holder, name: str) -> None:
@@ -281,11 +243,11 @@ def test_reply_and_notices_tell_one_story_when_a_steal_races_a_lock(etcd: LocalE
             await m1.locks.unlock(b, name)
             await m0.locks.unlock(a, name)
 
-    run(scenario, etcd.endpoints, count=2)
+    run(scenario, etcd, count=2)
 
 
 @pytest.mark.parametrize("death", ["lease revoked", "keep-alive stopped"])
-def test_dead_member_loses_its_lock_within_seconds(etcd: LocalEtcd, death: str) -> None:
+def test_dead_member_loses_its_lock_within_seconds(etcd: EtcdCluster, death: str) -> None:
     async def scenario(m0: Member, m1: Member, m2: Member) -> None:
         a, b, c = Holder("a"), Holder("b"), Holder("c")
         assert await m0.locks.lock(a, "L") is True
@@ -306,10 +268,10 @@ def test_dead_member_loses_its_lock_within_seconds(etcd: LocalEtcd, death: str) 
         assert not m0.locks.owner_is(a, "L")
         await m2.no_notice()
 
-    run(scenario, etcd.endpoints)
+    run(scenario, etcd)
 
 
-def test_member_with_a_new_lease_puts_its_lock_waiters_back_in_line(etcd: LocalEtcd) -> None:
+def test_member_with_a_new_lease_puts_its_lock_waiters_back_in_line(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member, m1: Member) -> None:
         a, b, c, s = Holder("a"), Holder("b"), Holder("c"), Holder("s")
         assert await m0.locks.lock(a, "L") is True
@@ -332,80 +294,89 @@ def test_member_with_a_new_lease_puts_its_lock_waiters_back_in_line(etcd: LocalE
         assert m0.locks.owner_is(a, "L") and not m0.locks.owner_is(s, "M")
         assert await m1.locks.lock(b, "M") is True
 
-    run(scenario, etcd.endpoints, count=2)
+    run(scenario, etcd, count=2)
 
 
-def test_etcd_unreachable_fails_requests_in_bounded_time(etcd: LocalEtcd) -> None:
+def test_member_cut_off_from_etcd_fails_requests_in_bounded_time(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member) -> None:
         a, b = Holder("a"), Holder("b")
         assert await m0.locks.lock(a, "L") is True
-        etcd.stop()
-        started = time.monotonic()
-        with pytest.raises(ClusterLocksUnavailable, match='"lock" of lock "M"'):
-            await m0.locks.lock(b, "M")
-        assert time.monotonic() - started < m0.timeout + 0.5
-        assert not m0.locks.has_record(b, "M")
-        # The local view is no longer trusted once the probe has failed long enough.
-        deadline = time.monotonic() + 3.0
-        while m0.locks.owner_is(a, "L") and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert not m0.locks.owner_is(a, "L")
-        started = time.monotonic()
-        await m0.locks.unlock(a, "L")      # never fails: retried in the background
-        assert time.monotonic() - started < m0.timeout + 0.5
+        etcd.kill(0)     # the etcd member m0 talks to
+        try:
+            started = time.monotonic()
+            with pytest.raises(ClusterLocksUnavailable, match='"lock" of lock "M"'):
+                await m0.locks.lock(b, "M")
+            assert time.monotonic() - started < m0.timeout + 0.5
+            assert not m0.locks.has_record(b, "M")
+            # The local view is no longer trusted once the probe has failed long enough.
+            deadline = time.monotonic() + 3.0
+            while m0.locks.owner_is(a, "L") and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not m0.locks.owner_is(a, "L")
+            started = time.monotonic()
+            await m0.locks.unlock(a, "L")      # never fails: retried in the background
+            assert time.monotonic() - started < m0.timeout + 0.5
+        finally:
+            etcd.restart(0)
 
-    run(scenario, etcd.endpoints, count=1)
+    run(scenario, etcd, count=1)
 
 
-def test_members_follow_again_when_etcd_is_back(etcd: LocalEtcd) -> None:
+def test_member_follows_again_and_catches_up_when_etcd_is_back(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member, m1: Member) -> None:
         a, b = Holder("a"), Holder("b")
         assert await m0.locks.lock(a, "L") is True
         assert await m1.locks.lock(b, "L") is False
-        etcd.stop()
-        await asyncio.sleep(2.0)
-        assert not m0.locks.owner_is(a, "L")
-        etcd.start()     # same data: the keys and the leases are still there
-        deadline = time.monotonic() + 10
-        while not m0.locks.owner_is(a, "L") and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        assert m0.locks.owner_is(a, "L")
-        # m1's watch was broken too: it must have listed and watched again.
-        await m0.locks.unlock(a, "L")
+        etcd.kill(1)     # the etcd member m1 talks to
+        try:
+            # A is gone while m1 cannot see it: m1 learns it when it lists again.
+            await m0.locks.unlock(a, "L")
+            await asyncio.sleep(2.0)
+            assert not m1.locks.owner_is(b, "L")
+        finally:
+            etcd.restart(1)
         assert await m1.next_notice(10) == (b, "locked", "L")
         assert m1.locks.owner_is(b, "L")
+        assert await m0.locks.lock(a, "L") is False
+        await m1.locks.unlock(b, "L")
+        assert await m0.next_notice() == (a, "locked", "L")
 
-    run(scenario, etcd.endpoints, count=2)
+    # m1's lease must outlive the outage (the restart takes ~1 s).
+    run(scenario, etcd, count=2, ttl=10)
 
 
-def test_etcd_not_answering_times_requests_out(etcd: LocalEtcd) -> None:
+def test_etcd_not_answering_times_requests_out(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member) -> None:
         a, b, c = Holder("a"), Holder("b"), Holder("c")
         assert await m0.locks.lock(a, "L") is True
-        etcd.pause()
-        started = time.monotonic()
-        with pytest.raises(ClusterLocksUnavailable,
-                           match='"steal" of lock "M" within 2 s: TimeoutError'):
-            await m0.locks.steal(b, "M")
-        assert m0.timeout - 0.1 < time.monotonic() - started < m0.timeout + 0.5
-        assert not m0.locks.has_record(b, "M")
-        # By now the probe has not been answered for longer than stale_after.
-        assert not m0.locks.owner_is(a, "L")
-        # Closing fails what is still in flight, in bounded time.
-        in_flight = m0.locks.lock(c, "N")
-        started = time.monotonic()
-        await m0.locks.close()
-        assert time.monotonic() - started < 3 * m0.timeout
-        with pytest.raises(ClusterLocksUnavailable, match="the lock table was closed"):
-            await in_flight
+        os.kill(etcd.pid(0), signal.SIGSTOP)     # its connections stay open, unanswered
+        try:
+            started = time.monotonic()
+            with pytest.raises(ClusterLocksUnavailable,
+                               match='"steal" of lock "M" within 2 s: TimeoutError'):
+                await m0.locks.steal(b, "M")
+            assert m0.timeout - 0.1 < time.monotonic() - started < m0.timeout + 0.5
+            assert not m0.locks.has_record(b, "M")
+            # By now the probe has not been answered for longer than stale_after.
+            assert not m0.locks.owner_is(a, "L")
+            # Closing fails what is still in flight, in bounded time.
+            in_flight = m0.locks.lock(c, "N")
+            started = time.monotonic()
+            await m0.locks.close()
+            assert time.monotonic() - started < 3 * m0.timeout
+            with pytest.raises(ClusterLocksUnavailable, match="the lock table was closed"):
+                await in_flight
+        finally:
+            os.kill(etcd.pid(0), signal.SIGCONT)
 
-    run(scenario, etcd.endpoints, count=1)
+    run(scenario, etcd, count=1)
 
 
 def test_start_without_etcd_fails_in_bounded_time() -> None:
     async def scenario() -> None:
         client = aetcd.Client(port=free_tcp_port())
-        locks = ClusterLocks(client, PREFIX, "m0", 1, lambda *notice: None, timeout=1.0)
+        locks = ClusterLocks(client, "/tegadb/_locks", "m0", 1, lambda *notice: None,
+                             timeout=1.0)
         started = time.monotonic()
         with pytest.raises(ClusterLocksUnavailable, match="cannot read /tegadb/_locks/"):
             await locks.start()
