@@ -46,24 +46,28 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Coroutine, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aetcd
+import aetcd.transactions as txn
 
 from ..core.lockqueues import LOCK, STEAL, KeyNotice, LockQueues, WaiterKey, other_steal_ranges
+from .etcd_log import Etcd, EtcdUnavailable
 
 log = logging.getLogger("tegadb.server.cluster_locks")
 
 Holder = Hashable
 Notify = Callable[[Holder, str, str], None]
+T = TypeVar("T")
 
 # How long to wait before trying etcd again after the watch broke or a
 # deletion failed.
 RETRY_INTERVAL = 0.5
-# What a broken connection to etcd raises: aetcd's errors and our deadlines.
-ETCD_ERRORS = (aetcd.ClientError, TimeoutError)
+# What a broken connection to etcd raises: aetcd's errors, etcd_log.Etcd's
+# "no endpoint answered", and our own deadlines.
+ETCD_ERRORS = (aetcd.ClientError, EtcdUnavailable, TimeoutError)
 
 
 class ClusterLocksUnavailable(Exception):
@@ -72,6 +76,16 @@ class ClusterLocksUnavailable(Exception):
 
 def error_text(error: BaseException) -> str:
     return str(error) or type(error).__name__
+
+
+class _OneClient:
+    """A bare aetcd client, called as etcd_log.Etcd is (without its fail-over)."""
+
+    def __init__(self, client: aetcd.Client) -> None:
+        self.client = client
+
+    async def call(self, request: Callable[[aetcd.Client], Awaitable[T]]) -> T:
+        return await request(self.client)
 
 
 @dataclass(eq=False)
@@ -96,14 +110,14 @@ class _Record:
 class ClusterLocks:
     """The lock table of one member of a cluster, shared through etcd."""
 
-    def __init__(self, client: aetcd.Client, prefix: bytes | str, member_id: str,
+    def __init__(self, etcd: Etcd | aetcd.Client, prefix: bytes | str, member_id: str,
                  lease_id: int, notify: Notify, *, timeout: float = 2.0,
                  probe_interval: float = 0.5, stale_after: float = 1.5) -> None:
         prefix = prefix.encode() if isinstance(prefix, str) else prefix
         if not member_id or "/" in member_id:
             raise ValueError(f"cluster locks: member id {member_id!r} must be non-empty, "
                              f"without '/'")
-        self._client = client
+        self._etcd = etcd if isinstance(etcd, Etcd) else _OneClient(etcd)
         self._prefix = prefix if prefix.endswith(b"/") else prefix + b"/"
         self._member = member_id
         self._lease = lease_id
@@ -285,12 +299,12 @@ class ClusterLocks:
 
     async def _write(self, waiter: WaiterKey, key: bytes) -> None:
         if waiter.mode == LOCK:
-            await self._client.put(key, b"", lease=waiter.lease)
+            await self._call(lambda client: client.put(key, b"", lease=waiter.lease))
             return
-        ops = self._client.transactions
-        deletes = [ops.delete(start, end) for start, end in other_steal_ranges(self._prefix, waiter)]
-        await self._client.transaction(
-            compare=[], success=[ops.put(key, b"", lease=waiter.lease), *deletes], failure=[])
+        steal = [txn.Put(key, b"", lease=waiter.lease)]
+        steal += [txn.Delete(start, end) for start, end in other_steal_ranges(self._prefix, waiter)]
+        await self._call(
+            lambda client: client.transaction(compare=[], success=steal, failure=[]))
 
     def _fail(self, record: _Record, answer: asyncio.Future[bool], reason: str) -> None:
         """A request failed: it leaves no record, and its key (if written) goes."""
@@ -332,9 +346,9 @@ class ClusterLocks:
             self._forget_key(key)
 
     async def _delete(self, keys: Iterable[bytes]) -> None:
-        ops = self._client.transactions
-        await self._client.transaction(
-            compare=[], success=[ops.delete(key) for key in keys], failure=[])
+        deletes = [txn.Delete(key) for key in keys]
+        await self._call(
+            lambda client: client.transaction(compare=[], success=deletes, failure=[]))
 
     def _delete_later(self, keys: Iterable[bytes]) -> None:
         self._orphans.update(keys)
@@ -359,14 +373,31 @@ class ClusterLocks:
         if record is not None and self._records.get((record.holder, record.name)) is not record:
             del self._by_key[key]
 
+    async def _call(self, request: Callable[[aetcd.Client], Awaitable[T]]) -> T:
+        """``request`` through etcd, again if another call's fail-over cut it off.
+
+        etcd_log.Etcd moves to another endpoint by closing its client, and
+        gRPC then ends the calls still in flight on it with CancelledError,
+        though nobody cancelled their task.  Every request here is idempotent
+        and every caller bounds its time, so it is simply sent again.
+        """
+        while True:
+            try:
+                return await self._etcd.call(request)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                log.debug("cluster locks: an etcd call was cut off by a fail-over; again")
+
     # --- following etcd -----------------------------------------------------------
     async def _sync(self) -> None:
         """Replace the mirror by a listing and watch from the listing's revision on."""
         async with asyncio.timeout(self._timeout):
             sent = time.monotonic()
-            listing = await self._client.get_prefix(self._prefix)
-            watch = await self._client.watch_prefix(
-                self._prefix, start_revision=listing.header.revision + 1)
+            listing = await self._call(lambda client: client.get_prefix(self._prefix))
+            watch = await self._call(lambda client: client.watch_prefix(
+                self._prefix, start_revision=listing.header.revision + 1))
         self._watch, self._watching = watch, True
         self._last_contact = sent
         self._deliver(self._queues.reset((kv.key, kv.create_revision) for kv in listing))
@@ -386,11 +417,12 @@ class ClusterLocks:
             except ETCD_ERRORS as error:
                 log.warning("cluster locks: the watch on %s broke: %s",
                             self._prefix.decode(), error)
-            self._watching = False
+            # The stream is over (it broke, or its client was closed when
+            # etcd_log.Etcd moved to another endpoint): list and watch again.
+            self._watch, self._watching = None, False
             while not self._watching:
                 await asyncio.sleep(RETRY_INTERVAL)
                 try:
-                    await self._stop_watch()
                     await self._sync()
                 except ETCD_ERRORS as error:
                     log.debug("cluster locks: etcd still unreachable: %s", error)
@@ -402,8 +434,8 @@ class ClusterLocks:
         try:
             async with asyncio.timeout(self._timeout):
                 await watch.cancel()
-        except ETCD_ERRORS:
-            pass
+        except (*ETCD_ERRORS, AttributeError):
+            pass    # AttributeError: aetcd's client was closed, and its watches with it
 
     def _apply(self, event: Any) -> None:
         key = event.kv.key
@@ -433,7 +465,7 @@ class ClusterLocks:
             sent = time.monotonic()
             try:
                 async with asyncio.timeout(self._probe_interval * 2):
-                    await self._client.get(self._prefix)
+                    await self._call(lambda client: client.get(self._prefix))
                 self._last_contact = max(self._last_contact, sent)
             except ETCD_ERRORS:
                 pass

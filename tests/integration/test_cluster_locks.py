@@ -25,6 +25,7 @@ from etcdpeers import EtcdCluster
 from peers import free_tcp_port
 
 from tegadb.server.cluster_locks import ClusterLocks, ClusterLocksUnavailable
+from tegadb.server.etcd_log import Etcd, EtcdUnavailable, parse_endpoints
 
 LEASE_TTL = 3
 # A dead member's lock must reach the next waiter within the lease's TTL plus
@@ -48,13 +49,19 @@ class Holder:
 
 
 class Member:
-    """One member's etcd client, lease (kept alive) and ClusterLocks."""
+    """One member's connection to etcd, lease (kept alive) and ClusterLocks.
 
-    def __init__(self, endpoint: str, member_id: str, prefix: bytes,
-                 ttl: int = LEASE_TTL, timeout: float = 2.0) -> None:
-        url = urlsplit(endpoint)
-        self.client = aetcd.Client(host=url.hostname or "127.0.0.1", port=url.port or 2379,
-                                   timeout=5, options=GRPC_OPTIONS)
+    ``endpoints`` are the etcd members it may use, its own first, through
+    etcd_log.Etcd as the server does; ``bare`` gives ClusterLocks a plain
+    aetcd client of the first one instead.
+    """
+
+    def __init__(self, endpoints: list[str], member_id: str, prefix: bytes,
+                 ttl: int = LEASE_TTL, timeout: float = 2.0, bare: bool = False) -> None:
+        self.etcd = Etcd(parse_endpoints(",".join(endpoints)), timeout=timeout)
+        url = urlsplit(endpoints[0])
+        self.bare = aetcd.Client(url.hostname or "127.0.0.1", url.port or 2379, timeout=5,
+                                 options=GRPC_OPTIONS) if bare else None
         self.member_id = member_id
         self.prefix = prefix
         self.ttl = ttl
@@ -63,17 +70,22 @@ class Member:
         # Everything the member's holders were told, in order; a test may
         # add the replies it got to see how they interleave.
         self.history: list[tuple[Any, ...]] = []
-        self.lease: Any = None
+        self.lease_id = 0
         self.locks: ClusterLocks
         self.keepalive: asyncio.Task[None] | None = None
 
     async def start(self) -> Member:
-        self.lease = await self.client.lease(self.ttl)
-        self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
-        self.locks = ClusterLocks(self.client, self.prefix, self.member_id, self.lease.id,
-                                  self._notify, timeout=self.timeout)
+        await self.new_lease()
+        self.locks = ClusterLocks(self.bare or self.etcd, self.prefix, self.member_id,
+                                  self.lease_id, self._notify, timeout=self.timeout)
         await self.locks.start()
         return self
+
+    async def new_lease(self) -> None:
+        self.stop_keepalive()
+        lease = await self.etcd.call(lambda client: client.lease(self.ttl))
+        self.lease_id = lease.id
+        self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
 
     def _notify(self, holder: Any, kind: str, name: str) -> None:
         self.notices.put_nowait((holder, kind, name))
@@ -82,15 +94,12 @@ class Member:
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
-            with contextlib.suppress(aetcd.ClientError):
-                await self.client.refresh_lease(self.lease.id)
+            with contextlib.suppress(aetcd.ClientError, EtcdUnavailable):
+                await self.etcd.call(lambda client: client.refresh_lease(self.lease_id))
 
-    async def renew_lease(self) -> None:
-        """A new lease after the old one ended, as the member would make."""
+    async def revoke_lease(self) -> None:
         self.stop_keepalive()
-        self.lease = await self.client.lease(self.ttl)
-        self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
-        self.locks.use_lease(self.lease.id)
+        await self.etcd.call(lambda client: client.revoke_lease(self.lease_id))
 
     def stop_keepalive(self) -> None:
         """The member's process is gone, as far as etcd can tell."""
@@ -108,7 +117,33 @@ class Member:
     async def close(self) -> None:
         self.stop_keepalive()
         await self.locks.close()
-        await self.client.close()
+        await self.etcd.close()
+        if self.bare is not None:
+            await self.bare.close()
+
+
+async def restart(cluster: EtcdCluster, index: int) -> None:
+    """Bring an etcd member back, and wait until this process reaches it again.
+
+    gRPC keeps one connection per address for the whole process (etcd_log's
+    clients share it) and, while the member was down, learnt to wait longer
+    and longer before trying it again: without this wait, the next test's
+    client of that member would fail at once.
+    """
+    cluster.restart(index)
+    etcd = Etcd(parse_endpoints(cluster.endpoints[index]), timeout=1)   # etcd_log's options
+    deadline = time.monotonic() + 10
+    try:
+        while True:
+            try:
+                await etcd.call(lambda client: client.get(b"/"))
+                return
+            except EtcdUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await etcd.close()
 
 
 @pytest.fixture
@@ -118,16 +153,22 @@ def etcd(etcd_cluster_module: EtcdCluster) -> EtcdCluster:
 
 
 def run(scenario: Callable[..., Awaitable[None]], cluster: EtcdCluster, count: int = 3,
-        ttl: int = LEASE_TTL) -> None:
+        ttl: int = LEASE_TTL, reach: str = "all") -> None:
     """Run ``scenario(*members)`` on uvloop with ``count`` started members.
 
-    Member i talks to etcd member i; each run has a prefix of its own, so the
-    tests can share one etcd cluster.
+    Member i prefers etcd member i; with ``reach`` "all" it may fail over to
+    the others, with "own" it has no other, with "bare" it has a plain aetcd
+    client.  Each run has a prefix of its own: the tests share one cluster.
     """
     prefix = f"/tegadb-test-{uuid.uuid4().hex}/_locks/".encode()
 
+    def endpoints(i: int) -> list[str]:
+        own = i % cluster.size
+        rotated = cluster.endpoints[own:] + cluster.endpoints[:own]
+        return rotated if reach == "all" else rotated[:1]
+
     async def main() -> None:
-        members = [Member(cluster.endpoints[i % cluster.size], f"m{i}", prefix, ttl)
+        members = [Member(endpoints(i), f"m{i}", prefix, ttl, bare=reach == "bare")
                    for i in range(count)]
         try:
             for member in members:
@@ -254,9 +295,10 @@ def test_dead_member_loses_its_lock_within_seconds(etcd: EtcdCluster, death: str
         assert await m1.locks.lock(b, "L") is False
         assert await m2.locks.lock(c, "L") is False
         started = time.monotonic()
-        m0.stop_keepalive()
         if death == "lease revoked":
-            await m0.client.revoke_lease(m0.lease.id)
+            await m0.revoke_lease()
+        else:
+            m0.stop_keepalive()
         assert await m1.next_notice(HANDOVER_BOUND) == (b, "locked", "L")
         elapsed = time.monotonic() - started
         assert elapsed < HANDOVER_BOUND
@@ -279,12 +321,12 @@ def test_member_with_a_new_lease_puts_its_lock_waiters_back_in_line(etcd: EtcdCl
         assert await m0.locks.steal(s, "M") is True
         assert await m1.locks.lock(b, "L") is False
         # m0's lease ends while m0 lives on (cut off from etcd too long).
-        m0.stop_keepalive()
-        await m0.client.revoke_lease(m0.lease.id)
+        await m0.revoke_lease()
         assert await m1.next_notice() == (b, "locked", "L")
         lost = {await m0.next_notice() for _ in range(3)}
         assert lost == {(a, "stolen", "L"), (c, "stolen", "N"), (s, "stolen", "M")}
-        await m0.renew_lease()
+        await m0.new_lease()
+        m0.locks.use_lease(m0.lease_id)
         # C is back in line, alone: it owns "N" again and is told so.
         assert await m0.next_notice() == (c, "locked", "N")
         await m0.no_notice()
@@ -317,9 +359,9 @@ def test_member_cut_off_from_etcd_fails_requests_in_bounded_time(etcd: EtcdClust
             await m0.locks.unlock(a, "L")      # never fails: retried in the background
             assert time.monotonic() - started < m0.timeout + 0.5
         finally:
-            etcd.restart(0)
+            await restart(etcd, 0)
 
-    run(scenario, etcd, count=1)
+    run(scenario, etcd, count=1, reach="own")
 
 
 def test_member_follows_again_and_catches_up_when_etcd_is_back(etcd: EtcdCluster) -> None:
@@ -334,7 +376,7 @@ def test_member_follows_again_and_catches_up_when_etcd_is_back(etcd: EtcdCluster
             await asyncio.sleep(2.0)
             assert not m1.locks.owner_is(b, "L")
         finally:
-            etcd.restart(1)
+            await restart(etcd, 1)
         assert await m1.next_notice(10) == (b, "locked", "L")
         assert m1.locks.owner_is(b, "L")
         assert await m0.locks.lock(a, "L") is False
@@ -342,7 +384,24 @@ def test_member_follows_again_and_catches_up_when_etcd_is_back(etcd: EtcdCluster
         assert await m0.next_notice() == (a, "locked", "L")
 
     # m1's lease must outlive the outage (the restart takes ~1 s).
-    run(scenario, etcd, count=2, ttl=10)
+    run(scenario, etcd, count=2, ttl=10, reach="own")
+
+
+def test_member_fails_over_to_another_etcd_member(etcd: EtcdCluster) -> None:
+    async def scenario(m0: Member, m1: Member) -> None:
+        a, b = Holder("a"), Holder("b")
+        assert await m0.locks.lock(a, "L") is True
+        assert await m1.locks.lock(b, "L") is False
+        etcd.kill(1)     # the etcd member m1 prefers
+        try:
+            await m0.locks.unlock(a, "L")
+            assert await m1.next_notice(5) == (b, "locked", "L")
+            assert m1.locks.owner_is(b, "L")
+            assert await m1.locks.steal(b, "M") is True
+        finally:
+            await restart(etcd, 1)
+
+    run(scenario, etcd, count=2, reach="all")
 
 
 def test_etcd_not_answering_times_requests_out(etcd: EtcdCluster) -> None:
@@ -369,7 +428,7 @@ def test_etcd_not_answering_times_requests_out(etcd: EtcdCluster) -> None:
         finally:
             os.kill(etcd.pid(0), signal.SIGCONT)
 
-    run(scenario, etcd, count=1)
+    run(scenario, etcd, count=1, reach="bare")
 
 
 def test_start_without_etcd_fails_in_bounded_time() -> None:
