@@ -34,8 +34,8 @@ Keep ``stale_after`` below the lease's TTL minus its keep-alive interval (1.5 s
 against 3 s and 1 s by default): a member cut off from etcd then stops
 asserting its locks before etcd can expire its lease and hand them on.
 
-When etcd cannot be reached, ``lock`` and ``steal`` raise
-ClusterLocksUnavailable within ``timeout`` seconds.  ``unlock`` and
+When etcd cannot be reached, the futures of ``lock`` and ``steal`` fail
+with ClusterLocksUnavailable within ``timeout`` seconds.  ``unlock`` and
 ``release_all`` never fail: a key they could not delete is retried in the
 background until it is gone, which the lease's expiry also ensures.
 """
@@ -71,7 +71,10 @@ ETCD_ERRORS = (aetcd.ClientError, EtcdUnavailable, TimeoutError)
 
 
 class ClusterLocksUnavailable(Exception):
-    """etcd did not take a lock request in time; its key, if it got there, is deleted."""
+    """etcd did not take a lock request in time (or the table closed first).
+
+    The request leaves no record, and its key, if it reached etcd, is deleted.
+    """
 
 
 def error_text(error: BaseException) -> str:
@@ -108,7 +111,13 @@ class _Record:
 
 
 class ClusterLocks:
-    """The lock table of one member of a cluster, shared through etcd."""
+    """The lock table of one member of a cluster, shared through etcd.
+
+    ``etcd`` is the member's etcd_log.Etcd (it fails over between endpoints)
+    or a bare aetcd client; ``lease_id`` is the member's lease, which its
+    owner keeps alive; ``notify(holder, "locked" | "stolen", name)`` is
+    called for each notice, at any time; ``timeout`` bounds every request.
+    """
 
     def __init__(self, etcd: Etcd | aetcd.Client, prefix: bytes | str, member_id: str,
                  lease_id: int, notify: Notify, *, timeout: float = 2.0,
