@@ -492,20 +492,34 @@ class ClusterLocks:
             if record.deferred is not None:
                 record.deferred.append(kind)
             else:
-                self._notify(record.holder, kind, name)
+                self._tell(record.holder, kind, name)
 
     def _end_deferral(self, record: _Record) -> None:
         deferred, record.deferred = record.deferred or [], None
         for kind in deferred:
             if self._records.get((record.holder, record.name)) is not record:
                 return
-            self._notify(record.holder, kind, record.name)
+            self._tell(record.holder, kind, record.name)
+
+    def _tell(self, holder: Holder, kind: str, name: str) -> None:
+        # A failing callback must not stop the watch that calls it.
+        try:
+            self._notify(holder, kind, name)
+        except Exception:
+            log.exception('cluster locks: sending "%s" for lock "%s" to %r failed',
+                          kind, name, holder)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("cluster locks: %s stopped", getattr(task.get_coro(), "__qualname__", task),
+                      exc_info=task.exception())
 
 
 __all__ = ["ClusterLocks", "ClusterLocksUnavailable"]

@@ -39,10 +39,11 @@ GRPC_OPTIONS = {"grpc.use_local_subchannel_pool": 1, "grpc.max_reconnect_backoff
 
 
 class Holder:
-    """Stands for a session."""
+    """Stands for a session; a ``broken`` one fails to take notices."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, broken: bool = False) -> None:
         self.label = label
+        self.broken = broken
 
     def __repr__(self) -> str:
         return f"<holder {self.label}>"
@@ -88,6 +89,8 @@ class Member:
         self.keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
 
     def _notify(self, holder: Any, kind: str, name: str) -> None:
+        if holder.broken:
+            raise ConnectionResetError(f"{holder} is gone")
         self.notices.put_nowait((holder, kind, name))
         self.history.append((kind, name))
 
@@ -218,6 +221,21 @@ def test_waiter_leaving_tells_owner_locked_again_as_ovsdb_server_does(etcd: Etcd
         await m1.locks.unlock(b, "L")
         assert await m0.next_notice() == (a, "locked", "L")
         await m1.no_notice()
+
+    run(scenario, etcd, count=2)
+
+
+def test_a_failing_notice_does_not_stop_the_member(etcd: EtcdCluster,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario(m0: Member, m1: Member) -> None:
+        a, b, c, broken = Holder("a"), Holder("b"), Holder("c"), Holder("x", broken=True)
+        assert await m0.locks.lock(broken, "L") is True
+        assert await m1.locks.lock(c, "M") is True
+        assert await m0.locks.lock(a, "M") is False
+        assert await m1.locks.steal(b, "L") is True    # "stolen" to x fails
+        await m1.locks.unlock(c, "M")
+        assert await m0.next_notice() == (a, "locked", "M")
+        assert 'sending "stolen" for lock "L" to <holder x> failed' in caplog.text
 
     run(scenario, etcd, count=2)
 
