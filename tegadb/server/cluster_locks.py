@@ -142,7 +142,9 @@ class ClusterLocks:
         self._next_serial = itertools.count(1)
         self._orphans: set[bytes] = set()             # keys still to delete
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._deletions: set[asyncio.Task[Any]] = set()
+        # The deletion in progress of each (holder, name)'s last key: the
+        # holder's next request for that name is written after it.
+        self._deletions: dict[tuple[Holder, str], asyncio.Task[None]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._watch: Any = None
         self._watching = False
@@ -167,7 +169,7 @@ class ClusterLocks:
         if records:
             self._delete_soon(records)
         if self._deletions:
-            await asyncio.wait(self._deletions, timeout=self._timeout)
+            await asyncio.wait(set(self._deletions.values()), timeout=self._timeout)
         # A cancelled request's clean-up may start a task: cancel until none is left.
         while pending := [task for task in self._tasks if not task.done()]:
             for task in pending:
@@ -233,9 +235,11 @@ class ClusterLocks:
     def _place(self, holder: Holder, name: str, mode: str) -> asyncio.Future[bool]:
         if (holder, name) in self._records:
             raise ValueError(f'cluster locks: {holder!r} already waits for lock "{name}"')
+        # unlock then lock again: this key is written after the old one is gone
+        earlier = self._deletions.get((holder, name))
         record, waiter = self._new_record(holder, name, mode)
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._spawn(self._settle_request(record, waiter, answer))
+        self._spawn(self._settle_request(record, waiter, answer, earlier))
         return answer
 
     def _new_record(self, holder: Holder, name: str, mode: str) -> tuple[_Record, WaiterKey]:
@@ -286,10 +290,13 @@ class ClusterLocks:
         self._requeue_lost()
 
     async def _settle_request(self, record: _Record, waiter: WaiterKey,
-                              answer: asyncio.Future[bool]) -> None:
+                              answer: asyncio.Future[bool],
+                              earlier: asyncio.Task[None] | None) -> None:
         failure = f'cluster locks: etcd did not take "{waiter.mode}" of lock "{record.name}"'
         try:
             async with asyncio.timeout(self._timeout):
+                if earlier is not None:
+                    await asyncio.shield(earlier)
                 await self._write(waiter, record.key)
                 owned = await asyncio.shield(record.placed)
         except ETCD_ERRORS as error:
@@ -333,9 +340,15 @@ class ClusterLocks:
 
     def _delete_soon(self, records: list[_Record]) -> asyncio.Task[None]:
         deletion = self._spawn(self._delete_keys(records))
-        self._deletions.add(deletion)
-        deletion.add_done_callback(self._deletions.discard)
+        for record in records:
+            self._deletions[record.holder, record.name] = deletion
+        deletion.add_done_callback(self._deletion_done)
         return deletion
+
+    def _deletion_done(self, deletion: asyncio.Task[None]) -> None:
+        for request, task in list(self._deletions.items()):
+            if task is deletion:
+                del self._deletions[request]
 
     async def _delete_keys(self, records: list[_Record]) -> None:
         """Delete dropped records' keys, once their own requests have settled."""

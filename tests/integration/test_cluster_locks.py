@@ -213,6 +213,22 @@ def test_lock_waits_in_line_across_members_and_passes_on_unlock(etcd: EtcdCluste
     run(scenario, etcd)
 
 
+def test_pipelined_unlock_and_lock_again_keep_their_order(etcd: EtcdCluster) -> None:
+    async def scenario(m0: Member) -> None:
+        a = Holder("a")
+        for round_ in range(20):
+            name = f"P{round_}"
+            # As a session's requests read in one go: no await in between.
+            first = m0.locks.lock(a, name)
+            m0.locks.unlock(a, name)
+            again = m0.locks.lock(a, name)
+            assert (await first, await again) == (True, True)
+            await m0.locks.unlock(a, name)
+        await m0.no_notice()
+
+    run(scenario, etcd, count=1)
+
+
 def test_waiter_leaving_tells_owner_locked_again_as_ovsdb_server_does(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member, m1: Member) -> None:
         a, b = Holder("a"), Holder("b")
