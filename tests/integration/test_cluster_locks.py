@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import time
 import uuid
@@ -319,6 +320,47 @@ def test_reply_and_notices_tell_one_story_when_a_steal_races_a_lock(etcd: EtcdCl
             await m0.locks.unlock(a, name)
 
     run(scenario, etcd, count=2)
+
+
+def test_random_requests_leave_every_holder_knowing_where_it_stands(etcd: EtcdCluster) -> None:
+    """Random lock/steal/unlock on three members at once; once quiet, what
+    each holder was told (replies, then notices) is what its member says,
+    and no lock has two owners."""
+    async def scenario(*members: Member) -> None:
+        rng = random.Random(13)
+        holders = [(Holder(f"h{i}"), members[i % len(members)]) for i in range(9)]
+        told: dict[tuple[Holder, str], bool] = {}
+
+        def read_notices() -> None:
+            for member in members:
+                while not member.notices.empty():
+                    holder, kind, name = member.notices.get_nowait()
+                    told[holder, name] = kind == "locked"
+
+        async def request(holder: Holder, member: Member, name: str) -> None:
+            if member.locks.has_record(holder, name):
+                await member.locks.unlock(holder, name)
+                told.pop((holder, name), None)
+            elif rng.random() < 0.25:
+                told[holder, name] = await member.locks.steal(holder, name)
+            else:
+                told[holder, name] = await member.locks.lock(holder, name)
+
+        for _ in range(60):
+            read_notices()
+            await asyncio.gather(*(request(holder, member, rng.choice("XY"))
+                                   for holder, member in rng.sample(holders, 3)))
+        await asyncio.sleep(0.5)
+        read_notices()
+        for name in "XY":
+            owners = [holder for holder, member in holders
+                      if member.locks.owner_is(holder, name)]
+            assert len(owners) <= 1, (name, owners)
+            for holder, member in holders:
+                if member.locks.has_record(holder, name):
+                    assert told[holder, name] == (owners == [holder]), (holder, name)
+
+    run(scenario, etcd)
 
 
 @pytest.mark.parametrize("death", ["lease revoked", "keep-alive stopped"])
