@@ -1,9 +1,11 @@
 """Cluster-wide locks (server/cluster_locks.py) against a real etcd.
 
-Each `Member` is what one tegadb-server member would have: its own etcd
-client (to its own etcd member when there are several), its own lease kept
-alive every second, and its own ClusterLocks.  Holders are plain objects, as
-sessions are.  Every scenario runs on uvloop, as the server does.
+Each `Member` is what one tegadb-server member would have: its own
+connection to etcd (etcd_log.Etcd, preferring its own etcd member), its own
+lease kept alive every TTL/3 seconds, and its own ClusterLocks.  Holders are
+plain objects, as sessions are.  Every scenario runs on uvloop, as the
+server does, against one 3-member etcd cluster shared by the module (a test
+that kills or stops an etcd member brings it back before it ends).
 """
 
 from __future__ import annotations
