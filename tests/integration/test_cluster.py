@@ -277,7 +277,7 @@ def test_kill_9_of_members_under_pipelined_writes_loses_nothing_acknowledged(
             results: list[set[str]] = []
             client = victim.client(timeout=10)
             writer = threading.Thread(
-                target=lambda c=client, k=kill: results.append(pipelined_inserts(c, f"k{k}", 60)))
+                target=lambda c=client, k=kill, r=results: r.append(pipelined_inserts(c, f"k{k}", 60)))
             writer.start()
             time.sleep(rng.uniform(0.0, 0.15))
             victim.kill()
