@@ -16,7 +16,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ def open_databases(files: list[Path], args: argparse.Namespace) -> list[Database
         gc.set_threshold(50_000, 20, 100)
 
 
-async def join_cluster(files: list[Path], args: argparse.Namespace) -> list[Any]:
+async def join_cluster(files: list[Path], args: argparse.Namespace) -> tuple[Any, list[Any]]:
     """Join each database's cluster (its log in etcd), waiting for etcd at most
     ``--etcd-start-timeout`` seconds."""
     # The etcd client (gRPC) is loaded only in cluster mode.
@@ -202,7 +202,29 @@ async def join_cluster(files: list[Path], args: argparse.Namespace) -> list[Any]
                                        f"{args.etcd_start_timeout:g} s") from None
                 log.warning("%s; retrying", e)
                 await asyncio.sleep(1.0)
-    return services
+    return etcd, services
+
+
+async def share_locks(databases: ServerDatabases, etcd: Any,
+                      prefix: str) -> Callable[[], Awaitable[None]]:
+    """Make the server's locks the cluster's: kept in etcd under PREFIX/_locks/,
+    held through this member's lease.  Returns what gives them up at exit."""
+    from .cluster_locks import ClusterLocks, MemberLease
+    from .methods import send_cluster_notice
+
+    lease = MemberLease(etcd)
+    locks = ClusterLocks(etcd, f"{prefix.rstrip('/')}/_locks/", databases.server_id,
+                         await lease.grant(), send_cluster_notice)
+    await locks.start()
+    databases.cluster_locks = locks
+    keeper = asyncio.get_running_loop().create_task(lease.keep_alive(locks.use_lease))
+
+    async def release() -> None:
+        keeper.cancel()
+        await locks.close()
+        await lease.revoke()  # the next waiters on other members get their locks now
+
+    return release
 
 
 def follow_cluster(server: Server, service: Any) -> None:
@@ -244,10 +266,14 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
                           Path(sys.prefix) / "share" / "tegadb" / "schemas"])
         remotes = args.remote or DEFAULT_REMOTES
     if args.etcd_endpoints:
-        services: list[DatabaseService] = list(await join_cluster(files, args))
+        etcd, joined = await join_cluster(files, args)
+        services: list[DatabaseService] = list(joined)
     else:
         services = open_databases(files, args)
     databases = ServerDatabases(services)
+    release_locks = None
+    if args.etcd_endpoints:
+        release_locks = await share_locks(databases, etcd, args.etcd_prefix)
     probe_ms = args.inactivity_probe
     server = Server(databases, args.max_message_size, build_ssl_context(args),
                     max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0, args.max_backlog,
@@ -271,6 +297,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     finally:
         log.info("shutting down")
         await server.close()
+        if release_locks is not None:
+            await release_locks()
         if args.pidfile:
             Path(args.pidfile).unlink(missing_ok=True)
     return 1 if server.failed else 0

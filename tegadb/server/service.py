@@ -382,6 +382,8 @@ class ServerDatabases:
         self.shared = [s for s in services if s.shares_log()]
         self.server_id = new_uuid()
         self.locks = LockTable()
+        # In a cluster, locks are the cluster's (cluster_locks.ClusterLocks).
+        self.cluster_locks: Any = None
         self.sessions: set[ClientSession] = set()
         self.server_db = ServerDatabase()
         for service in services:
