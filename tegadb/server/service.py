@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -165,8 +164,11 @@ class DatabaseService:
         # Only the newest transactions can stay in the history: append just
         # those and the one before them (it becomes the base), instead of
         # every one, dropping almost all.  A snapshot's id is the base when
-        # fewer transactions follow it.
-        recent: deque[tuple[str, Changes]] = deque(maxlen=max(history.max_transactions, 0) + 1)
+        # fewer transactions follow it.  A list trimmed now and then, not a
+        # deque: compiled, its append is a direct call.
+        keep = max(history.max_transactions, 0) + 1
+        trim_at = keep + keep // 4 + 1
+        recent: list[tuple[str, Changes]] = []
         base = None
         record = Record(0, ZERO_UUID, 0, {})
         for record in storage.read():
@@ -180,9 +182,11 @@ class DatabaseService:
                 base = record.txn
             else:
                 recent.append((record.txn, changes))
+                if len(recent) >= trim_at:
+                    del recent[:-keep]
         if base is not None:
             history.reset(base)
-        for txn, changes in recent:
+        for txn, changes in recent[-keep:]:
             history.append(txn, changes)
         service.seq = record.seq
         service.last_txn = record.txn
