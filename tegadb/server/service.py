@@ -115,6 +115,11 @@ class DatabaseService:
         """Whether this turn's commits may still fail (a shared log's batch)."""
         return False
 
+    def accepts_transactions(self) -> bool:
+        """Whether another transaction may run this turn (a shared log's
+        batch may be full)."""
+        return True
+
     def __init__(self, schema: DbSchema, database: Database, storage: Storage,
                  history: History | None = None) -> None:
         self.schema = schema
@@ -426,6 +431,11 @@ class ServerDatabases:
     def tentative(self) -> bool:
         """Whether a batch that may not commit is being built this turn."""
         return any(s.tentative() for s in self.shared)
+
+    @property
+    def accepts_transactions(self) -> bool:
+        """Whether every batch being built can take another transaction."""
+        return all(s.accepts_transactions() for s in self.shared)
 
     def state_changed(self, service: DatabaseService) -> None:
         """Bring ``service``'s row in ``_Server`` up to date (a cluster member's state)."""
