@@ -117,15 +117,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="keep polling for USEC us after activity while clients answer "
                         "that quickly, instead of sleeping (0 disables; always off with "
                         "one CPU; default %(default).0f)")
-    parser.add_argument("--etcd-endpoints", metavar="URL[,URL...]",
+    parser.add_argument("--etcd-endpoints", metavar="URLS",
                         help="serve each DBFILE as a member of a cluster whose log is in this "
                         "etcd cluster (e.g. http://127.0.0.1:2379,http://127.0.0.1:22379)")
     parser.add_argument("--etcd-prefix", default="/tegadb", metavar="PREFIX",
                         help="where in etcd the logs live: PREFIX/DBNAME/ (default /tegadb)")
-    parser.add_argument("--etcd-timeout", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--etcd-timeout", type=float, default=5.0, metavar="SECS",
                         help="longest wait for etcd per request; a write fails after it "
                         "(default 5)")
-    parser.add_argument("--etcd-start-timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--etcd-start-timeout", type=float, default=30.0, metavar="SECS",
                         help="how long to wait for etcd at start before giving up (default 30)")
     parser.add_argument("--etcd-snapshot-every", type=int, default=5000, metavar="N",
                         help="store a snapshot in etcd and trim the log every N records "
