@@ -356,3 +356,42 @@ def test_a_lock_passes_on_when_its_holder_disconnects_or_its_member_dies(cluster
             started = time.monotonic()
             assert next_one.wait_notification("locked", timeout=10)["params"] == ["D"]
             assert time.monotonic() - started < 8
+
+
+def test_the_ovs_idl_leader_only_survives_the_death_of_its_member(cluster):
+    idl_module = pytest.importorskip("ovs.db.idl")
+    from test_idl import insert_root, run_until
+
+    remotes = ",".join(member.remote_tcp for member in cluster.members)
+    helper = idl_module.SchemaHelper(location=str(TEST_SCHEMA))
+    helper.register_all()
+    idl = idl_module.Idl(remotes, helper, leader_only=True)
+    try:
+        run_until(idl, idl.has_ever_connected)
+
+        def commit(name: str) -> int:
+            txn = idl_module.Transaction(idl)
+            insert_root(name)(txn)
+            return txn.commit_block()
+
+        def idl_names() -> set[str]:
+            return {row.name for row in idl.tables["Root"].rows.values()}
+
+        assert commit("one") == idl_module.Transaction.SUCCESS
+
+        def sessions(member) -> int:
+            with member.client() as client:
+                return client.request("tegadb_stats", [])["result"]["sessions"] - 1
+
+        (used,) = [m for m in cluster.members if sessions(m) == 1]
+        used.kill()
+        with next(m for m in cluster.members if m is not used).client() as other:
+            other.transact(DB, insert("while-away"))
+        run_until(idl, lambda: idl_names() == {"one", "while-away"}, timeout=20)
+        assert commit("two") == idl_module.Transaction.SUCCESS
+        assert idl_names() == {"one", "two", "while-away"}
+        # It resumed where it was: the member it moved to sent only what it missed.
+        logs = "".join((m.log_path.read_text() for m in cluster.members if m is not used))
+        assert "monitor_cond_since resumed" in logs
+    finally:
+        idl.close()
