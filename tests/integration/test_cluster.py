@@ -391,7 +391,7 @@ def test_the_ovs_idl_leader_only_survives_the_death_of_its_member(cluster):
         assert commit("two") == idl_module.Transaction.SUCCESS
         assert idl_names() == {"one", "two", "while-away"}
         # It resumed where it was: the member it moved to sent only what it missed.
-        logs = "".join((m.log_path.read_text() for m in cluster.members if m is not used))
+        logs = "".join(m.log_path.read_text() for m in cluster.members if m is not used)
         assert "monitor_cond_since resumed" in logs
     finally:
         idl.close()
