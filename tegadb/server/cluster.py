@@ -24,9 +24,11 @@ from typing import Any
 
 from ..core import changesets
 from ..core.commit import undo
-from ..core.database import TxnOutcome
+from ..core.database import Database, TxnOutcome
 from ..core.errors import OVSDBError
 from ..core.history import History
+from ..core.ids import new_txn_id
+from ..core.schema import DbSchema
 from . import journal
 from .etcd_log import (
     MAX_REQUEST_BYTES,
@@ -56,10 +58,12 @@ HEALTH_INTERVAL = 1.0
 class BatchEntry:
     """A transaction of the tentative batch: what to reply once etcd answers."""
 
-    __slots__ = ("dialect", "line", "ops", "outcome", "record", "request_id", "session")
+    __slots__ = ("conversion", "dialect", "line", "ops", "outcome", "record", "request_id",
+                 "session")
 
     def __init__(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
-                 outcome: TxnOutcome, record: Record | None, line: bytes | None) -> None:
+                 outcome: TxnOutcome, record: Record | None, line: bytes | None,
+                 conversion: DbSchema | None = None) -> None:
         self.session = session
         self.request_id = request_id
         self.dialect = dialect
@@ -67,6 +71,7 @@ class BatchEntry:
         self.outcome = outcome
         self.record = record
         self.line = line  # the record as the log stores it
+        self.conversion = conversion  # the schema a conversion proposes
 
 
 class ClusterService(DatabaseService):
@@ -99,6 +104,10 @@ class ClusterService(DatabaseService):
         # that left the log stops the member.
         self.on_state_change: Callable[[], None] = lambda: None
         self.on_fatal: Callable[[str], None] = _stop
+        # A conversion: serve the new database, end what the old schema had;
+        # the sessions to disconnect (ServerDatabases.switch_schema).
+        self.on_schema_change: Callable[[DbSchema, Database, int, str],
+                                        list[ClientSession]] = self._replace_only
 
     @property
     def busy(self) -> bool:
@@ -155,8 +164,9 @@ class ClusterService(DatabaseService):
         return None
 
     def accepts_transactions(self) -> bool:
-        """Whether a transaction may join this turn's batch (it is not full)."""
-        return not self.overflow
+        """Whether a transaction may join this turn's batch (it is neither
+        full nor a conversion, after which transactions see the new schema)."""
+        return not self.overflow and not any(e.conversion is not None for e in self.batch)
 
     def _retry(self, key: tuple[int, str]) -> None:
         txn = self.parked.get(key)
@@ -222,6 +232,16 @@ class ClusterService(DatabaseService):
         crossed = False
         for entry in batch:
             record = entry.record
+            if entry.conversion is not None:
+                assert record is not None
+                to_disconnect = self._adopt(record)
+                log.info("%s: converted %s to schema version %s at %d", entry.session.peer,
+                         self.name, entry.conversion.version or "(none)", record.seq)
+                if not entry.session.closed:
+                    entry.session.reply(entry.request_id, {}, entry.dialect)
+                for session in to_disconnect:
+                    session.disconnect()
+                continue
             if record is not None:
                 crossed |= record.seq % self.snapshot_every == 0
                 self.seq = record.seq
@@ -234,6 +254,45 @@ class ClusterService(DatabaseService):
         if crossed:
             self._store_snapshot()
         self.on_state_change()
+
+    # --- conversions -----------------------------------------------------------------
+    def _replace_only(self, schema: DbSchema, database: Database, seq: int,
+                      txn: str) -> list[ClientSession]:
+        self.replace_schema(schema, database, seq, txn)
+        return []
+
+    def convert_through_log(self, session: ClientSession, request_id: Any, dialect: int,
+                            schema: DbSchema) -> None:
+        """Propose converting to ``schema``: a snapshot record that carries the
+        schema; every member applies it at the position the log gives it.
+        Raises OVSDBError when the data does not fit ``schema`` or is too big."""
+        record, line = self._conversion_record(schema, session.peer)
+        self.batch.append(BatchEntry(session, request_id, dialect, [], TxnOutcome([]), record,
+                                     line, schema))
+        self.batch_records += 1
+        self.batch_bytes += len(line) + 1
+        self.request_flush()
+
+    def _conversion_record(self, schema: DbSchema, writer: str) -> tuple[Record, bytes]:
+        database = self.converted(schema)
+        txn = new_txn_id()
+        record = Record(self.seq + self.batch_records + 1, txn, now_ms(),
+                        changesets.snapshot_json(database, txn), None, writer, snapshot=True,
+                        schema=schema.to_json())
+        line = encode_line(record.to_json())
+        if len(line) > MAX_REQUEST_BYTES:
+            raise OVSDBError("not allowed", f"the converted contents of {self.name} take "
+                             f"{len(line)} bytes, more than the largest etcd request "
+                             f"({MAX_REQUEST_BYTES} bytes), and cannot go through its log")
+        return record, line
+
+    def _adopt(self, record: Record) -> list[ClientSession]:
+        """Apply a conversion record: its schema and rows replace the database's."""
+        assert record.schema is not None
+        schema = DbSchema.from_json(record.schema)
+        database = Database(schema)
+        changesets.apply_changes_json(database, record.txn, record.changes, snapshot=True)
+        return self.on_schema_change(schema, database, record.seq, record.txn)
 
     def _take_batch(self) -> list[BatchEntry]:
         batch, self.batch = self.batch, []
@@ -251,6 +310,12 @@ class ClusterService(DatabaseService):
         for entry in self._undo_batch():
             assert entry.outcome.results is not None
             if entry.session.closed:
+                continue
+            if entry.conversion is not None:
+                entry.session.reply_error(entry.request_id, self._unavailable_error()
+                                          if error is None or isinstance(error, EtcdUnavailable)
+                                          else {"error": "cluster unavailable",
+                                                "details": str(error)}, entry.dialect)
                 continue
             if entry.record is None:
                 # A read that saw the failed batch: run it again on what is committed.
@@ -272,6 +337,13 @@ class ClusterService(DatabaseService):
         self._apply(theirs)
         for entry in batch:
             if entry.session.closed:
+                continue
+            if entry.conversion is not None:
+                try:
+                    self.convert_through_log(entry.session, entry.request_id, entry.dialect,
+                                             entry.conversion)
+                except OVSDBError as e:  # the data no longer fits
+                    entry.session.reply_error(entry.request_id, e.to_json(), entry.dialect)
                 continue
             outcome = self.database.transact(entry.ops, entry.session)
             if outcome.wait_deadline_ms is not None:
@@ -318,6 +390,11 @@ class ClusterService(DatabaseService):
                 self._catch_up_later()
                 break
             try:
+                if record.schema is not None:
+                    for session in self._adopt(record):
+                        session.disconnect()
+                    applied = True
+                    continue
                 changes = changesets.apply_changes_json(self.database, record.txn,
                                                         record.changes, record.snapshot)
             except (OVSDBError, LookupError, TypeError, ValueError, AttributeError) as e:

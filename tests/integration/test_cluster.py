@@ -395,3 +395,43 @@ def test_the_ovs_idl_leader_only_survives_the_death_of_its_member(cluster):
         assert "monitor_cond_since resumed" in logs
     finally:
         idl.close()
+
+
+def test_a_conversion_goes_through_the_log_to_every_member(cluster):
+    schema = json.loads(TEST_SCHEMA.read_text())
+    schema["version"] = "1.3.0"
+    schema["tables"]["Weak"]["columns"]["added"] = {"type": "integer"}
+    with cluster[0].client() as c0, cluster[2].client() as c2:
+        c0.transact(DB, insert("kept", 7))
+        assert c0.request("convert", [DB, schema])["result"] == {}
+        for member in cluster.members:
+            with member.client() as client:
+                assert eventually(lambda c=client: c.request("get_schema", [DB])["result"][
+                    "version"] == "1.3.0")
+                rows = client.transact(DB, {"op": "select", "table": "Root", "where": [],
+                                            "columns": ["name", "count"]})[0]["rows"]
+                assert rows == [{"name": "kept", "count": 7}]
+                assert server_row(client)["schema"] and '"1.3.0"' in server_row(client)["schema"]
+        # c2 was not change-aware: the conversion disconnected it, as ovsdb-server does.
+        assert c2.wait_closed(5)
+    with cluster[2].client() as client:
+        assert "uuid" in client.transact(DB, {"op": "insert", "table": "Weak",
+                                              "row": {"name": "w", "added": 5}})[0]
+    cluster[1].restart()
+    with cluster[1].client() as client:
+        assert eventually(lambda: client.transact(DB, {
+            "op": "select", "table": "Weak", "where": [], "columns": ["added"]})[0]["rows"]
+            == [{"added": 5}])
+
+
+def test_a_conversion_the_data_does_not_fit_is_refused_everywhere(cluster):
+    schema = json.loads(TEST_SCHEMA.read_text())
+    schema["version"] = "1.3.0"
+    schema["tables"]["Root"]["columns"]["count"]["type"]["key"]["maxInteger"] = 5
+    with cluster[0].client() as c0:
+        c0.transact(DB, insert("big", 50))
+        reply = c0.request("convert", [DB, schema])
+        assert reply["error"]["error"] == "constraint violation", reply
+    for member in cluster.members:
+        with member.client() as client:
+            assert client.request("get_schema", [DB])["result"]["version"] == "1.2.3"
