@@ -435,3 +435,40 @@ def test_a_conversion_the_data_does_not_fit_is_refused_everywhere(cluster):
     for member in cluster.members:
         with member.client() as client:
             assert client.request("get_schema", [DB])["result"]["version"] == "1.2.3"
+
+
+def test_a_record_a_member_cannot_apply_stops_it_naming_the_position(
+        etcd_cluster_module, tmp_path):
+    with TegadbCluster(tmp_path, etcd_cluster_module.endpoints_arg, size=2) as cluster:
+        with cluster[0].client() as client:
+            client.transact(DB, insert("fine"))
+        bad = json.dumps({"seq": 2, "txn": "00000000-0000-4000-8000-000000000002", "date": 0,
+                          "changes": {"NoSuchTable": {}}})
+        base = f"{cluster.prefix}/{DB}/"
+        etcd_cluster_module.etcdctl("put", f"{base}log/{2:020d}", bad)
+        etcd_cluster_module.etcdctl("put", f"{base}head", "2")
+        for member in cluster.members:
+            assert member.process is not None
+            assert member.process.wait(10) == 1
+            log = member.log_path.read_text()
+            assert f"cannot apply etcd {base}log: record 2" in log, log[-2000:]
+            assert "No table named NoSuchTable" in log
+
+
+def test_a_transaction_over_etcds_request_limit_is_refused_and_big_batches_split(cluster):
+    big = ["set", [f"{n:04d}" + "x" * 996 for n in range(1100)]]  # ~1.1 MB
+    with cluster[0].client(timeout=20) as client:
+        result = client.transact(DB, {"op": "insert", "table": "Root",
+                                      "row": {"name": "big", "tags": big}})
+        assert result[-1]["error"] == "resources exhausted", result[-1]
+        assert "etcd request" in result[-1]["details"]
+        assert names(client) == []
+        # 30 transactions of ~100 kB each: more than one etcd request holds.
+        part = ["set", [f"{n:04d}" + "y" * 996 for n in range(100)]]
+        for n in range(30):
+            client.send({"method": "transact", "id": n, "params": [
+                DB, {"op": "insert", "table": "Root", "row": {"name": f"p{n}", "tags": part}}]})
+        for n in range(30):
+            assert "uuid" in client.reply(n, timeout=20)["result"][0]
+    with cluster[1].client() as other:
+        assert eventually(lambda: len(names(other)) == 30)
