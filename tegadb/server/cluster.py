@@ -253,6 +253,8 @@ class ClusterService(DatabaseService):
                 entry.session.reply(entry.request_id, entry.outcome.results, entry.dialect)
         if crossed:
             self._store_snapshot()
+        if self.parked and any(e.record is not None for e in batch):
+            self.retry_later.update(self.parked)  # run once the batch has settled
         self.on_state_change()
 
     # --- conversions -----------------------------------------------------------------
@@ -266,7 +268,8 @@ class ClusterService(DatabaseService):
         """Propose converting to ``schema``: a snapshot record that carries the
         schema; every member applies it at the position the log gives it.
         Raises OVSDBError when the data does not fit ``schema`` or is too big."""
-        record, line = self._conversion_record(schema, session.peer)
+        record, line = self._conversion_record(
+            DbSchema.from_json(all_persistent(schema.to_json())), session.peer)
         self.batch.append(BatchEntry(session, request_id, dialect, [], TxnOutcome([]), record,
                                      line, schema))
         self.batch_records += 1
@@ -543,7 +546,7 @@ async def join(db_file: str, etcd: Etcd, prefix: str, history: History,
     member's cache)."""
     local = journal.Journal.open(db_file)
     seeded = DatabaseService.load(local)  # closes the file if it fails
-    local_schema = seeded.schema_json
+    local_schema = all_persistent(seeded.schema_json)
     etcd_log = EtcdLog(etcd, prefix, seeded.name)
     try:
         loaded = await etcd_log.load()
@@ -588,6 +591,18 @@ def _check_schema(db_file: str, local: dict[str, Any], loaded: Loaded) -> None:
             f"differs from the cluster's schema {cluster.get('name')} version "
             f"{cluster.get('version', '?')}; convert the cluster (tegadb-client convert) "
             "or give this member the cluster's schema")
+
+
+def all_persistent(schema_json: dict[str, Any]) -> dict[str, Any]:
+    """``schema_json`` with every ephemeral column made persistent: every
+    member must see every change, so a cluster keeps them all in its log
+    (ovsdb-server's clusters do the same, and ovsdb-client says so)."""
+    tables = {}
+    for name, table in schema_json.get("tables", {}).items():
+        columns = {c: {k: v for k, v in column.items() if k != "ephemeral"}
+                   for c, column in table.get("columns", {}).items()}
+        tables[name] = {**table, "columns": columns}
+    return {**schema_json, "tables": tables}
 
 
 def _stop(why: str) -> None:
