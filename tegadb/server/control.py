@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,11 @@ class ControlServer:
 
     # --- the socket -------------------------------------------------------
     async def listen(self, path: Path) -> None:
+        """Serve on ``path``, replacing a stale socket but not a live one
+        (another server started in the same directory)."""
         if path.is_socket():
+            if in_use(path):
+                raise OSError(f"{path} is in use by a running server: give another --unixctl")
             path.unlink()
         self.listener = await asyncio.start_unix_server(self.serve_client, str(path))
         self.path = path
@@ -217,6 +222,15 @@ class ControlServer:
             waiters = " ".join(peer_of(holder) for holder in queue[1:])
             lines.append(f"{name} owner:{owner}{' waiting:' + waiters if waiters else ''}\n")
         return "".join(lines)
+
+
+def in_use(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def peer_of(holder: object) -> str:

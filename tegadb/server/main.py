@@ -340,9 +340,10 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
                     busy_poll_seconds(args.busy_poll))
     log.info("busy polling: %s",
              f"{server.busy_poll * 1e6:.0f} us" if server.busy_poll else "off")
+    # Before the remotes: once clients can connect, they can be observed.
+    observability = await start_observability(server, args)
     for text in remotes:
         await server.listen(parse_passive(text))
-    observability = await start_observability(server, args)
     for sig in (signal.SIGTERM, signal.SIGINT):
         server.loop.add_signal_handler(sig, server.stopped.set)
     if args.pidfile:
