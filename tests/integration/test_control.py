@@ -174,13 +174,13 @@ def test_vlog_set_changes_what_is_logged(tegadb_peer):
     server = tegadb_peer()
     target = control_path(server)
     assert re.search(r"^server +OFF +OFF +INFO$", appctl(target, "vlog/list").stdout, re.M)
-    with server.client():
-        pass
+    with server.client() as c:
+        c.request("echo", [])  # the connection has been seen
     assert "connected" not in server.log_path.read_text()  # a debug message
     assert appctl(target, "vlog/set", "server:file:dbg").returncode == 0
     assert re.search(r"^server +OFF +OFF +DBG$", appctl(target, "vlog/list").stdout, re.M)
-    with server.client():
-        pass
+    with server.client() as c:
+        c.request("echo", [])  # the connection has been seen
     assert ": connected" in server.log_path.read_text()
     assert appctl(target, "vlog/set", "warn").returncode == 0
     listed = appctl(target, "vlog/list").stdout
