@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -127,8 +128,17 @@ def test_exit_stops_the_server(peer):
 
 # --- tegadb's own ----------------------------------------------------------------
 
-def test_compact_rewrites_the_file(tegadb_peer):
-    server = tegadb_peer()
+@pytest.fixture
+def standalone(tmp_path: Path) -> Iterator[Peer]:
+    """tegadb-server with its own file, even under TEGADB_TEST_CLUSTER (a
+    member's file is a cache of the log, and its locks are kept in etcd)."""
+    server = start_tegadb_server(tmp_path / "standalone", [TEST_SCHEMA])
+    yield server
+    server.stop()
+
+
+def test_compact_rewrites_the_file(standalone):
+    server = standalone
     db_file = server.directory / "Test.db"
     with server.client() as c:
         c.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "a"}})
@@ -146,8 +156,8 @@ def test_compact_rewrites_the_file(tegadb_peer):
     assert "compacted (asked on the control socket)" in server.log_path.read_text()
 
 
-def test_sessions_monitors_and_locks(tegadb_peer):
-    server = tegadb_peer()
+def test_sessions_monitors_and_locks(standalone):
+    server = standalone
     target = control_path(server)
     with server.client() as holder, server.client() as waiter:
         holder.request("monitor_cond", ["Test", "mine", {"Root": [{"columns": ["name"]}]}])
