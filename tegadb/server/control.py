@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tegadb.server.control")
 
 MAX_REQUEST = 1024 * 1024
+SOCKET_MODE = 0o770
 UNBOUNDED = 1 << 31
 
 # OVS's level names, most to least severe, and the logging level of each.
@@ -87,6 +88,9 @@ class ControlServer:
             path.unlink()
         self.listener = await asyncio.start_unix_server(self.serve_client, str(path))
         self.path = path
+        # Whoever can connect can stop the server: owner and group only,
+        # whatever the umask (ovsdb-server's sockets are 0770 too).
+        path.chmod(SOCKET_MODE)
         log.info("control socket %s", path)
 
     async def close(self) -> None:

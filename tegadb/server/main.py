@@ -301,8 +301,12 @@ async def start_observability(server: Server, args: argparse.Namespace) -> list[
     # prometheus_client is imported only now: its import would add to every start.
     from .metrics import MetricsEndpoint, parse_address
 
-    endpoint = MetricsEndpoint(server)
-    await endpoint.listen(*parse_address(args.metrics))
+    try:
+        endpoint = MetricsEndpoint(server)
+        await endpoint.listen(*parse_address(args.metrics))
+    except BaseException:
+        await control.close()  # leave no socket behind when the start fails
+        raise
     return [control, endpoint]
 
 

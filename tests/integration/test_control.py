@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -196,6 +197,20 @@ def test_vlog_set_changes_what_is_logged(tegadb_peer):
     listed = appctl(target, "vlog/list").stdout
     assert re.search(r"^server +OFF +OFF +WARN$", listed, re.M)
     assert not re.search(r"INFO|DBG", listed[len(VLOG_HEADER):])
+
+
+def test_control_socket_is_not_world_writable(standalone):
+    assert control_path(standalone).stat().st_mode & 0o777 == 0o770
+
+
+def test_metrics_port_taken_fails_the_start_cleanly(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="address already in use"):
+            start_tegadb_server(tmp_path / "s", [TEST_SCHEMA], [f"--metrics={port}"])
+    assert not (tmp_path / "s" / "var" / "tegadb-server.ctl").exists()
 
 
 def test_control_socket_beside_the_pidfile(tmp_path):
