@@ -166,7 +166,7 @@ class ControlServer:
             if service is None:
                 raise CommandError("no database by that name")
             if service.name == SERVER_DB_NAME:
-                raise CommandError(f"cannot compact {SERVER_DB_NAME}: it is not stored")
+                raise CommandError("cannot compact built-in databases")
             targets = [service]
         else:
             targets = [s for name, s in services.items() if name != SERVER_DB_NAME]

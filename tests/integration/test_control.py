@@ -111,6 +111,7 @@ def test_compact_succeeds_silently(peer):
      '"ovsdb-server/list-dbs" command takes at most 0 arguments\n'),
     (["memory/show", "x"], '"memory/show" command takes at most 0 arguments\n'),
     (["ovsdb-server/compact", "Nope"], "no database by that name\n"),
+    (["ovsdb-server/compact", "_Server"], "cannot compact built-in databases\n"),
     (["vlog/set", "bogus"], 'no destination, level, or module "bogus"\n'),
 ])
 def test_errors_are_ovsdb_servers(peer, args, error):
@@ -125,6 +126,7 @@ def test_exit_stops_the_server(peer):
     assert (result.returncode, result.stdout) == (0, "")
     assert server.process is not None
     assert server.process.wait(timeout=10) == 0
+    assert not control_path(server).exists()
 
 
 # --- tegadb's own ----------------------------------------------------------------
