@@ -28,8 +28,18 @@ log = logging.getLogger("tegadb.server")
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 DEFAULT_MAX_BACKLOG = 64 * 1024 * 1024
 # OVS probes TCP and TLS peers after 5 s of silence and drops them after 5 s
-# more; Unix-socket peers are not probed.
+# more.  It leaves Unix-socket peers alone; tegadb probes them too unless told
+# not to (Server.probe_unix), since a stuck local client holds memory as well.
 PROBE_INTERVAL = 5.0
+# How long a started message may take to arrive whole (a client sending one
+# byte a second would otherwise hold its buffer forever).
+MESSAGE_TIMEOUT = 30.0
+# Messages of one connection served per event-loop turn; the rest wait for
+# the next turn with reading paused, so a client pipelining thousands of
+# requests delays the others by one such batch, not by all of its requests.
+# ovsdb-server serves at most 50 per connection per main-loop run
+# (ovsdb/jsonrpc-server.c, ovsdb_jsonrpc_session_run).
+MESSAGES_PER_TURN = 50
 # How long the loop keeps polling, instead of sleeping, for a client that
 # answers quickly (see Server.input_arrived).  A sequential client's next
 # request came 40-80 us after the reply in `make bench`'s W1.
@@ -46,10 +56,19 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: methods.Session | None = None
         self.held: list[bytes] = []
-        self.probe_interval = 0.0 if remote.is_unix else server.probe_interval
+        self.probe_interval = (
+            0.0 if remote.is_unix and not server.probe_unix else server.probe_interval)
         self.last_received = 0.0
         self.probe_sent = False
         self.probe_timer: asyncio.TimerHandle | None = None
+        # Input beyond this turn's MESSAGES_PER_TURN, served on later turns.
+        self.deferred: list[object] | None = None
+        self.deferred_error: ProtocolError | None = None
+        self.deferred_scheduled = False
+        self.input_paused = False   # reading paused until `deferred` is served
+        # loop.time() when the message now in the framer began; 0: none.
+        self.message_started = 0.0
+        self.deadline_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -68,10 +87,7 @@ class Connection(asyncio.Protocol):
         idle = loop.time() - self.last_received
         if idle >= self.probe_interval:
             if self.probe_sent:
-                assert self.session is not None
-                log.warning("%s: no response to inactivity probe after %.3g seconds, "
-                            "disconnecting", self.session.peer, idle)
-                self.close()
+                self.abort(f"no response to inactivity probe after {idle:.3g} seconds")
                 return
             self.probe_sent = True
             self.last_received = loop.time()
@@ -94,16 +110,29 @@ class Connection(asyncio.Protocol):
         except ProtocolError as e:
             # Messages completed before the bad bytes are served first, as OVS does.
             messages, error = e.messages, e
+        if self.framer.buffered:
+            if server.message_timeout:
+                self.message_in_progress(bool(messages))
+        elif self.message_started:
+            self.message_started = 0.0
+        if self.deferred is not None:
+            self.defer(messages, error)
+            return
         if server.backlog:
             server.backlog.append((self, messages, error))
             return
         self.serve(messages, error)
 
     def serve(self, messages: list[object], error: ProtocolError | None) -> bool:
-        """Handle ``messages``; False if the server held them back (see Server.hold)."""
+        """Handle ``messages``, at most MESSAGES_PER_TURN of them now and the
+        rest on later turns; False if the server held them back (see
+        Server.must_hold)."""
         session = self.session
         assert session is not None
         server = self.server
+        if len(messages) > MESSAGES_PER_TURN:
+            self.defer(messages[MESSAGES_PER_TURN:], error)
+            messages, error = messages[:MESSAGES_PER_TURN], None
         for index, message in enumerate(messages):
             if server.shared and server.must_hold(message):
                 server.backlog.append((self, messages[index:], error))
@@ -119,7 +148,71 @@ class Connection(asyncio.Protocol):
         if error is not None:
             log.warning("%s: %s, closing connection", session.peer, error)
             self.close()
+        elif self.input_paused and self.deferred is None:
+            self.input_paused = False
+            if self.transport is not None and not session.backlogged:
+                self.transport.resume_reading()
         return True
+
+    def defer(self, messages: list[object], error: ProtocolError | None) -> None:
+        """Keep ``messages`` for a later turn and stop reading until then."""
+        if self.deferred is not None:
+            self.deferred.extend(messages)
+            self.deferred_error = self.deferred_error or error
+            return
+        self.deferred, self.deferred_error = messages, error
+        if not self.input_paused and self.transport is not None:
+            self.input_paused = True
+            self.transport.pause_reading()
+        self.schedule_deferred()
+
+    def schedule_deferred(self) -> None:
+        assert self.session is not None
+        if not self.deferred_scheduled and not self.session.backlogged:
+            self.deferred_scheduled = True
+            self.server.loop.call_soon(self.serve_deferred)
+
+    def serve_deferred(self) -> None:
+        """Next turn's share of the deferred input (none while the peer
+        does not read: resume_writing schedules it again)."""
+        self.deferred_scheduled = False
+        session = self.session
+        messages, error = self.deferred, self.deferred_error
+        if (messages is None or self.transport is None or session is None
+                or session.closed or session.backlogged):
+            return
+        self.deferred = self.deferred_error = None
+        if self.server.backlog:
+            # A cluster batch holds input back: queue behind what it holds.
+            self.server.backlog.append((self, messages, error))
+        else:
+            self.serve(messages, error)
+
+    def message_in_progress(self, completed_some: bool) -> None:
+        """Start the deadline of a message that began in the last read."""
+        loop = self.server.loop
+        if completed_some or not self.message_started:
+            self.message_started = loop.time()
+        if self.deadline_timer is None:
+            self.deadline_timer = loop.call_at(
+                self.message_started + self.server.message_timeout, self.check_deadline)
+
+    def check_deadline(self) -> None:
+        self.deadline_timer = None
+        session = self.session
+        if not self.message_started or self.transport is None or session is None:
+            return
+        loop = self.server.loop
+        if self.input_paused or session.backlogged:
+            # Not reading (our doing): the peer cannot finish meanwhile.
+            self.message_started = loop.time()
+        elapsed = loop.time() - self.message_started
+        if elapsed >= self.server.message_timeout:
+            self.abort(f"message incomplete after {elapsed:.3g} seconds "
+                       f"({self.framer.buffered} bytes received)")
+            return
+        self.deadline_timer = loop.call_at(
+            self.message_started + self.server.message_timeout, self.check_deadline)
 
     def send(self, data: bytes) -> None:
         """Write now, or hold while the group-commit gate is closed."""
@@ -138,16 +231,30 @@ class Connection(asyncio.Protocol):
         Its monitor updates merge while it is backed up (memory bounded by the
         rows that changed); what is already encoded is bounded here.
         """
-        assert self.transport is not None and self.session is not None
+        assert self.transport is not None
         size = self.transport.get_write_buffer_size()
         if size > self.server.max_backlog:
-            log.warning("%s: %d bytes of output backlog exceed the limit of %d, disconnecting",
-                        self.session.peer, size, self.server.max_backlog)
-            self.transport.abort()
+            self.abort(f"{size} bytes of output backlog exceed the limit of "
+                       f"{self.server.max_backlog}")
+
+    def abort(self, reason: str) -> None:
+        """Drop the peer at once: its queued output is discarded and the
+        socket closed now, not after a flush it would never read; its
+        session (monitors, locks) closes in connection_lost, next turn."""
+        transport = self.transport
+        if transport is None:
+            return
+        log.warning("%s: %s, disconnecting", self.session.peer if self.session else "?", reason)
+        self.transport = None   # whatever is sent meanwhile goes nowhere
+        self.held.clear()
+        self.deferred = self.deferred_error = None
+        transport.abort()
 
     def release(self) -> None:
         if self.held and self.transport is not None:
             self.transport.write(b"".join(self.held))
+            if self.session is not None and self.session.backlogged:
+                self.check_backlog()
         self.held.clear()
 
     def close(self) -> None:
@@ -159,6 +266,9 @@ class Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.probe_timer is not None:
             self.probe_timer.cancel()
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+        self.deferred = self.deferred_error = None
         if self.session is not None:
             log.debug("%s: disconnected", self.session.peer)
             self.session.close()
@@ -173,11 +283,13 @@ class Connection(asyncio.Protocol):
             self.session.backlogged = True
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.input_paused:
             self.transport.resume_reading()
         if self.session is not None:
             self.session.backlogged = False
             self.session.flush_monitors()
+            if self.deferred is not None:
+                self.schedule_deferred()
 
 
 class Server:
@@ -187,8 +299,12 @@ class Server:
                  ssl_context: ssl.SSLContext | None = None,
                  probe_interval: float = PROBE_INTERVAL,
                  max_backlog: int = DEFAULT_MAX_BACKLOG,
-                 busy_poll: float = BUSY_POLL) -> None:
+                 busy_poll: float = BUSY_POLL,
+                 message_timeout: float = MESSAGE_TIMEOUT,
+                 probe_unix: bool = True) -> None:
         self.databases = databases
+        self.message_timeout = message_timeout   # 0: no deadline
+        self.probe_unix = probe_unix
         self.busy_poll = busy_poll
         self.last_active = 0.0   # time.monotonic() of the last input or group commit
         self.polling = False
