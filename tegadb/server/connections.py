@@ -40,6 +40,9 @@ MESSAGE_TIMEOUT = 30.0
 # ovsdb-server serves at most 50 per connection per main-loop run
 # (ovsdb/jsonrpc-server.c, ovsdb_jsonrpc_session_run).
 MESSAGES_PER_TURN = 50
+# Bytes of a connection framed per turn: parsing a 256 KiB read of small
+# requests at once took ~10 ms, a stall for everyone else.
+INPUT_PER_TURN = 8192
 # How long the loop keeps polling, instead of sleeping, for a client that
 # answers quickly (see Server.input_arrived).  A sequential client's next
 # request came 40-80 us after the reply in `make bench`'s W1.
@@ -64,8 +67,9 @@ class Connection(asyncio.Protocol):
         # Input beyond this turn's MESSAGES_PER_TURN, served on later turns.
         self.deferred: list[object] | None = None
         self.deferred_error: ProtocolError | None = None
+        self.unparsed = memoryview(b"")   # bytes read but not framed yet
         self.deferred_scheduled = False
-        self.input_paused = False   # reading paused until `deferred` is served
+        self.input_paused = False   # reading paused until the above are served
         # loop.time() when the message now in the framer began; 0: none.
         self.message_started = 0.0
         self.deadline_timer: asyncio.TimerHandle | None = None
@@ -96,28 +100,37 @@ class Connection(asyncio.Protocol):
         self.probe_timer = loop.call_later(max(delay, 0.01), self.probe)
 
     def data_received(self, data: bytes) -> None:
-        session = self.session
-        assert session is not None
         server = self.server
         if server.busy_poll:
             server.input_arrived()
         if self.probe_interval:
-            self.last_received = self.server.loop.time()
+            self.last_received = server.loop.time()
             self.probe_sent = False
+        if self.input_paused:
+            # Read before the pause took effect (TLS may): after the rest.
+            self.unparsed = memoryview(bytes(self.unparsed) + data)
+            return
+        if len(data) > INPUT_PER_TURN:
+            self.unparsed = memoryview(data)[INPUT_PER_TURN:]
+            data = data[:INPUT_PER_TURN]
+            self.pause_input()
+        self.take(data)
+
+    def take(self, data: bytes) -> None:
+        """Frame ``data`` and serve (or queue) the messages it completes."""
+        server = self.server
         error = None
         try:
             messages = self.framer.feed(data)
         except ProtocolError as e:
             # Messages completed before the bad bytes are served first, as OVS does.
             messages, error = e.messages, e
+            self.unparsed = memoryview(b"")
         if self.framer.buffered:
             if server.message_timeout:
                 self.message_in_progress(bool(messages))
         elif self.message_started:
             self.message_started = 0.0
-        if self.deferred is not None:
-            self.defer(messages, error)
-            return
         if server.backlog:
             server.backlog.append((self, messages, error))
             return
@@ -129,10 +142,17 @@ class Connection(asyncio.Protocol):
         Server.must_hold)."""
         session = self.session
         assert session is not None
+        if self.deferred is not None:
+            # Served in order after what came before (a cluster's backlog).
+            self.deferred += messages
+            self.deferred_error = self.deferred_error or error
+            return True
         server = self.server
         if len(messages) > MESSAGES_PER_TURN:
-            self.defer(messages[MESSAGES_PER_TURN:], error)
+            self.deferred = messages[MESSAGES_PER_TURN:]
+            self.deferred_error = error
             messages, error = messages[:MESSAGES_PER_TURN], None
+            self.pause_input()
         for index, message in enumerate(messages):
             if server.shared and server.must_hold(message):
                 server.backlog.append((self, messages[index:], error))
@@ -148,19 +168,10 @@ class Connection(asyncio.Protocol):
         if error is not None:
             log.warning("%s: %s, closing connection", session.peer, error)
             self.close()
-        elif self.input_paused and self.deferred is None:
-            self.input_paused = False
-            if self.transport is not None and not session.backlogged:
-                self.transport.resume_reading()
         return True
 
-    def defer(self, messages: list[object], error: ProtocolError | None) -> None:
-        """Keep ``messages`` for a later turn and stop reading until then."""
-        if self.deferred is not None:
-            self.deferred.extend(messages)
-            self.deferred_error = self.deferred_error or error
-            return
-        self.deferred, self.deferred_error = messages, error
+    def pause_input(self) -> None:
+        """Stop reading until the input already received has been served."""
         if not self.input_paused and self.transport is not None:
             self.input_paused = True
             self.transport.pause_reading()
@@ -173,20 +184,33 @@ class Connection(asyncio.Protocol):
             self.server.loop.call_soon(self.serve_deferred)
 
     def serve_deferred(self) -> None:
-        """Next turn's share of the deferred input (none while the peer
-        does not read: resume_writing schedules it again)."""
+        """This turn's share of the input left from earlier turns: deferred
+        messages, else the next INPUT_PER_TURN bytes (nothing while the peer
+        does not read: resume_writing schedules this again)."""
         self.deferred_scheduled = False
         session = self.session
-        messages, error = self.deferred, self.deferred_error
-        if (messages is None or self.transport is None or session is None
-                or session.closed or session.backlogged):
+        if self.transport is None or session is None or session.closed or session.backlogged:
             return
-        self.deferred = self.deferred_error = None
-        if self.server.backlog:
-            # A cluster batch holds input back: queue behind what it holds.
-            self.server.backlog.append((self, messages, error))
-        else:
-            self.serve(messages, error)
+        messages = self.deferred
+        if messages is not None:
+            error, self.deferred, self.deferred_error = self.deferred_error, None, None
+            if self.server.backlog:
+                # A cluster batch holds input back: queue behind what it holds.
+                self.server.backlog.append((self, messages, error))
+            else:
+                self.serve(messages, error)
+        elif self.unparsed:
+            data = bytes(self.unparsed[:INPUT_PER_TURN])
+            self.unparsed = self.unparsed[INPUT_PER_TURN:]
+            self.take(data)
+        if self.transport is None:
+            return
+        if self.deferred is not None or self.unparsed:
+            self.schedule_deferred()
+        elif self.input_paused:
+            self.input_paused = False
+            if not session.backlogged:
+                self.transport.resume_reading()
 
     def message_in_progress(self, completed_some: bool) -> None:
         """Start the deadline of a message that began in the last read."""
@@ -221,21 +245,29 @@ class Connection(asyncio.Protocol):
                 self.server.held_connections.append(self)
             self.held.append(data)
         elif self.transport is not None:
-            self.transport.write(data)
-            if self.session is not None and self.session.backlogged:
-                self.check_backlog()
+            if self.fits(data):
+                self.transport.write(data)
 
-    def check_backlog(self) -> None:
-        """Drop a peer that does not read while its output keeps growing.
+    def fits(self, data: bytes) -> bool:
+        """Whether ``data`` may be queued; if it would take the output
+        backlog past the limit, the peer is dropped instead.
 
-        Its monitor updates merge while it is backed up (memory bounded by the
-        rows that changed); what is already encoded is bounded here.
+        Checked once the peer stopped keeping up (pause_writing), or for a
+        message past the limit by itself: before that, the backlog is below
+        the transport's high-water mark.  Monitor updates merge while a peer
+        is backed up (memory bounded by the rows that changed); what is
+        already encoded is bounded here.
         """
-        assert self.transport is not None
-        size = self.transport.get_write_buffer_size()
-        if size > self.server.max_backlog:
-            self.abort(f"{size} bytes of output backlog exceed the limit of "
-                       f"{self.server.max_backlog}")
+        assert self.transport is not None and self.session is not None
+        limit = self.server.max_backlog
+        if not self.session.backlogged and len(data) <= limit:
+            return True
+        backlog = self.transport.get_write_buffer_size()
+        if backlog + len(data) <= limit:
+            return True
+        self.abort(f"output backlog of {backlog} bytes plus {len(data)} to send "
+                   f"would exceed the limit of {limit}")
+        return False
 
     def abort(self, reason: str) -> None:
         """Drop the peer at once: its queued output is discarded and the
@@ -247,17 +279,23 @@ class Connection(asyncio.Protocol):
         log.warning("%s: %s, disconnecting", self.session.peer if self.session else "?", reason)
         self.transport = None   # whatever is sent meanwhile goes nowhere
         self.held.clear()
-        self.deferred = self.deferred_error = None
+        self.drop_input()
         transport.abort()
 
     def release(self) -> None:
         if self.held and self.transport is not None:
-            self.transport.write(b"".join(self.held))
-            if self.session is not None and self.session.backlogged:
-                self.check_backlog()
+            data = b"".join(self.held)
+            if self.fits(data):
+                self.transport.write(data)
         self.held.clear()
 
+    def drop_input(self) -> None:
+        """Forget input not served yet: the connection is going away."""
+        self.deferred = self.deferred_error = None
+        self.unparsed = memoryview(b"")
+
     def close(self) -> None:
+        self.drop_input()
         if self.transport is not None:
             self.release()
             self.transport.close()
@@ -268,7 +306,7 @@ class Connection(asyncio.Protocol):
             self.probe_timer.cancel()
         if self.deadline_timer is not None:
             self.deadline_timer.cancel()
-        self.deferred = self.deferred_error = None
+        self.drop_input()
         if self.session is not None:
             log.debug("%s: disconnected", self.session.peer)
             self.session.close()
@@ -288,7 +326,7 @@ class Connection(asyncio.Protocol):
         if self.session is not None:
             self.session.backlogged = False
             self.session.flush_monitors()
-            if self.deferred is not None:
+            if self.deferred is not None or self.unparsed:
                 self.schedule_deferred()
 
 
