@@ -10,10 +10,11 @@ Compiled with the core (tegadb/native.py): every request passes through here.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..protocol.framer import Framer, ProtocolError
@@ -49,6 +50,19 @@ INPUT_PER_TURN = 8192
 BUSY_POLL = 100e-6
 
 
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc
+
+
+# Hands freed heap memory back to the system.  A dropped peer's backlog is
+# many megabytes freed at once, which glibc otherwise keeps (RSS stayed 8 MB
+# up after a 10 MB backlog was freed).
+malloc_trim = _find_malloc_trim()
+
+
 class Connection(asyncio.Protocol):
     """One client connection: bytes in through the framer, bytes out to the transport."""
 
@@ -59,6 +73,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: methods.Session | None = None
         self.held: list[bytes] = []
+        self.held_size = 0
+        self.aborted = False
         self.probe_interval = (
             0.0 if remote.is_unix and not server.probe_unix else server.probe_interval)
         self.last_received = 0.0
@@ -239,33 +255,39 @@ class Connection(asyncio.Protocol):
             self.message_started + self.server.message_timeout, self.check_deadline)
 
     def send(self, data: bytes) -> None:
-        """Write now, or hold while the group-commit gate is closed."""
+        """Write now, or hold while the group-commit gate is closed; either
+        way, drop the peer instead if this takes its backlog past the limit."""
+        transport = self.transport
+        if transport is None:
+            return
+        session = self.session
+        assert session is not None
+        limit = self.server.max_backlog
         if self.server.gate_closed:
+            if ((session.backlogged or self.held_size + len(data) > limit)
+                    and not self.check_backlog(len(data))):
+                return
             if not self.held:
                 self.server.held_connections.append(self)
             self.held.append(data)
-        elif self.transport is not None:
-            if self.fits(data):
-                self.transport.write(data)
+            self.held_size += len(data)
+        # Until the peer stops keeping up (pause_writing), the transport's
+        # backlog is below its high-water mark: only a message past the
+        # limit by itself needs a look.
+        elif (not session.backlogged and len(data) <= limit) or self.check_backlog(len(data)):
+            transport.write(data)
 
-    def fits(self, data: bytes) -> bool:
-        """Whether ``data`` may be queued; if it would take the output
-        backlog past the limit, the peer is dropped instead.
-
-        Checked once the peer stopped keeping up (pause_writing), or for a
-        message past the limit by itself: before that, the backlog is below
-        the transport's high-water mark.  Monitor updates merge while a peer
-        is backed up (memory bounded by the rows that changed); what is
-        already encoded is bounded here.
-        """
-        assert self.transport is not None and self.session is not None
+    def check_backlog(self, more: int) -> bool:
+        """Whether ``more`` bytes fit in the output backlog; if not, the
+        peer is dropped.  Its monitor updates merge while it is backed up
+        (memory bounded by the rows that changed); what is already encoded
+        is bounded here, before it is queued."""
+        assert self.transport is not None
         limit = self.server.max_backlog
-        if not self.session.backlogged and len(data) <= limit:
+        backlog = self.transport.get_write_buffer_size() + self.held_size
+        if backlog + more <= limit:
             return True
-        backlog = self.transport.get_write_buffer_size()
-        if backlog + len(data) <= limit:
-            return True
-        self.abort(f"output backlog of {backlog} bytes plus {len(data)} to send "
+        self.abort(f"output backlog of {backlog} bytes plus {more} to send "
                    f"would exceed the limit of {limit}")
         return False
 
@@ -278,16 +300,17 @@ class Connection(asyncio.Protocol):
             return
         log.warning("%s: %s, disconnecting", self.session.peer if self.session else "?", reason)
         self.transport = None   # whatever is sent meanwhile goes nowhere
+        self.aborted = True
         self.held.clear()
+        self.held_size = 0
         self.drop_input()
         transport.abort()
 
     def release(self) -> None:
         if self.held and self.transport is not None:
-            data = b"".join(self.held)
-            if self.fits(data):
-                self.transport.write(data)
+            self.transport.write(b"".join(self.held))
         self.held.clear()
+        self.held_size = 0
 
     def drop_input(self) -> None:
         """Forget input not served yet: the connection is going away."""
@@ -311,6 +334,8 @@ class Connection(asyncio.Protocol):
             log.debug("%s: disconnected", self.session.peer)
             self.session.close()
         self.transport = None
+        if self.aborted and malloc_trim is not None:
+            malloc_trim(0)
 
     def pause_writing(self) -> None:
         # A client that stops reading gets no more input processed and no
