@@ -30,6 +30,7 @@ from .connections import (
     BUSY_POLL,
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_MESSAGE,
+    MESSAGE_TIMEOUT,
     PROBE_INTERVAL,
     Server,
 )
@@ -112,8 +113,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history-rows", type=int, default=20_000, metavar="N",
                         help="row changes kept per database for resumes (default 20000)")
     parser.add_argument("--inactivity-probe", type=float, default=PROBE_INTERVAL * 1000,
-                        metavar="MS", help="probe idle TCP/TLS peers after MS ms "
+                        metavar="MS", help="probe idle peers after MS ms "
                         "(0 disables; at least 1000; default 5000)")
+    parser.add_argument("--no-unix-probes", action="store_true",
+                        help="do not probe Unix-socket peers (as ovsdb-server)")
+    parser.add_argument("--message-timeout", type=float, default=MESSAGE_TIMEOUT,
+                        metavar="SECS", help="drop a client whose message is not complete "
+                        "SECS after it began (0 disables; default %(default)g)")
     parser.add_argument("--busy-poll", type=_microseconds, default=BUSY_POLL * 1e6, metavar="USEC",
                         help="keep polling for USEC us after activity while clients answer "
                         "that quickly, instead of sleeping (0 disables; always off with "
@@ -353,7 +359,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     probe_ms = args.inactivity_probe
     server = Server(databases, args.max_message_size, build_ssl_context(args),
                     max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0, args.max_backlog,
-                    busy_poll_seconds(args.busy_poll))
+                    busy_poll_seconds(args.busy_poll), args.message_timeout,
+                    not args.no_unix_probes)
     log.info("busy polling: %s",
              f"{server.busy_poll * 1e6:.0f} us" if server.busy_poll else "off")
     # Before the remotes: once clients can connect, they can be observed.

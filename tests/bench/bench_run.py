@@ -86,6 +86,9 @@ METRICS: list[tuple[str, str, str, str, str, float | None, str | None, str]] = [
      "nondurable_seq_server_cpu_us_per_op", "us/txn"),
     ("W7", "nondurable_txn_per_s", "non-durable, 32 in flight", "txn/s", "higher", None,
      "nondurable_server_cpu_us_per_op", "us/txn"),
+    ("W8", "probe_p99_us", "p99 round trip, flood", "us", "lower", 1.0, None, ""),
+    ("W8", "probe_max_us", "max round trip, flood", "us", "lower", 1.0,
+     "server_cpu_us_per_op", "us/flood req"),
 ]
 
 
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, smaller runs (~2 min)")
     parser.add_argument("--reps", type=int, help="repetitions of each workload per server")
-    parser.add_argument("--only", help="comma-separated workloads (W1..W7, D for dispatch)")
+    parser.add_argument("--only", help="comma-separated workloads (W1..W8, D for dispatch)")
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--monitor", choices=["monitor", "monitor_cond"],
                         help="W4's monitor method (default: monitor, for both servers)")
