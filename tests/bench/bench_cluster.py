@@ -623,7 +623,8 @@ class ClusterBench:
     def run(self, wanted: Sequence[str]) -> None:
         try:
             with ExitStack() as stack:
-                self.start_etcd(stack)
+                if "tegadb" in self.kinds or any(wl in FLOORS for wl in wanted):
+                    self.start_etcd(stack)
                 for wl in wanted:
                     self.run_workload(wl)
         finally:
