@@ -463,12 +463,14 @@ async def c4_fanout(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
 
     dones = [m.expect(cfg.c4_seq, 0.0) for m in monitors]
     t0 = time.perf_counter()
-    sent = []
+    sent, acked = [], []
     for i in range(cfg.c4_seq):
         sent.append(time.perf_counter())
         await writer.transact(DB, bulk_rows("c4", i, 1), cfg.timeout)
+        acked.append(time.perf_counter())
     await all_delivered(dones, cfg.c4_seq, t0)
-    delays = [max(m.arrivals[i] for m in monitors) - sent[i] for i in range(cfg.c4_seq)]
+    last = [max(m.arrivals[i] for m in monitors) for i in range(cfg.c4_seq)]
+    delays = [t - t_sent for t, t_sent in zip(last, sent)]
 
     total = cfg.c4_seq + cfg.c4_txns
     dones = [m.expect(total, cfg.c4_read_pause) for m in monitors]
@@ -495,6 +497,7 @@ async def c4_fanout(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
         m.close()
     return {"fanout_latency_us": statistics.median(delays) * 1e6,
             "fanout_p99_us": percentile(delays, 0.99) * 1e6,
+            "ack_to_last_us": statistics.median(t - t_ack for t, t_ack in zip(last, acked)) * 1e6,
             "commits_per_s": cfg.c4_txns / (t_end - t1),
             "writer_txn_per_s": res.rate, **metrics}
 
