@@ -22,12 +22,19 @@ INSTALLED := build/venv-installed
 INSTALLED_STAMP := $(INSTALLED)/.installed-$(subst /,_,$(PYTHON))
 PACKAGE_FILES := setup.py setup.cfg pyproject.toml README.md $(shell find tegadb -name '*.py')
 
-# The real OVSDB peers the tests compare against (Debian 12 packages).
-# ovn-central, not ovn-common, carries the OVN schemas on Debian 12.
-PEER_PACKAGES := openvswitch-switch openvswitch-common ovn-central
-PEER_FILES := /usr/sbin/ovsdb-server /usr/bin/ovsdb-client /usr/bin/ovsdb-tool \
+# The real peers the tests run against (Debian 12 packages), each group with
+# the files whose absence means it must be installed.
+# The OVSDB peers the tests compare against; ovn-central, not ovn-common,
+# carries the OVN schemas on Debian 12.
+OVS_PACKAGES := openvswitch-switch openvswitch-common ovn-central
+OVS_FILES := /usr/sbin/ovsdb-server /usr/bin/ovsdb-client /usr/bin/ovsdb-tool \
 	/usr/share/openvswitch/vswitch.ovsschema \
 	/usr/share/ovn/ovn-nb.ovsschema /usr/share/ovn/ovn-sb.ovsschema
+# etcd 3.4, which holds a cluster's commit log (issue 13); the tests start
+# their own members (tests/etcdpeers.py).  The package's own service does not
+# start where /usr/sbin/policy-rc.d refuses it (exit 101), as in containers.
+ETCD_PACKAGES := etcd-server etcd-client
+ETCD_FILES := /usr/bin/etcd /usr/bin/etcdctl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: venv peers compiler native bytecode test check-install bench bench-quick bench-cluster \
@@ -41,13 +48,18 @@ $(STAMP): setup.py setup.cfg pyproject.toml
 	$(BIN)/$(PIP_INSTALL) -e '.[test,lint,native]'
 	touch $@
 
+# Installs only the groups with a file missing, after one `apt-get update`.
 peers:
-	@missing=""; for f in $(PEER_FILES); do [ -e "$$f" ] || missing="$$missing $$f"; done; \
+	@missing=""; ovs=""; etcd=""; \
+	for f in $(OVS_FILES); do \
+		[ -e "$$f" ] || { missing="$$missing $$f"; ovs="$(OVS_PACKAGES)"; }; done; \
+	for f in $(ETCD_FILES); do \
+		[ -e "$$f" ] || { missing="$$missing $$f"; etcd="$(ETCD_PACKAGES)"; }; done; \
 	if [ -n "$$missing" ]; then \
-		echo "installing OVSDB peers; missing:$$missing"; \
+		echo "installing peers; missing:$$missing"; \
 		$(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-			$(PEER_PACKAGES); \
+			$$ovs $$etcd; \
 	fi
 
 # What the compiled core is built with, both by `make native` and by

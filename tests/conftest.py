@@ -4,6 +4,8 @@
 (default: the test schema) to get a running `peers.Peer`; each is stopped
 when the test ends.  `peer` is the same factory parametrized over both
 servers, for tests that must hold for tegadb exactly as for ovsdb-server.
+`etcd_cluster` (per test) and `etcd_cluster_module` (per module) are running
+3-member etcd clusters (`etcdpeers.EtcdCluster`).
 
 The test schema (tests/data/test.ovsschema, database "Test"):
 - Root (root, unique index on name): name, count (integer 0..100),
@@ -26,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from etcdpeers import EtcdCluster, missing_etcd_binaries
 from peers import (
     TEST_SCHEMA,
     Peer,
@@ -83,3 +86,25 @@ def peer(request: pytest.FixtureRequest) -> PeerFactory:
     name = "ovsdb_peer" if request.param == "ovsdb-server" else "tegadb_peer"
     factory: PeerFactory = request.getfixturevalue(name)
     return factory
+
+
+def _etcd_cluster(directory: Path) -> Iterator[EtcdCluster]:
+    missing = missing_etcd_binaries()
+    if missing:
+        # Never a skip: the cluster tests are part of the suite.
+        pytest.fail(f"{', '.join(missing)} not installed (run `make peers`)")
+    with EtcdCluster(directory) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def etcd_cluster(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A healthy 3-member etcd cluster for one test, stopped after it."""
+    yield from _etcd_cluster(tmp_path / "etcd")
+
+
+@pytest.fixture(scope="module")
+def etcd_cluster_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """A 3-member etcd cluster shared by a module's tests: a test that kills
+    a member restarts it before it ends."""
+    yield from _etcd_cluster(tmp_path_factory.mktemp("etcd"))

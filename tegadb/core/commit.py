@@ -28,7 +28,7 @@ from typing import Any
 
 from . import values
 from .errors import OVSDBError
-from .tables import Changes, Index, Row, Table, difference, ref_atoms
+from .tables import Changes, Contents, Index, Row, Table, difference, ref_atoms
 from .types import ZERO_UUID, Type
 from .values import Datum
 from .view import View
@@ -304,6 +304,36 @@ def _apply(view: View, refs: dict[str, dict[str, int]]) -> Changes:
                 else:
                     del table_refs[uuid]
     return changes
+
+
+def undo(db: Contents, changes: Changes) -> None:
+    """Take back a committed change set, the newest first: rows, indexes,
+    reference counts and the weak-reference index are as before the commit.
+
+    A cluster member runs a transaction before the shared log has taken it;
+    when another member's record got there first, the member undoes its own
+    and runs them again after that record.
+    """
+    tables = db.tables
+    for name, rows in reversed(changes.items()):
+        table = tables[name]
+        for uuid, (old, new) in reversed(rows.items()):
+            for ref in table.strong_columns:
+                column = ref[0]
+                removed, added = difference(new[column] if new is not None else (),
+                                            old[column] if old is not None else ())
+                for delta, elements in ((-1, removed), (1, added)):
+                    for target_table, target in ref_atoms(ref, elements):
+                        if target != uuid:
+                            counts = tables[target_table].refs
+                            total = counts.get(target, 0) + delta
+                            if total:
+                                counts[target] = total
+                            else:
+                                counts.pop(target, None)
+            table.apply(uuid, new, old)
+            if table.weak_columns:
+                db.index_weak_references(table, uuid, new, old)
 
 
 def _english(words: list[str]) -> str:

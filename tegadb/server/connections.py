@@ -13,6 +13,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 from ..protocol.framer import Framer, ProtocolError
@@ -93,18 +94,32 @@ class Connection(asyncio.Protocol):
         except ProtocolError as e:
             # Messages completed before the bad bytes are served first, as OVS does.
             messages, error = e.messages, e
-        for message in messages:
+        if server.backlog:
+            server.backlog.append((self, messages, error))
+            return
+        self.serve(messages, error)
+
+    def serve(self, messages: list[object], error: ProtocolError | None) -> bool:
+        """Handle ``messages``; False if the server held them back (see Server.hold)."""
+        session = self.session
+        assert session is not None
+        server = self.server
+        for index, message in enumerate(messages):
+            if server.shared and server.must_hold(message):
+                server.backlog.append((self, messages[index:], error))
+                return False
             try:
                 methods.handle_message(session, message)
             except ProtocolError as e:
                 log.warning("%s: %s, closing connection", session.peer, e)
                 self.close()
-                return
+                return True
             if session.closed:
-                return
+                return True
         if error is not None:
             log.warning("%s: %s, closing connection", session.peer, error)
             self.close()
+        return True
 
     def send(self, data: bytes) -> None:
         """Write now, or hold while the group-commit gate is closed."""
@@ -186,6 +201,11 @@ class Server:
         self.socket_paths: list[Path] = []
         self.gate_closed = False
         self.held_connections: list[Connection] = []
+        # With databases in a cluster: input held back while a batch may not
+        # commit (must_hold), served in order once it settled.
+        self.shared = bool(databases.shared)
+        self.settling = False
+        self.backlog: list[tuple[Connection, list[object], ProtocolError | None]] = []
         self.stopped = asyncio.Event()
         self.failed = False
         self.loop = asyncio.get_running_loop()
@@ -222,12 +242,24 @@ class Server:
             self.gate_closed = True
             self.loop.call_soon(self.flush)
 
+    def must_hold(self, message: object) -> bool:
+        """Whether ``message`` must wait for the batch being committed.
+
+        While a batch is in flight nothing is served: it would read what may
+        not commit.  While one is being built, only transactions join it
+        (they are run again if it fails); anything else would see it.
+        """
+        if self.settling:
+            return True
+        return (self.databases.tentative and not
+                (type(message) is dict and message.get("method") == "transact"))
+
     def flush(self) -> None:
         """Group commit: write (and fsync) every journal once, then release replies."""
-        held, self.held_connections = self.held_connections, []
         try:
-            self.databases.flush()
+            settling = self.databases.flush()
         except StorageError as e:
+            held, self.held_connections = self.held_connections, []
             # Memory now holds commits the file lacks: acknowledge none of
             # them and stop, so that a restart serves exactly what is on disk.
             log.error("%s; stopping without acknowledging this turn's commits", e)
@@ -235,14 +267,47 @@ class Server:
                 connection.held.clear()
             self.failed = True
             self.stopped.set()
-            return
-        finally:
             self.gate_closed = False
+            return
+        if settling:
+            self.settling = True
+            self.loop.create_task(self.settle(settling))
+            return
+        self.open_gate()
+
+    def open_gate(self) -> None:
+        held, self.held_connections = self.held_connections, []
+        self.gate_closed = False
         for connection in held:
             connection.release()
         self.databases.flush_sessions()
         if self.busy_poll:
             self.last_active = time.monotonic()
+
+    async def settle(self, settling: list[Awaitable[None]]) -> None:
+        """Wait until the shared logs took or refused this turn's batches,
+        then release the replies and serve the input held meanwhile."""
+        try:
+            await asyncio.gather(*settling)
+        except Exception:
+            log.exception("settling a batch failed; stopping")
+            self.failed = True
+            self.stopped.set()
+            return
+        finally:
+            self.settling = False
+        self.open_gate()
+        self.serve_backlog()
+
+    def serve_backlog(self) -> None:
+        while self.backlog and not self.settling:
+            connection, messages, error = self.backlog.pop(0)
+            if connection.session is None or connection.session.closed:
+                continue
+            if not connection.serve(messages, error):
+                # Held again, at the back: move it to the front to keep the order.
+                self.backlog.insert(0, self.backlog.pop())
+                return
 
     async def listen(self, remote: Remote) -> None:
         def factory() -> Connection:

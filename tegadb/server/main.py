@@ -8,6 +8,7 @@ SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import os
@@ -92,6 +93,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="keep polling for USEC us after activity while clients answer "
                         "that quickly, instead of sleeping (0 disables; always off with "
                         "one CPU; default %(default).0f)")
+    parser.add_argument("--etcd-endpoints", metavar="URL[,URL...]",
+                        help="serve each DBFILE as a member of a cluster whose log is in this "
+                        "etcd cluster (e.g. http://127.0.0.1:2379,http://127.0.0.1:22379)")
+    parser.add_argument("--etcd-prefix", default="/tegadb", metavar="PREFIX",
+                        help="where in etcd the logs live: PREFIX/DBNAME/ (default /tegadb)")
+    parser.add_argument("--etcd-timeout", type=float, default=5.0, metavar="SECONDS",
+                        help="longest wait for etcd per request; a write fails after it "
+                        "(default 5)")
+    parser.add_argument("--etcd-start-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to wait for etcd at start before giving up (default 30)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser.parse_args(argv)
 
@@ -163,6 +174,46 @@ def open_databases(files: list[Path], args: argparse.Namespace) -> list[Database
         gc.set_threshold(50_000, 20, 100)
 
 
+async def join_cluster(files: list[Path], args: argparse.Namespace) -> list[Any]:
+    """Join each database's cluster (its log in etcd), waiting for etcd at most
+    ``--etcd-start-timeout`` seconds."""
+    # The etcd client (gRPC) is loaded only in cluster mode.
+    from .cluster import join
+    from .etcd_log import Etcd, EtcdUnavailable, parse_endpoints
+
+    etcd = Etcd(parse_endpoints(args.etcd_endpoints), args.etcd_timeout)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.etcd_start_timeout
+    services = []
+    for path in files:
+        while True:
+            try:
+                services.append(await join(
+                    str(path), etcd, args.etcd_prefix,
+                    History(args.history_transactions, args.history_rows)))
+                break
+            except EtcdUnavailable as e:
+                if loop.time() >= deadline:
+                    raise StorageError(f"{e}; gave up after --etcd-start-timeout="
+                                       f"{args.etcd_start_timeout:g} s") from None
+                log.warning("%s; retrying", e)
+                await asyncio.sleep(1.0)
+    return services
+
+
+def follow_cluster(server: Server, service: Any) -> None:
+    """Keep a member's copy current, its ``_Server`` row true, and stop the
+    server if the copy can no longer follow the log."""
+    def stop(why: str) -> None:
+        log.error("stopping: %s", why)
+        server.failed = True
+        server.stopped.set()
+
+    service.on_state_change = lambda: server.databases.state_changed(service)
+    service.on_fatal = stop
+    service.follower = server.loop.create_task(service.follow())
+
+
 def busy_poll_seconds(usec: float) -> float:
     """The busy-poll window; none with one CPU, where polling would hold
     back the very client it waits for."""
@@ -182,7 +233,10 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
             Path("var"), [Path("schemas"), here.parent / "schemas",
                           Path(sys.prefix) / "share" / "tegadb" / "schemas"])
         remotes = args.remote or DEFAULT_REMOTES
-    services = open_databases(files, args)
+    if args.etcd_endpoints:
+        services: list[DatabaseService] = list(await join_cluster(files, args))
+    else:
+        services = open_databases(files, args)
     databases = ServerDatabases(services)
     probe_ms = args.inactivity_probe
     server = Server(databases, args.max_message_size, build_ssl_context(args),
@@ -196,6 +250,9 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         server.loop.add_signal_handler(sig, server.stopped.set)
     if args.pidfile:
         Path(args.pidfile).write_text(f"{os.getpid()}\n")
+    for service in services:
+        if service.shares_log():
+            follow_cluster(server, service)
     log.info("serving %s", ", ".join(s.name for s in services))
     if ready is not None:
         ready()

@@ -28,6 +28,10 @@ SERVER_SCHEMA_JSON: dict[str, Any] = {
 }
 
 
+# The state columns of a database that is not in a cluster.
+STANDALONE: dict[str, Any] = {"model": "standalone", "connected": True, "leader": True}
+
+
 def schema_text(schema_json: dict[str, Any]) -> str:
     """The schema as ovsdb-server stores it in ``_Server``: sorted keys, no spaces."""
     return ujson.dumps(schema_json, sort_keys=True, ensure_ascii=False,
@@ -40,12 +44,19 @@ class ServerDatabase:
     def __init__(self) -> None:
         self.schema = DbSchema.from_json(SERVER_SCHEMA_JSON)
         self.database = Database(self.schema)
-        self.add(SERVER_DB_NAME, self.schema.to_json())
+        self.add(SERVER_DB_NAME, self.schema.to_json(), STANDALONE)
 
-    def add(self, name: str, schema_json: dict[str, Any]) -> None:
-        row = {"name": name, "model": "standalone", "connected": True, "leader": True,
-               "schema": schema_text(schema_json)}
+    def add(self, name: str, schema_json: dict[str, Any], state: dict[str, Any]) -> None:
+        """A served database's row; ``state`` holds its model and how it is connected."""
+        row = {"name": name, "schema": schema_text(schema_json), **state}
         self.database.insert_internal("Database", row)
+
+    def set_state(self, name: str, state: dict[str, Any]) -> Changes | None:
+        """A database's new connection state (a cluster member's ``connected``, ``index``)."""
+        outcome = self.database.transact([{
+            "op": "update", "table": "Database", "where": [["name", "==", name]],
+            "row": state}], privileged=True)
+        return outcome.changes
 
     def set_schema(self, name: str, schema_json: dict[str, Any]) -> Changes | None:
         """A converted database's new schema (ovsdb-server forgets this; clients need it)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,7 +30,7 @@ from ..core.tables import Changes
 from ..core.types import ZERO_UUID
 from . import journal
 from .records import Header, Record
-from .server_db import SERVER_DB_NAME, ServerDatabase
+from .server_db import SERVER_DB_NAME, STANDALONE, ServerDatabase
 from .storage import MemoryStorage, Storage, StorageError
 
 log = logging.getLogger("tegadb.service")
@@ -103,6 +103,18 @@ class ParkedTransaction:
 
 class DatabaseService:
     """One database served from one storage."""
+
+    def server_state(self) -> dict[str, Any]:
+        """The state columns of this database's row in ``_Server``."""
+        return STANDALONE
+
+    def shares_log(self) -> bool:
+        """Whether the log is shared with other servers (cluster.ClusterService)."""
+        return False
+
+    def tentative(self) -> bool:
+        """Whether this turn's commits may still fail (a shared log's batch)."""
+        return False
 
     def __init__(self, schema: DbSchema, database: Database, storage: Storage,
                  history: History | None = None) -> None:
@@ -186,12 +198,16 @@ class DatabaseService:
             raise syntax_error("transact: duplicate request ID", [self.name, *ops])
         outcome = self.database.transact(ops, session)
         if outcome.wait_deadline_ms is None:
-            return self._finish(outcome, session)
+            return self._finish(session, request_id, dialect, ops, outcome)
+        self._park(session, request_id, dialect, ops, outcome.wait_deadline_ms)
+        return None
+
+    def _park(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
+              deadline_ms: float) -> None:
         key = (id(session), _id_key(request_id))
         txn = self.parked[key] = ParkedTransaction(session, request_id, dialect, ops)
         session.cleanups.append(lambda: self._unpark(key))
-        self._arm_timer(txn, key, outcome.wait_deadline_ms)
-        return None
+        self._arm_timer(txn, key, deadline_ms)
 
     def _run(self, txn: ParkedTransaction, key: tuple[int, str]) -> list[Any] | None:
         """Run a parked transaction again; None while it still waits."""
@@ -199,9 +215,11 @@ class DatabaseService:
         if outcome.wait_deadline_ms is not None:
             self._arm_timer(txn, key, outcome.wait_deadline_ms)
             return None
-        return self._finish(outcome, txn.session)
+        return self._finish(txn.session, txn.request_id, txn.dialect, txn.ops, outcome)
 
-    def _finish(self, outcome: TxnOutcome, session: ClientSession) -> list[Any]:
+    def _finish(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
+                outcome: TxnOutcome) -> list[Any] | None:
+        """The results of a transaction that ran (None: they are sent later)."""
         assert outcome.results is not None  # only a parked transaction has none
         if outcome.changes:
             self._commit(outcome, session)
@@ -321,14 +339,19 @@ class DatabaseService:
         self.hub = MonitorHub(database, self.history)
         self.compact()
 
-    def flush(self) -> None:
-        """Write this loop turn's commits as one batch (synced if one asked)."""
+    def flush(self) -> Awaitable[None] | None:
+        """Write this loop turn's commits as one batch (synced if one asked).
+
+        A log shared with other servers returns what settles the batch
+        (cluster.ClusterService); until it has, no reply of the turn goes out.
+        """
         self.storage.flush(self.durable_pending)
         self.durable_pending = False
         since = time.monotonic() - self.compacted_at
         if since >= COMPACT_MIN_INTERVAL and self.storage.should_compact(
                 since >= COMPACT_MAX_INTERVAL):
             self.compact()
+        return None
 
     def compact(self) -> None:
         """Replace the log with one snapshot of every row."""
@@ -356,12 +379,13 @@ class ServerDatabases:
             if name.startswith("_"):
                 raise ValueError(f'{name}: names beginning with "_" are reserved')
         self.services = {s.name: s for s in services}
+        self.shared = [s for s in services if s.shares_log()]
         self.server_id = new_uuid()
         self.locks = LockTable()
         self.sessions: set[ClientSession] = set()
         self.server_db = ServerDatabase()
         for service in services:
-            self.server_db.add(service.name, service.schema_json)
+            self.server_db.add(service.name, service.schema_json, service.server_state())
         self.services[SERVER_DB_NAME] = DatabaseService(
             self.server_db.schema, self.server_db.database,
             MemoryStorage(self.server_db.schema.to_json(), SERVER_DB_NAME))
@@ -383,9 +407,25 @@ class ServerDatabases:
             if service.cancel(session, request_id):
                 return
 
-    def flush(self) -> None:
+    def flush(self) -> list[Awaitable[None]]:
+        """Flush every database; what settles the batches of shared logs."""
+        settling = []
         for service in self.services.values():
-            service.flush()
+            pending = service.flush()
+            if pending is not None:
+                settling.append(pending)
+        return settling
+
+    @property
+    def tentative(self) -> bool:
+        """Whether a batch that may not commit is being built this turn."""
+        return any(s.tentative() for s in self.shared)
+
+    def state_changed(self, service: DatabaseService) -> None:
+        """Bring ``service``'s row in ``_Server`` up to date (a cluster member's state)."""
+        changes = self.server_db.set_state(service.name, service.server_state())
+        if changes:
+            self.services[SERVER_DB_NAME].publish(changes, new_txn_id())
 
     def convert(self, service: DatabaseService, schema: DbSchema) -> list[ClientSession]:
         """Convert ``service`` to ``schema`` (PROTOCOL.md 2.10).

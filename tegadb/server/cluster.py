@@ -1,0 +1,433 @@
+"""A database served as a member of a cluster whose log is in etcd (docs/cluster.md).
+
+Every member holds the whole database and runs transactions against its copy
+as of log position P.  A loop turn's commits form a batch, appended to the
+log in etcd only if the log is still at P (``etcd_log``).  Until etcd says
+yes, the batch is *tentative*: its replies and monitor updates wait, and the
+server holds other input (``connections``), so nothing outside the batch
+reads what may not commit.  When another member got there first, the member
+undoes its batch (``core.commit.undo``), applies the other records, and runs
+the same transactions again: the client never sees the conflict.  Records
+appended by others arrive through an etcd watch and are applied in order,
+so every member reports every commit with the same transaction id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..core import changesets
+from ..core.commit import undo
+from ..core.database import TxnOutcome
+from ..core.errors import OVSDBError
+from ..core.history import History
+from . import journal
+from .etcd_log import Etcd, EtcdLog, EtcdUnavailable, Loaded, LogTrimmed
+from .records import Header, Record
+from .service import ClientSession, DatabaseService, now_ms
+from .storage import MemoryStorage, StorageError
+
+log = logging.getLogger("tegadb.cluster")
+
+# A member that appends a batch crossing a multiple of this many records
+# stores a snapshot and trims the log before it, but for TRIM_KEEP records
+# (members a little behind catch up from the log, not the snapshot).
+SNAPSHOT_EVERY = 5_000
+TRIM_KEEP = 1_000
+RECONNECT_DELAY = 0.5
+
+
+class BatchEntry:
+    """A transaction of the tentative batch: what to reply once etcd answers."""
+
+    __slots__ = ("dialect", "ops", "outcome", "record", "request_id", "session")
+
+    def __init__(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
+                 outcome: TxnOutcome, record: Record | None) -> None:
+        self.session = session
+        self.request_id = request_id
+        self.dialect = dialect
+        self.ops = ops
+        self.outcome = outcome
+        self.record = record
+
+
+class ClusterService(DatabaseService):
+    """One database served as a cluster member; ``storage`` is the member's
+    local file, a cache of the cluster's contents, never the source of truth."""
+
+    log: EtcdLog
+    cid: str
+    sid: str
+
+    def setup(self, etcd_log: EtcdLog, loaded_revision: int, cid: str, sid: str) -> None:
+        self.log = etcd_log
+        self.cid = cid
+        self.sid = sid
+        self.revision = loaded_revision       # etcd revision the copy is current with
+        self.connected = True
+        self.batch: list[BatchEntry] = []
+        self.in_flight = False
+        self.inbox: list[Record] = []         # records from the watch while busy
+        self.retry_later: set[tuple[int, str]] = set()
+        self.follower: asyncio.Task[None] | None = None
+        self.snapshot_task: asyncio.Task[None] | None = None
+        # The server shell's hooks: _Server's row follows the state; a copy
+        # that left the log stops the member.
+        self.on_state_change: Callable[[], None] = lambda: None
+        self.on_fatal: Callable[[str], None] = _stop
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.batch) or self.in_flight
+
+    def shares_log(self) -> bool:
+        return True
+
+    def server_state(self) -> dict[str, Any]:
+        # Every member takes writes while it follows the log, so each is a
+        # "leader" to clients (the IDL's default leader-only mode works with any).
+        return {"model": "clustered", "connected": self.connected, "leader": self.connected,
+                "index": self.seq, "cid": ["uuid", self.cid], "sid": ["uuid", self.sid]}
+
+    def tentative(self) -> bool:
+        """A batch is being built this loop turn (not yet sent)."""
+        return bool(self.batch) and not self.in_flight
+
+    # --- transactions -------------------------------------------------------
+    def _finish(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
+                outcome: TxnOutcome) -> list[Any] | None:
+        """Answer a transaction that ran: now, or with its batch."""
+        assert outcome.results is not None
+        changes = outcome.changes
+        if changes and not self.connected:
+            undo(self.database, changes)
+            return [*outcome.results, self._unavailable_error()]
+        if not changes and not self.batch:
+            return outcome.results  # it read committed contents only
+        record = None
+        if changes:
+            assert outcome.txn_id is not None
+            seq = self.seq + sum(1 for e in self.batch if e.record is not None) + 1
+            record = Record(seq, outcome.txn_id, now_ms(),
+                            changesets.changes_to_json(self.database, changes, outcome.txn_id),
+                            outcome.comment, session.peer)
+        self.batch.append(BatchEntry(session, request_id, dialect, ops, outcome, record))
+        self.request_flush()
+        return None
+
+    def _retry(self, key: tuple[int, str]) -> None:
+        txn = self.parked.get(key)
+        if txn is None or txn.running:
+            return
+        if self.in_flight:
+            self.retry_later.add(key)  # it would read the tentative batch
+            return
+        outcome = self.database.transact(txn.ops, txn.session, elapsed_ms=txn.elapsed_ms())
+        if outcome.wait_deadline_ms is not None:
+            self._arm_timer(txn, key, outcome.wait_deadline_ms)
+            return
+        self._unpark(key)
+        results = self._finish(txn.session, txn.request_id, txn.dialect, txn.ops, outcome)
+        if results is not None:
+            txn.session.reply(txn.request_id, results, txn.dialect)
+
+    def _unavailable_error(self) -> dict[str, Any]:
+        return {"error": "cluster unavailable",
+                "details": f"database {self.name} cannot commit: its log in etcd "
+                           f"({self.log.etcd.where}) is unreachable"}
+
+    # --- the batch ------------------------------------------------------------
+    def flush(self) -> Awaitable[None] | None:
+        """Send this turn's batch to etcd; the awaitable settles it."""
+        if not self.batch or self.in_flight:
+            return None
+        self.in_flight = True
+        return self._settle()
+
+    async def _settle(self) -> None:
+        try:
+            while True:
+                records = [e.record for e in self.batch if e.record is not None]
+                if not records:
+                    self._acknowledge()
+                    return
+                try:
+                    theirs = await self.log.append(self.seq, records)
+                except LogTrimmed:
+                    self._fail_batch(None)
+                    self._diverged("its copy fell behind the log's snapshot")
+                    return
+                except StorageError as e:
+                    log.warning("%s: %s", self.name, e)
+                    self._fail_batch(e)
+                    if isinstance(e, EtcdUnavailable):
+                        self._set_connected(False)
+                    return
+                if theirs is None:
+                    self._acknowledge()
+                    return
+                self._run_again(theirs)
+        finally:
+            self.in_flight = False
+            self._after_settling()
+
+    def _acknowledge(self) -> None:
+        batch, self.batch = self.batch, []
+        crossed = False
+        for entry in batch:
+            record = entry.record
+            if record is not None:
+                crossed |= record.seq % SNAPSHOT_EVERY == 0
+                self.seq = record.seq
+                self.last_txn = record.txn
+                assert entry.outcome.changes is not None
+                self.publish(entry.outcome.changes, record.txn)
+            assert entry.outcome.results is not None
+            if not entry.session.closed:
+                entry.session.reply(entry.request_id, entry.outcome.results, entry.dialect)
+        if crossed:
+            self._store_snapshot()
+        self.on_state_change()
+
+    def _undo_batch(self) -> list[BatchEntry]:
+        batch, self.batch = self.batch, []
+        for entry in reversed(batch):
+            if entry.outcome.changes:
+                undo(self.database, entry.outcome.changes)
+        return batch
+
+    def _fail_batch(self, error: StorageError | None) -> None:
+        for entry in self._undo_batch():
+            assert entry.outcome.results is not None
+            if entry.session.closed:
+                continue
+            if entry.record is None:
+                # A read that saw the failed batch: run it again on what is committed.
+                outcome = self.database.transact(entry.ops, entry.session)
+                if outcome.results is not None and not outcome.changes:
+                    entry.session.reply(entry.request_id, outcome.results, entry.dialect)
+                    continue
+                if outcome.changes:
+                    undo(self.database, outcome.changes)
+            failure = (self._unavailable_error() if error is None or
+                       isinstance(error, EtcdUnavailable) else
+                       {"error": "cluster unavailable", "details": str(error)})
+            entry.session.reply(entry.request_id, [*entry.outcome.results, failure],
+                                entry.dialect)
+
+    def _run_again(self, theirs: list[Record]) -> None:
+        """Another member appended first: take its records, then rerun ours."""
+        batch = self._undo_batch()
+        self._apply(theirs)
+        for entry in batch:
+            if entry.session.closed:
+                continue
+            outcome = self.database.transact(entry.ops, entry.session)
+            if outcome.wait_deadline_ms is not None:
+                self._park(entry.session, entry.request_id, entry.dialect, entry.ops,
+                           outcome.wait_deadline_ms)
+                continue
+            results = self._finish(entry.session, entry.request_id, entry.dialect, entry.ops,
+                                   outcome)
+            if results is not None:
+                entry.session.reply(entry.request_id, results, entry.dialect)
+
+    def _after_settling(self) -> None:
+        if self.inbox:
+            inbox, self.inbox = self.inbox, []
+            self._apply(inbox)
+        for key in list(self.retry_later):
+            self.retry_later.discard(key)
+            self._retry(key)
+
+    # --- following the log ----------------------------------------------------
+    def receive(self, records: list[Record]) -> None:
+        """Records from the watch: applied now, or after the batch settles."""
+        if self.busy:
+            self.inbox.extend(records)
+        else:
+            self._apply(records)
+            self.on_state_change()
+
+    def _apply(self, records: list[Record]) -> None:
+        """Apply others' records in order (own ones are already applied), then
+        rerun the parked transactions once."""
+        applied = False
+        for record in records:
+            if record.seq <= self.seq:
+                continue
+            if record.seq != self.seq + 1:
+                self._catch_up_later()
+                break
+            try:
+                changes = changesets.apply_changes_json(self.database, record.txn,
+                                                        record.changes, record.snapshot)
+            except (OVSDBError, LookupError, TypeError, ValueError, AttributeError) as e:
+                self._diverged(f"cannot apply {self.log.where(record.seq)}: {e}")
+                return
+            self.seq = record.seq
+            self.last_txn = record.txn
+            self.publish(changes, record.txn)
+            applied = True
+        if applied and self.parked:
+            for key in list(self.parked):
+                self._retry(key)
+
+    def _catch_up_later(self) -> None:
+        asyncio.get_running_loop().create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        try:
+            records, _ = await self.log.read_after(self.seq)
+        except LogTrimmed:
+            self._diverged("its copy fell behind the log's snapshot")
+            return
+        except StorageError as e:
+            log.warning("%s: catching up: %s", self.name, e)
+            return
+        self.receive(records)
+
+    def _diverged(self, why: str) -> None:
+        """Never serve a copy that left the log: stop the member."""
+        log.error("%s: stopping: %s", self.name, why)
+        self.on_fatal(f"{self.name}: {why}")
+
+    async def follow(self) -> None:
+        """Apply what others append, for as long as the member runs; after
+        losing etcd, reconnect and catch up by itself."""
+        while True:
+            try:
+                watch = await self.log.watch(self.revision + 1)
+                if not self.connected:
+                    records, _ = await self.log.read_after(self.seq)
+                    self.receive(records)
+                    self._set_connected(True)
+                async for event in watch:
+                    kv = event.kv
+                    self.revision = max(self.revision, kv.mod_revision)
+                    if event.kind == "PUT":
+                        self.receive(self.log.decode_batch(kv.value))
+            except asyncio.CancelledError:
+                raise
+            except LogTrimmed:
+                self._diverged("its copy fell behind the log's snapshot")
+                return
+            except StorageError as e:
+                log.warning("%s: following the log: %s", self.name, e)
+            except Exception as e:  # the watch stream broke: etcd member gone
+                log.warning("%s: following the log: %s", self.name, e or type(e).__name__)
+            self._set_connected(False)
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            log.info("%s: %s etcd", self.name, "connected to" if connected else "lost")
+            self.on_state_change()
+
+    # --- snapshots -------------------------------------------------------------
+    def _store_snapshot(self) -> None:
+        if self.snapshot_task is not None and not self.snapshot_task.done():
+            return
+        header = Header(self.schema_json)
+        snapshot = Record(self.seq, self.last_txn, now_ms(),
+                          changesets.snapshot_json(self.database, self.last_txn), snapshot=True)
+        self.snapshot_task = asyncio.get_running_loop().create_task(
+            self._write_snapshot(header, snapshot))
+
+    async def _write_snapshot(self, header: Header, snapshot: Record) -> None:
+        try:
+            await self.log.store_snapshot(header, snapshot, TRIM_KEEP)
+            log.info("%s: stored a snapshot at %d in etcd", self.name, snapshot.seq)
+        except StorageError as e:
+            log.warning("%s: storing a snapshot: %s", self.name, e)
+
+    def compact(self) -> None:
+        """Write the local cache: the cluster's contents at this member's position."""
+        snapshot = Record(self.seq, self.last_txn, now_ms(),
+                          changesets.snapshot_json(self.database, self.last_txn), snapshot=True)
+        self.storage.compact(Header(self.schema_json), snapshot)
+
+    def close(self) -> None:
+        if self.follower is not None:
+            self.follower.cancel()
+        for key in list(self.parked):
+            self._unpark(key)
+        if self.batch:
+            self._undo_batch()
+        try:
+            self.compact()
+        finally:
+            self.storage.close()
+
+
+async def join(db_file: str, etcd: Etcd, prefix: str, history: History) -> ClusterService:
+    """Serve ``db_file``'s database as a member of the cluster whose log is
+    under ``prefix`` in ``etcd``: seed the log from the file if there is none
+    yet, else take the cluster's contents (and write them to the file, the
+    member's cache)."""
+    local = journal.Journal.open(db_file)
+    seeded = DatabaseService.load(local)  # closes the file if it fails
+    local_schema = seeded.schema_json
+    etcd_log = EtcdLog(etcd, prefix, seeded.name)
+    try:
+        loaded = await etcd_log.load()
+        if loaded is None:
+            snapshot = Record(seeded.seq, seeded.last_txn, now_ms(),
+                              changesets.snapshot_json(seeded.database, seeded.last_txn),
+                              snapshot=True)
+            if await etcd_log.seed(Header(local_schema), snapshot):
+                log.info("%s: started the cluster's log in etcd from %s (position %d)",
+                         seeded.name, db_file, seeded.seq)
+            loaded = await etcd_log.load()
+            if loaded is None:
+                raise StorageError(f"etcd {etcd_log.base}: the log vanished while seeding it")
+        _check_schema(db_file, local_schema, loaded)
+    except BaseException:
+        local.close()
+        raise
+    service = _replay(loaded, history)
+    service.storage = local
+    service.setup(etcd_log, loaded.revision, loaded.cid,
+                  member_sid(loaded.cid, os.path.abspath(db_file), socket.gethostname()))
+    service.compact()
+    return service
+
+
+def _replay(loaded: Loaded, history: History) -> ClusterService:
+    memory = MemoryStorage(loaded.header.schema, f"etcd {loaded.header.name}")
+    for record in loaded.records:
+        memory.append(record)
+    memory.flush(sync=False)
+    service = ClusterService.load(memory, history)
+    assert isinstance(service, ClusterService)
+    return service
+
+
+def _check_schema(db_file: str, local: dict[str, Any], loaded: Loaded) -> None:
+    cluster = loaded.header.schema
+    if cluster != local:
+        raise StorageError(
+            f"{db_file}: schema {local.get('name')} version {local.get('version', '?')} "
+            f"differs from the cluster's schema {cluster.get('name')} version "
+            f"{cluster.get('version', '?')}; convert the cluster (tegadb-client convert) "
+            "or give this member the cluster's schema")
+
+
+def _stop(why: str) -> None:
+    raise StorageError(why)
+
+
+def member_sid(cid: str, db_file: str, node: str) -> str:
+    """A member's stable id: the same for the same file on the same host."""
+    return str(uuid.uuid5(uuid.UUID(cid), f"{node}:{db_file}"))
+
+
+__all__ = ["ClusterService", "join", "member_sid"]
