@@ -55,6 +55,7 @@ from bench_workloads import (
     insert_request,
     run_async,
 )
+from etcdpeers import EtcdCluster, missing_etcd_binaries
 
 KINDS = ["ovsdb-server", "tegadb"]
 FLOOR = "etcd"             # the third column: etcd's own put, through aetcd
@@ -115,6 +116,11 @@ class Cluster:
     @property
     def pids(self) -> list[int]:
         return [m.pid for m in self.members if m.process is not None]
+
+    @property
+    def store_pids(self) -> list[int]:
+        """Processes outside the members that the cluster's writes cost (etcd's)."""
+        return []
 
     def leader(self) -> int | None:
         """The one member that orders writes, or None where every member does."""
@@ -246,10 +252,11 @@ class TegadbCluster(Cluster):
 
     kind = "tegadb"
 
-    def __init__(self, directory: Path, endpoints: str, prefix: str,
+    def __init__(self, directory: Path, etcd: EtcdCluster, prefix: str,
                  bin_dir: Path | None) -> None:
         super().__init__(directory)
-        args = [f"--etcd-endpoints={endpoints}", f"--etcd-prefix={prefix}"]
+        self.etcd = etcd
+        args = [f"--etcd-endpoints={etcd.endpoints_arg}", f"--etcd-prefix={prefix}"]
         try:
             for i in range(SIZE):
                 try:
@@ -262,6 +269,25 @@ class TegadbCluster(Cluster):
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def store_pids(self) -> list[int]:
+        return [self.etcd.pid(i) for i in range(self.etcd.size)]
+
+
+class ClusterMeter:
+    """`Meter` over the members and the store they write to (etcd, for tegadb: its
+    CPU is part of what a tegadb cluster's commit costs), and over the store apart."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.all = Meter(*cluster.pids, *cluster.store_pids).start()
+        self.store = Meter(*cluster.store_pids).start() if cluster.store_pids else None
+
+    def stop(self, ops: int) -> dict[str, float]:
+        out = self.all.stop(ops)
+        if self.store is not None:
+            out["store_cpu_us_per_op"] = self.store.stop(ops)["server_cpu_us_per_op"]
+        return out
 
 
 def last_words(text: str) -> str:
@@ -294,7 +320,7 @@ async def c1_latency(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
     make, check = insert_request("c1"), check_ops(1)
     medians, p99s = [], []
     next_id = 0
-    meter = Meter(*cluster.pids).start()
+    meter = ClusterMeter(cluster)
     for port in cluster.ports:
         conn = await connect_member(port)
         await Pipeline([conn], make, check, 1, total=cfg.c1_warmup,
@@ -327,7 +353,7 @@ async def c2_throughput(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
     make, check = insert_request("c2"), check_ops(1)
     warm = Pipeline(conns, make, check, cfg.c2_inflight, duration=cfg.c2_duration / 5)
     await warm.run(cfg.timeout)
-    meter = Meter(*cluster.pids).start()
+    meter = ClusterMeter(cluster)
     res = await Pipeline(conns, make, check, cfg.c2_inflight, duration=cfg.c2_duration,
                          first_id=warm.next_id).run(cfg.timeout)
     metrics = meter.stop(res.ok)
@@ -449,7 +475,7 @@ async def c4_fanout(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
             raise ReplyError(f"monitor: unexpected initial contents {error_text(msg)}")
     leader = cluster.leader()
     writer = await connect_member(cluster.ports[leader or 0])
-    meter = Meter(*cluster.pids).start()
+    meter = ClusterMeter(cluster)
 
     async def all_delivered(dones: list[asyncio.Future[None]], target: int,
                             t_start: float) -> None:
@@ -600,12 +626,6 @@ CLUSTER_METRICS: list[tuple[str, str, str, str, str, float | None, str | None, s
 ]
 
 
-def etcd_cluster(directory: Path) -> Any:
-    """tests/etcdpeers.py's 3-member etcd cluster, not yet started."""
-    from etcdpeers import EtcdCluster
-    return EtcdCluster(directory, size=SIZE)
-
-
 class ClusterBench:
     """Runs the wanted C workloads for each kind, `reps` times, alternating."""
 
@@ -621,7 +641,7 @@ class ClusterBench:
         self.failures: dict[str, dict[str, dict[str, str]]] = {}
         self.unavailable: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
-        self.endpoints: str | None = None
+        self.etcd: EtcdCluster | None = None
 
     def run(self, wanted: Sequence[str]) -> None:
         try:
@@ -635,24 +655,19 @@ class ClusterBench:
                 shutil.rmtree(self.directory, ignore_errors=True)
 
     def start_etcd(self, stack: ExitStack) -> None:
-        why = None
-        if shutil.which("etcd") is None:
-            why = "etcd is not installed (make peers)"
+        missing = missing_etcd_binaries()
+        if missing:
+            why = f"{', '.join(missing)} not installed (make peers)"
         else:
+            etcd = EtcdCluster(self.directory / "etcd", size=SIZE)
+            stack.callback(etcd.stop)  # whatever start() got running, even if it fails
             try:
-                etcd = etcd_cluster(self.directory / "etcd")
-            except ImportError as exc:
-                why = f"no etcd launcher (tests/etcdpeers.py): {exc}"
-            else:
-                stack.callback(etcd.stop)  # whatever start() got running, even if it fails
-                try:
-                    etcd.start()
-                    self.endpoints = etcd.endpoints_arg
-                except Exception as exc:
-                    why = f"the etcd cluster did not start: {last_words(str(exc))}"
-        if why is None:
-            print(f"etcd: 3 members at {self.endpoints}", flush=True)
-            return
+                etcd.start()
+                self.etcd = etcd
+                print(f"etcd: {SIZE} members at {etcd.endpoints_arg}", flush=True)
+                return
+            except Exception as exc:
+                why = f"the etcd cluster did not start: {last_words(str(exc))}"
         print(f"etcd: NOT AVAILABLE: {why}", flush=True)
         self.unavailable[FLOOR] = why
         self.unavailable.setdefault("tegadb", why)
@@ -660,8 +675,8 @@ class ClusterBench:
     def start_cluster(self, kind: str, directory: Path) -> Cluster:
         if kind == "ovsdb-server":
             return RaftCluster(directory)
-        assert self.endpoints is not None
-        return TegadbCluster(directory, self.endpoints, f"/bench-{self.run_id}-{directory.name}",
+        assert self.etcd is not None
+        return TegadbCluster(directory, self.etcd, f"/bench-{self.run_id}-{directory.name}",
                              self.tegadb_bin)
 
     def fail(self, wl: str, kind: str, exc: BaseException, cluster: Cluster | None) -> None:
@@ -698,9 +713,9 @@ class ClusterBench:
         cluster = None
         try:
             if kind == FLOOR:
-                assert self.endpoints is not None
+                assert self.etcd is not None
                 try:
-                    metrics = run_async(FLOORS[wl](self.endpoints, f"/bench-{self.run_id}-"
+                    metrics = run_async(FLOORS[wl](self.etcd.endpoints_arg, f"/bench-{self.run_id}-"
                                                    f"{directory.name}", self.cfg))
                 except ImportError as exc:
                     raise NotAvailable(f"aetcd is not installed: {exc}") from None
@@ -775,7 +790,8 @@ class ClusterBench:
 
     def results(self) -> dict[str, Any]:
         rows = self.summary()
-        return {"config": vars(self.cfg), "endpoints": self.endpoints,
+        return {"config": vars(self.cfg),
+                "etcd_endpoints": self.etcd.endpoints_arg if self.etcd else None,
                 "seconds_per_workload": self.seconds, "summary": rows,
                 "table": table_text(rows, self.cfg.reps), "unavailable": self.unavailable,
                 "warnings": self.warnings(), "failures": self.failures, "runs": self.runs}
@@ -789,7 +805,7 @@ def table_text(rows: list[dict[str, Any]], reps: int) -> str:
         return "-" if status == "ok" else status.upper()
 
     head = (f"{'':3} {'metric':34} {'ovsdb-server':>13} {'tegadb':>13} {'ratio':>6} "
-            f"{'target':>7} {'':4} {'etcd floor':>13}  server CPU per op: ovsdb / tegadb")
+            f"{'target':>7} {'':4} {'etcd floor':>13}  server CPU per op: ovsdb / tegadb (with etcd)")
     lines = [f"Cluster workloads, 3 members each (tegadb on a 3-member etcd); medians of "
              f"{reps} runs; ratio = tegadb vs ovsdb-server, higher is better for "
              "tegadb (times: ovsdb/tegadb; rates: tegadb/ovsdb).", head, "-" * len(head)]
