@@ -9,7 +9,8 @@ for the whole run; each tegadb cluster gets its own key prefix in it.  Every
 process is stopped by its pid at the end, also when a run fails.
 
 A kind whose cluster cannot start (tegadb-server without cluster mode, etcd
-or its launcher missing) is reported as NOT AVAILABLE and never counted.
+missing) is reported as NOT AVAILABLE and never counted; so is the floor
+without etcd or aetcd.
 """
 
 from __future__ import annotations
@@ -150,8 +151,7 @@ class Cluster:
             member.stop()
 
     def wait_ready(self) -> None:
-        """Until every member's `_Server` row says connected (and, for a cluster
-        with a leader, one is known)."""
+        """Until every member's `_Server` row for the database says connected."""
         deadline = time.monotonic() + READY_TIMEOUT
         why = "no member asked yet"
         while time.monotonic() < deadline:
