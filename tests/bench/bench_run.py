@@ -16,6 +16,11 @@ flagged, since then it, not the server, may be the limit.
 A workload a server fails (error reply, unknown method, crash, timeout) is
 reported as such for that server and never counted.  Results go to
 bench-results/latest.json.
+
+The cluster workloads C1-C4 (issue 13, tests/bench/bench_cluster.py) run
+last, in their own table: 3-member clusters of each server, etcd's own
+figures as the floor.  --quick leaves them out unless --only names them
+(`make bench-cluster` runs only them).
 """
 
 from __future__ import annotations
