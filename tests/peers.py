@@ -294,6 +294,14 @@ class Peer:
                 process.kill()
                 process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the server (a crash): nothing of it runs after this returns."""
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        process.kill()
+        process.wait()
+
     def restart(self) -> None:
         """Stop and start again on the same database files and TCP port."""
         self.stop()
@@ -413,3 +421,38 @@ def make_pki(directory: Path) -> dict[str, Path]:
                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2")
     return {name: directory / name for name in
             ("ca.pem", "server.key", "server.pem", "client.key", "client.pem")}
+
+
+class TegadbCluster:
+    """`size` tegadb-server members serving one database (the test schema by
+    default) as a cluster whose log is in the etcd cluster at `endpoints`,
+    under a prefix of its own (so clusters of several tests share one etcd)."""
+
+    def __init__(self, directory: Path, endpoints: str, size: int = 3,
+                 schema: str | os.PathLike[str] = TEST_SCHEMA,
+                 extra_args: Sequence[str] = ()) -> None:
+        self.prefix = f"/test-{os.urandom(4).hex()}"
+        self.endpoints = endpoints
+        self.args = [f"--etcd-endpoints={endpoints}", f"--etcd-prefix={self.prefix}",
+                     *extra_args]
+        self.members: list[Peer] = []
+        try:
+            for index in range(size):
+                self.members.append(start_tegadb_server(directory / f"m{index}", [schema],
+                                                        extra_args=self.args))
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __getitem__(self, index: int) -> Peer:
+        return self.members[index]
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()

@@ -66,8 +66,10 @@ class ClusterService(DatabaseService):
     cid: str
     sid: str
 
-    def setup(self, etcd_log: EtcdLog, loaded_revision: int, cid: str, sid: str) -> None:
+    def setup(self, etcd_log: EtcdLog, loaded_revision: int, cid: str, sid: str,
+              snapshot_every: int = SNAPSHOT_EVERY) -> None:
         self.log = etcd_log
+        self.snapshot_every = max(snapshot_every, 1)
         self.cid = cid
         self.sid = sid
         self.revision = loaded_revision       # etcd revision the copy is current with
@@ -184,7 +186,7 @@ class ClusterService(DatabaseService):
         for entry in batch:
             record = entry.record
             if record is not None:
-                crossed |= record.seq % SNAPSHOT_EVERY == 0
+                crossed |= record.seq % self.snapshot_every == 0
                 self.seq = record.seq
                 self.last_txn = record.txn
                 assert entry.outcome.changes is not None
@@ -344,7 +346,8 @@ class ClusterService(DatabaseService):
 
     async def _write_snapshot(self, header: Header, snapshot: Record) -> None:
         try:
-            await self.log.store_snapshot(header, snapshot, TRIM_KEEP)
+            await self.log.store_snapshot(header, snapshot,
+                                          min(TRIM_KEEP, self.snapshot_every // 2))
             log.info("%s: stored a snapshot at %d in etcd", self.name, snapshot.seq)
         except StorageError as e:
             log.warning("%s: storing a snapshot: %s", self.name, e)
@@ -368,7 +371,8 @@ class ClusterService(DatabaseService):
             self.storage.close()
 
 
-async def join(db_file: str, etcd: Etcd, prefix: str, history: History) -> ClusterService:
+async def join(db_file: str, etcd: Etcd, prefix: str, history: History,
+               snapshot_every: int = SNAPSHOT_EVERY) -> ClusterService:
     """Serve ``db_file``'s database as a member of the cluster whose log is
     under ``prefix`` in ``etcd``: seed the log from the file if there is none
     yet, else take the cluster's contents (and write them to the file, the
@@ -396,7 +400,8 @@ async def join(db_file: str, etcd: Etcd, prefix: str, history: History) -> Clust
     service = _replay(loaded, history)
     service.storage = local
     service.setup(etcd_log, loaded.revision, loaded.cid,
-                  member_sid(loaded.cid, os.path.abspath(db_file), socket.gethostname()))
+                  member_sid(loaded.cid, os.path.abspath(db_file), socket.gethostname()),
+                  snapshot_every)
     service.compact()
     return service
 

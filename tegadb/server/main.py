@@ -103,6 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default 5)")
     parser.add_argument("--etcd-start-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="how long to wait for etcd at start before giving up (default 30)")
+    parser.add_argument("--etcd-snapshot-every", type=int, default=5000, metavar="N",
+                        help="store a snapshot in etcd and trim the log every N records "
+                        "(default 5000)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser.parse_args(argv)
 
@@ -190,7 +193,8 @@ async def join_cluster(files: list[Path], args: argparse.Namespace) -> list[Any]
             try:
                 services.append(await join(
                     str(path), etcd, args.etcd_prefix,
-                    History(args.history_transactions, args.history_rows)))
+                    History(args.history_transactions, args.history_rows),
+                    args.etcd_snapshot_every))
                 break
             except EtcdUnavailable as e:
                 if loop.time() >= deadline:
