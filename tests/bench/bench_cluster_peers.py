@@ -58,17 +58,10 @@ class Cluster:
     def alive(self) -> bool:
         return all(m.process is not None and m.process.poll() is None for m in self.members)
 
-    def kill(self, i: int) -> None:
-        """SIGKILL member i by its pid and reap it."""
-        process = self.members[i].process
-        assert process is not None, f"member {i} is not running"
-        process.kill()
-        process.wait()
-
     def restart(self, i: int) -> None:
         """Start member i again on its files and TCP port; wait until the cluster is whole."""
         member = self.members[i]
-        member.stop()  # reaps it if it was killed
+        member.stop()
         if os.path.exists(member.unix_path):
             os.unlink(member.unix_path)  # left behind by SIGKILL
         member.start(member.tcp_port)

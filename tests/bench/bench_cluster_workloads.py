@@ -152,7 +152,7 @@ async def one_failover(cluster: Cluster, victim: int, prefix: str,
         raise BenchError(f"the client wrote {written} rows through member {victim} "
                          f"before the kill: {why}")
     t_kill = time.perf_counter()
-    cluster.kill(victim)
+    cluster.members[victim].kill()
     try:
         await asyncio.wait_for(writer, cfg.timeout)
     except BenchError:
