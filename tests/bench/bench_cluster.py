@@ -70,7 +70,7 @@ class ClusterBench:
         self.kinds = [k for k in KINDS if k in kinds]
         self.tegadb_bin = Path(tegadb_bin) if tegadb_bin else None
         self.keep = keep
-        self.directory = Path(tempfile.mkdtemp(prefix="cluster-", dir=workdir))
+        self.directory = Path(tempfile.mkdtemp(prefix="cluster-", dir=workdir)).absolute()
         self.run_id = self.directory.name.removeprefix("cluster-")
         self.runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.failures: dict[str, dict[str, dict[str, str]]] = {}

@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -297,7 +298,14 @@ def print_table(rows: list[dict[str, Any]], bench: Bench) -> str:
     return text
 
 
+def exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (a `timeout`, a stopped session) unwinds as Ctrl-C does, so every
+    server and etcd member started is stopped by its pid on the way out."""
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, smaller runs (~2 min)")
     parser.add_argument("--reps", type=int, help="repetitions of each workload per server")
