@@ -43,6 +43,8 @@ from etcdpeers import EtcdCluster
 
 @dataclass
 class ClusterConfig:
+    """The sizes of the cluster workloads (full and --quick)."""
+
     reps: int
     timeout: float          # per workload run
     c1_warmup: int          # per member
