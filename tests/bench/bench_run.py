@@ -375,9 +375,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Medians of {cfg.reps} runs each; ratio = tegadb vs ovsdb-server, higher is "
               f"better for tegadb (times: ovsdb/tegadb; rates: tegadb/ovsdb).")
         table = print_table(rows, bench)
-    if cluster:
-        print()
-        print_results(cluster)
     if dispatch:
         print("\nDispatch overhead per echo request (in-process, best of 5):")
         for k, v in dispatch.items():
@@ -395,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{wl} {kind}: {f['status'].upper()}: {f['error']}")
     for w in bench.warnings:
         print(f"WARNING: {w}")
+    if cluster:
+        print()
+        print_results(cluster)
     seconds = {**bench.seconds, **(cluster["seconds_per_workload"] if cluster else {})}
     print(f"\ntotal {elapsed:.0f} s (" + ", ".join(f"{k} {v:.0f}s" for k, v in
                                                   seconds.items()) + ")")
