@@ -158,32 +158,40 @@ class EtcdCluster:
         process.kill()
         process.wait()
 
-    def restart(self, index: int, timeout: float = 10.0) -> None:
-        """Start a killed member again on its ports and data; wait until healthy."""
-        member = self._members[index]
-        if member.process is not None:
-            raise RuntimeError(f"etcd member {index} is still running; kill it first")
-        self._launch(member, "existing")
+    def restart(self, *indexes: int, timeout: float = 10.0) -> None:
+        """Start killed members again on their ports and data (all at once: a
+        member alone has no quorum); wait until they are healthy."""
+        members = [self._members[index] for index in indexes]
+        for index, member in zip(indexes, members, strict=True):
+            if member.process is not None:
+                raise RuntimeError(f"etcd member {index} is still running; kill it first")
+        for member in members:
+            self._launch(member, "existing")
         try:
-            self._wait_healthy([member], time.monotonic() + timeout)
+            self._wait_healthy(members, time.monotonic() + timeout)
         except BaseException:
-            self._terminate([member])
+            self._terminate(members)
             raise
 
     def stop(self) -> None:
         """Stop every member by pid: SIGTERM, SIGKILL past a bound.  Idempotent."""
         self._terminate(self._members)
 
-    def leader(self) -> int:
-        """The index of the member that leads the cluster now."""
-        ids = {self._status(member)["header"]["member_id"]: index
-               for index, member in enumerate(self._members) if member.process is not None}
-        for member in self._members:
-            if member.process is not None:
-                leader_id = self._status(member)["leader"]
-                if leader_id in ids:
-                    return ids[leader_id]
-        raise RuntimeError(f"no running etcd member knows a running leader: {ids}")
+    def leader(self, timeout: float = 5.0) -> int:
+        """The index of the member that leads the cluster, once a running
+        member names a running leader (after a kill, an election may be on)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            statuses = {index: self._status(member) for index, member in enumerate(self._members)
+                        if member.process is not None}
+            ids = {status["header"]["member_id"]: index
+                   for index, status in statuses.items() if status}
+            for status in statuses.values():
+                if status and status["leader"] in ids:
+                    return ids[status["leader"]]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no running etcd member names a running leader: {statuses}")
+            time.sleep(0.05)
 
     def etcdctl(self, *args: str, member: int | None = None, timeout: float = 10.0) -> str:
         """Run `etcdctl ARGS` (API v3) against one member or all; return its stdout."""
@@ -289,11 +297,15 @@ class EtcdCluster:
 
     @staticmethod
     def _status(member: _Member) -> dict[str, Any]:
+        """The member's status (its id, the leader's id), or {} if it does not answer."""
         request = urllib.request.Request(f"{member.client_url}/v3/maintenance/status",
                                          data=b"{}", method="POST")
-        with _LOCAL_HTTP.open(request, timeout=2.0) as response:
-            status: dict[str, Any] = json.load(response)
-            return status
+        try:
+            with _LOCAL_HTTP.open(request, timeout=1.0) as response:
+                status: dict[str, Any] = json.load(response)
+                return status
+        except (urllib.error.URLError, OSError):
+            return {}
 
 
 def _answers(url: str, expected: bytes = b"") -> bool:

@@ -41,6 +41,8 @@ log = logging.getLogger("tegadb.cluster")
 SNAPSHOT_EVERY = 5_000
 TRIM_KEEP = 1_000
 RECONNECT_DELAY = 0.5
+# How often a member checks that its watch keeps up with the log.
+HEALTH_INTERVAL = 1.0
 
 
 class BatchEntry:
@@ -160,16 +162,18 @@ class ClusterService(DatabaseService):
                 if not records:
                     self._acknowledge()
                     return
+                # One handler, then isinstance: mypyc-compiled handlers that
+                # bind ``as e`` mis-typed exceptions raised through awaits.
                 try:
                     theirs = await self.log.append(self.seq, records)
-                except LogTrimmed:
-                    self._fail_batch(None)
-                    self._diverged("its copy fell behind the log's snapshot")
-                    return
-                except StorageError as e:
+                except Exception as e:
+                    if not isinstance(e, StorageError):
+                        raise
                     log.warning("%s: %s", self.name, e)
                     self._fail_batch(e)
-                    if isinstance(e, EtcdUnavailable):
+                    if isinstance(e, LogTrimmed):
+                        self._diverged("its copy fell behind the log's snapshot")
+                    elif isinstance(e, EtcdUnavailable):
                         self._set_connected(False)
                     return
                 if theirs is None:
@@ -288,11 +292,13 @@ class ClusterService(DatabaseService):
     async def _catch_up(self) -> None:
         try:
             records, _ = await self.log.read_after(self.seq)
-        except LogTrimmed:
-            self._diverged("its copy fell behind the log's snapshot")
-            return
-        except StorageError as e:
-            log.warning("%s: catching up: %s", self.name, e)
+        except Exception as e:
+            if isinstance(e, LogTrimmed):
+                self._diverged("its copy fell behind the log's snapshot")
+            elif isinstance(e, StorageError):
+                log.warning("%s: catching up: %s", self.name, e)
+            else:
+                raise
             return
         self.receive(records)
 
@@ -302,31 +308,65 @@ class ClusterService(DatabaseService):
         self.on_fatal(f"{self.name}: {why}")
 
     async def follow(self) -> None:
-        """Apply what others append, for as long as the member runs; after
-        losing etcd, reconnect and catch up by itself."""
+        """Apply what others append, for as long as the member runs.
+
+        A watch delivers the records.  Once a second the member also reads
+        the log's head: a watch that stalled (its connection closed under
+        it) is made again through the next endpoint, and only when no
+        endpoint answers does the member say it lost etcd (refusing writes)
+        until etcd is back and the member caught up.
+        """
         while True:
+            consumer: asyncio.Task[None] | None = None
             try:
                 watch = await self.log.watch(self.revision + 1)
-                if not self.connected:
-                    records, _ = await self.log.read_after(self.seq)
-                    self.receive(records)
-                    self._set_connected(True)
-                async for event in watch:
-                    kv = event.kv
-                    self.revision = max(self.revision, kv.mod_revision)
-                    if event.kind == "PUT":
-                        self.receive(self.log.decode_batch(kv.value))
-            except asyncio.CancelledError:
-                raise
-            except LogTrimmed:
-                self._diverged("its copy fell behind the log's snapshot")
+                records, revision = await self.log.read_after(self.seq)
+                self.receive(records)
+                self.revision = max(self.revision, revision)
+                self._set_connected(True)
+                consumer = asyncio.get_running_loop().create_task(self._consume(watch))
+                await self._watch_health(consumer)
+            except Exception as e:
+                if isinstance(e, LogTrimmed):
+                    self._diverged("its copy fell behind the log's snapshot")
+                    return
+                if isinstance(e, EtcdUnavailable):
+                    log.warning("%s: following the log: %s", self.name, e)
+                    self._set_connected(False)
+                    await asyncio.sleep(RECONNECT_DELAY)
+                elif isinstance(e, StorageError):
+                    self._diverged(f"following the log: {e}")
+                    return
+                else:  # the watch stream broke: its etcd member is gone
+                    log.info("%s: watching the log: %s; watching again", self.name,
+                             e or type(e).__name__)
+                    self.log.etcd.drop_current()
+            finally:
+                if consumer is not None and not consumer.done():
+                    consumer.cancel()  # not awaited: a stalled stream may never end
+
+    async def _consume(self, watch: Any) -> None:
+        async for event in watch:
+            kv = event.kv
+            self.revision = max(self.revision, kv.mod_revision)
+            if event.kind == "PUT":
+                self.receive(self.log.decode_batch(kv.value))
+
+    async def _watch_health(self, consumer: asyncio.Task[None]) -> None:
+        """Return when the watch ended or stalled; raise what ended it."""
+        seen = self.seq
+        while True:
+            done, _ = await asyncio.wait({consumer}, timeout=HEALTH_INTERVAL)
+            if done:
+                consumer.result()  # raises what broke the stream
+                return  # the stream ended (its client was closed): watch again
+            head = await self.log.head()
+            if head > self.seq and self.seq == seen and not self.busy:
+                log.info("%s: the watch stalled at %d (the log is at %d); watching again",
+                         self.name, self.seq, head)
+                self.log.etcd.drop_current()
                 return
-            except StorageError as e:
-                log.warning("%s: following the log: %s", self.name, e)
-            except Exception as e:  # the watch stream broke: etcd member gone
-                log.warning("%s: following the log: %s", self.name, e or type(e).__name__)
-            self._set_connected(False)
-            await asyncio.sleep(RECONNECT_DELAY)
+            seen = self.seq
 
     def _set_connected(self, connected: bool) -> None:
         if connected != self.connected:
@@ -349,7 +389,9 @@ class ClusterService(DatabaseService):
             await self.log.store_snapshot(header, snapshot,
                                           min(TRIM_KEEP, self.snapshot_every // 2))
             log.info("%s: stored a snapshot at %d in etcd", self.name, snapshot.seq)
-        except StorageError as e:
+        except Exception as e:
+            if not isinstance(e, StorageError):
+                raise
             log.warning("%s: storing a snapshot: %s", self.name, e)
 
     def compact(self) -> None:

@@ -44,9 +44,11 @@ SEQ_DIGITS = 20
 # What one etcd request may carry, below etcd's default cap of 1.5 MiB.
 MAX_REQUEST_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT = 5.0
-# The errors after which another endpoint may answer.
-_RETRYABLE = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError,
-              aetcd.exceptions.InternalError, asyncio.TimeoutError)
+# The client errors another endpoint would answer the same way; after any
+# other one (a dead or closed connection, a timeout) the next endpoint is asked.
+_NOT_RETRYABLE = (aetcd.exceptions.InvalidArgumentError, aetcd.exceptions.PreconditionFailedError,
+                  aetcd.exceptions.UnauthenticatedError, aetcd.exceptions.RevisionCompactedError,
+                  aetcd.exceptions.DuplicateLeaseError)
 
 
 class EtcdUnavailable(StorageError):
@@ -85,24 +87,37 @@ class Etcd:
         self.timeout = timeout
         self.current = 0
         self.client: aetcd.Client | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _client(self) -> aetcd.Client:
         if self.client is None:
             host, port = self.endpoints[self.current]
             self.client = aetcd.Client(
                 host, port, timeout=max(1, int(self.timeout)),
+                # gRPC waits up to 2 minutes before it dials an endpoint
+                # that was down again; an etcd member restarts in seconds.
                 options={"grpc.max_receive_message_length": 64 * 1024 * 1024,
-                         "grpc.max_send_message_length": 8 * 1024 * 1024})
+                         "grpc.max_send_message_length": 8 * 1024 * 1024,
+                         "grpc.initial_reconnect_backoff_ms": 200,
+                         "grpc.max_reconnect_backoff_ms": 1000})
         return self.client
 
-    async def _next_endpoint(self) -> None:
-        client, self.client = self.client, None
-        self.current = (self.current + 1) % len(self.endpoints)
-        if client is not None:
-            try:
-                await asyncio.wait_for(client.close(), 1.0)
-            except Exception:  # a dead channel may fail to close: it is dropped anyway
-                pass
+    def drop_current(self) -> None:
+        """The current endpoint failed outside a request (a broken watch)."""
+        if self.client is not None:
+            self.drop(self.client)
+
+    def drop(self, client: aetcd.Client) -> None:
+        """Stop using ``client`` (it failed): the next request goes to the next endpoint.
+
+        Closed in the background: other requests may still be using it.
+        """
+        if self.client is client:
+            self.client = None
+            self.current = (self.current + 1) % len(self.endpoints)
+        task = asyncio.get_running_loop().create_task(_close_quietly(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     @property
     def where(self) -> str:
@@ -121,15 +136,32 @@ class Etcd:
                 raise EtcdUnavailable(
                     f"etcd unavailable: no answer from {self._names()} within "
                     f"{self.timeout:g} s ({_brief(last)})")
-            try:
-                return await asyncio.wait_for(request(self._client()), left)
-            except _RETRYABLE as e:
-                last = e
-                tried += 1
-                log.debug("etcd %s: %s", self.where, _brief(e))
-                await self._next_endpoint()
-                if tried % len(self.endpoints) == 0:
-                    await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
+            # A member that hangs must leave time to ask the others; a call
+            # that does not end when cancelled is abandoned, not awaited.
+            attempt = min(left, max(1.0, self.timeout / len(self.endpoints)))
+            client = self._client()
+            task = asyncio.ensure_future(request(client))
+            done, _ = await asyncio.wait({task}, timeout=attempt)
+            if not done:
+                task.cancel()
+                task.add_done_callback(_consume)
+                last = TimeoutError(f"{self.where} did not answer within {attempt:.3g} s")
+            elif task.cancelled():
+                # Its client was closed under it (another request dropped it).
+                last = ConnectionError(f"{self.where}: the connection was closed")
+            else:
+                error = task.exception()
+                if error is None:
+                    return task.result()
+                if isinstance(error, _NOT_RETRYABLE) or not isinstance(
+                        error, aetcd.exceptions.ClientError):
+                    raise error
+                last = error
+            tried += 1
+            log.debug("etcd %s: %s", self.where, _brief(last))
+            self.drop(client)
+            if tried % len(self.endpoints) == 0:
+                await asyncio.sleep(min(0.2, max(0.0, deadline - loop.time())))
 
     def _names(self) -> str:
         return ",".join(f"{h}:{p}" for h, p in self.endpoints)
@@ -137,10 +169,20 @@ class Etcd:
     async def close(self) -> None:
         client, self.client = self.client, None
         if client is not None:
-            try:
-                await asyncio.wait_for(client.close(), 1.0)
-            except Exception:
-                pass
+            await _close_quietly(client)
+
+
+async def _close_quietly(client: aetcd.Client) -> None:
+    try:
+        await asyncio.wait_for(client.close(), 1.0)
+    except Exception:  # a dead channel may fail to close: it is dropped anyway
+        pass
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Retrieve an abandoned call's outcome (else asyncio logs it as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Loaded:
@@ -299,8 +341,7 @@ class EtcdLog:
         when a snapshot removed them."""
         found = await self.etcd.call(lambda c: c.get_range(
             self.log_key(after + 1), _prefix_end(self.log_prefix)))
-        records = [r for value, _meta in found for r in self.decode_batch(value)
-                   if r.seq > after]
+        records = [r for kv in found for r in self.decode_batch(kv.value) if r.seq > after]
         if records and records[0].seq != after + 1:
             raise LogTrimmed(after)
         return records, found.header.revision
@@ -337,6 +378,17 @@ class EtcdLog:
             await self._delete_chunks(ujson.loads(old.value)["id"])
 
     # --- following -------------------------------------------------------
+    async def head(self) -> int:
+        """The position of the log's last record."""
+        found = await self.etcd.call(lambda c: c.get(self.head_key))
+        if found is None:
+            raise StorageError(f"etcd {self.base}: the log's head is gone")
+        try:
+            return int(found.value)
+        except ValueError:
+            raise StorageError(f"etcd {self.base}head: not a position: "
+                               f"{_brief(found.value)}") from None
+
     async def watch(self, revision: int) -> Any:
         """A watch of the log's keys from ``revision`` (an async iterator of events)."""
         return await self.etcd.call(lambda c: c.watch_prefix(

@@ -217,6 +217,12 @@ def follow_cluster(server: Server, service: Any) -> None:
     service.on_fatal = stop
     service.follower = server.loop.create_task(service.follow())
 
+    def check(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            stop(f"{service.name}: following the log failed: {task.exception()!r}")
+
+    service.follower.add_done_callback(check)
+
 
 def busy_poll_seconds(usec: float) -> float:
     """The busy-poll window; none with one CPU, where polling would hold

@@ -237,3 +237,92 @@ def _env() -> dict[str, str]:
 def _tool(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "tegadb.cli.tegadb_tool", *args], check=True,
                    env=_env(), capture_output=True)
+
+
+def pipelined_inserts(client: RawClient, prefix: str, count: int) -> set[str]:
+    """Send ``count`` transactions of two rows each; the names acknowledged
+    before the connection dropped."""
+    acked: set[str] = set()
+    try:
+        for n in range(count):
+            client.send({"method": "transact", "id": n, "params": [
+                DB, insert(f"{prefix}-{n}-a"), insert(f"{prefix}-{n}-b")]})
+        for n in range(count):
+            result = client.reply(n, timeout=10)["result"]
+            assert len(result) == 2 and all("uuid" in r for r in result), result
+            acked.add(f"{prefix}-{n}")
+    except (OSError, ConnectionError):
+        pass
+    return acked
+
+
+def assert_holds_exactly_whole_transactions(client: RawClient, acked: set[str]) -> None:
+    held = names(client)
+    pairs = {name.rsplit("-", 1)[0] for name in held}
+    for pair in pairs:  # none in part
+        assert f"{pair}-a" in held and f"{pair}-b" in held, pair
+    assert acked <= pairs, sorted(acked - pairs)[:5]
+
+
+def test_kill_9_of_members_under_pipelined_writes_loses_nothing_acknowledged(
+        etcd_cluster_module, tmp_path):
+    import random
+    import threading
+
+    rng = random.Random(13)
+    acked: set[str] = set()
+    with TegadbCluster(tmp_path, etcd_cluster_module.endpoints_arg) as cluster:
+        for kill in range(30):
+            victim = cluster[kill % 3]
+            results: list[set[str]] = []
+            client = victim.client(timeout=10)
+            writer = threading.Thread(
+                target=lambda c=client, k=kill, r=results: r.append(pipelined_inserts(c, f"k{k}", 60)))
+            writer.start()
+            time.sleep(rng.uniform(0.0, 0.15))
+            victim.kill()
+            writer.join(30)
+            client.close()
+            acked |= results[0]
+            victim.start(victim.tcp_port)
+        assert len(acked) > 100  # kills came while writes were being acknowledged
+        for member in cluster.members:
+            with member.client() as client:
+                eventually(lambda c=client: {n.rsplit("-", 1)[0] for n in names(c)} >= acked)
+                assert_holds_exactly_whole_transactions(client, acked)
+
+
+def test_writes_go_on_with_one_etcd_member_down(etcd_cluster, tmp_path):
+    with TegadbCluster(tmp_path, etcd_cluster.endpoints_arg) as cluster:
+        etcd_cluster.kill(0)  # the endpoint every member talks to first
+        for n, member in enumerate(cluster.members):
+            with member.client(timeout=15) as client:
+                assert "uuid" in client.transact(DB, insert(f"after{n}"), timeout=15)[0]
+        for member in cluster.members:
+            with member.client() as client:
+                assert eventually(lambda c=client: names(c) == ["after0", "after1", "after2"])
+
+
+def test_without_etcd_writes_fail_clearly_reads_go_on_and_all_resumes(etcd_cluster, tmp_path):
+    with TegadbCluster(tmp_path, etcd_cluster.endpoints_arg,
+                       extra_args=["--etcd-timeout=2"]) as cluster:
+        with cluster[0].client() as client:
+            client.transact(DB, insert("before"))
+        for index in range(3):
+            etcd_cluster.kill(index)
+        with cluster[1].client(timeout=10) as client:
+            started = time.monotonic()
+            result = client.transact(DB, insert("during"), timeout=10)
+            assert time.monotonic() - started < 5
+            assert result[-1]["error"] == "cluster unavailable", result
+            assert "etcd" in result[-1]["details"]
+            assert eventually(lambda: names(client) == ["before"])
+            assert eventually(lambda: server_row(client)["connected"] is False, 10)
+            assert server_row(client)["leader"] is False
+        etcd_cluster.restart(0, 1, 2)
+        for n, member in enumerate(cluster.members):
+            with member.client(timeout=10) as client:
+                assert eventually(lambda c=client: server_row(c)["connected"] is True, 15)
+                assert "uuid" in client.transact(DB, insert(f"back{n}"))[0]
+        with cluster[2].client() as client:
+            assert eventually(lambda: names(client) == ["back0", "back1", "back2", "before"])

@@ -56,6 +56,7 @@ def test_writes_go_on_while_a_member_is_down_and_it_serves_them_after_restart(
     with pytest.raises(RuntimeError, match="failed"):
         etcd_cluster.etcdctl("get", "/k", "--command-timeout=300ms", member=down)
     _put_until_accepted(etcd_cluster, survivor, "/k", "written while down")
+    assert etcd_cluster.leader() != down
     etcd_cluster.restart(down)
     assert _get(etcd_cluster, down, "/k") == "written while down"
     etcd_cluster.etcdctl("put", "/k", "after restart", member=down)
