@@ -121,7 +121,10 @@ class RaftCluster(Cluster):
                 else:
                     argv = ["ovsdb-tool", "join-cluster", str(db_file), DB, address,
                             f"tcp:127.0.0.1:{raft_ports[0]}"]
-                subprocess.run(argv, check=True, capture_output=True, text=True)
+                made = subprocess.run(argv, capture_output=True, text=True, check=False)
+                if made.returncode != 0:
+                    raise BenchError(f"{' '.join(argv)} failed ({made.returncode}): "
+                                     f"{made.stdout}{made.stderr}")
                 member = peers.Peer(self.kind, member_dir, self._command(member_dir, db_file))
                 self.members.append(member)
                 member.start()
@@ -184,8 +187,11 @@ class TegadbCluster(Cluster):
                     self.members.append(peers.start_tegadb_server(
                         directory / f"m{i}", [SCHEMA], extra_args=args, bin_dir=bin_dir))
                 except RuntimeError as exc:  # the harness's "did not start"
-                    raise NotAvailable(f"tegadb-server did not start as a cluster member: "
-                                       f"{last_words(str(exc))[:200]}") from None
+                    why = last_words(str(exc))[:200]
+                    if i == 0:  # no cluster mode at all (or no etcd it can use)
+                        raise NotAvailable("tegadb-server did not start as a cluster "
+                                           f"member: {why}") from None
+                    raise ServerGone(f"member {i} did not start: {why}") from None
             self.wait_ready()
         except BaseException:
             self.stop()
