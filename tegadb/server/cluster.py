@@ -28,7 +28,15 @@ from ..core.database import TxnOutcome
 from ..core.errors import OVSDBError
 from ..core.history import History
 from . import journal
-from .etcd_log import Etcd, EtcdLog, EtcdUnavailable, Loaded, LogTrimmed
+from .etcd_log import (
+    MAX_REQUEST_BYTES,
+    Etcd,
+    EtcdLog,
+    EtcdUnavailable,
+    Loaded,
+    LogTrimmed,
+    encode_line,
+)
 from .records import Header, Record
 from .service import ClientSession, DatabaseService, now_ms
 from .storage import MemoryStorage, StorageError
@@ -48,16 +56,17 @@ HEALTH_INTERVAL = 1.0
 class BatchEntry:
     """A transaction of the tentative batch: what to reply once etcd answers."""
 
-    __slots__ = ("dialect", "ops", "outcome", "record", "request_id", "session")
+    __slots__ = ("dialect", "line", "ops", "outcome", "record", "request_id", "session")
 
     def __init__(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
-                 outcome: TxnOutcome, record: Record | None) -> None:
+                 outcome: TxnOutcome, record: Record | None, line: bytes | None) -> None:
         self.session = session
         self.request_id = request_id
         self.dialect = dialect
         self.ops = ops
         self.outcome = outcome
         self.record = record
+        self.line = line  # the record as the log stores it
 
 
 class ClusterService(DatabaseService):
@@ -77,6 +86,10 @@ class ClusterService(DatabaseService):
         self.revision = loaded_revision       # etcd revision the copy is current with
         self.connected = True
         self.batch: list[BatchEntry] = []
+        self.batch_records = 0
+        self.batch_bytes = 0
+        # Transactions that did not fit in the batch, run after it settles.
+        self.overflow: list[tuple[ClientSession, Any, int, list[Any]]] = []
         self.in_flight = False
         self.inbox: list[Record] = []         # records from the watch while busy
         self.retry_later: set[tuple[int, str]] = set()
@@ -115,16 +128,35 @@ class ClusterService(DatabaseService):
             return [*outcome.results, self._unavailable_error()]
         if not changes and not self.batch:
             return outcome.results  # it read committed contents only
-        record = None
+        record = line = None
         if changes:
             assert outcome.txn_id is not None
-            seq = self.seq + sum(1 for e in self.batch if e.record is not None) + 1
-            record = Record(seq, outcome.txn_id, now_ms(),
+            record = Record(self.seq + self.batch_records + 1, outcome.txn_id, now_ms(),
                             changesets.changes_to_json(self.database, changes, outcome.txn_id),
                             outcome.comment, session.peer)
-        self.batch.append(BatchEntry(session, request_id, dialect, ops, outcome, record))
+            line = encode_line(record.to_json())
+            if len(line) > MAX_REQUEST_BYTES:
+                undo(self.database, changes)
+                return [*outcome.results, {
+                    "error": "resources exhausted",
+                    "details": f"the transaction's log record of {len(line)} bytes exceeds the "
+                               f"largest etcd request ({MAX_REQUEST_BYTES} bytes)"}]
+            if self.batch_bytes + len(line) > MAX_REQUEST_BYTES:
+                # The batch is full: run this one (and all input after it)
+                # once the batch settled.
+                undo(self.database, changes)
+                self.overflow.append((session, request_id, dialect, ops))
+                self.request_flush()
+                return None
+            self.batch_records += 1
+            self.batch_bytes += len(line) + 1
+        self.batch.append(BatchEntry(session, request_id, dialect, ops, outcome, record, line))
         self.request_flush()
         return None
+
+    def accepts_transactions(self) -> bool:
+        """Whether a transaction may join this turn's batch (it is not full)."""
+        return not self.overflow
 
     def _retry(self, key: tuple[int, str]) -> None:
         txn = self.parked.get(key)
@@ -162,10 +194,11 @@ class ClusterService(DatabaseService):
                 if not records:
                     self._acknowledge()
                     return
+                value = b"\n".join([e.line for e in self.batch if e.line is not None])
                 # One handler, then isinstance: mypyc-compiled handlers that
                 # bind ``as e`` mis-typed exceptions raised through awaits.
                 try:
-                    theirs = await self.log.append(self.seq, records)
+                    theirs = await self.log.append(self.seq, records, value)
                 except Exception as e:
                     if not isinstance(e, StorageError):
                         raise
@@ -185,7 +218,7 @@ class ClusterService(DatabaseService):
             self._after_settling()
 
     def _acknowledge(self) -> None:
-        batch, self.batch = self.batch, []
+        batch = self._take_batch()
         crossed = False
         for entry in batch:
             record = entry.record
@@ -202,8 +235,13 @@ class ClusterService(DatabaseService):
             self._store_snapshot()
         self.on_state_change()
 
-    def _undo_batch(self) -> list[BatchEntry]:
+    def _take_batch(self) -> list[BatchEntry]:
         batch, self.batch = self.batch, []
+        self.batch_records = self.batch_bytes = 0
+        return batch
+
+    def _undo_batch(self) -> list[BatchEntry]:
+        batch = self._take_batch()
         for entry in reversed(batch):
             if entry.outcome.changes:
                 undo(self.database, entry.outcome.changes)
@@ -249,6 +287,13 @@ class ClusterService(DatabaseService):
         if self.inbox:
             inbox, self.inbox = self.inbox, []
             self._apply(inbox)
+        overflow, self.overflow = self.overflow, []
+        for session, request_id, dialect, ops in overflow:
+            if session.closed:
+                continue
+            results = self.transact(session, request_id, dialect, ops)
+            if results is not None:
+                session.reply(request_id, results, dialect)
         for key in list(self.retry_later):
             self.retry_later.discard(key)
             self._retry(key)

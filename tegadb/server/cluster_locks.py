@@ -536,3 +536,37 @@ class ClusterLocks:
 
 
 __all__ = ["ClusterLocks", "ClusterLocksUnavailable"]
+
+
+class MemberLease:
+    """A member's etcd lease: its lock keys live as long as it keeps this
+    alive.  When etcd says the lease ended (the member was cut off longer
+    than the TTL), a new one is granted and handed to ``renewed``."""
+
+    def __init__(self, etcd: Etcd, ttl: int = 3) -> None:
+        self.etcd = etcd
+        self.ttl = ttl
+        self.id = 0
+
+    async def grant(self) -> int:
+        lease = await self.etcd.call(lambda client: client.lease(self.ttl))
+        self.id = int(lease.id)
+        return self.id
+
+    async def keep_alive(self, renewed: Callable[[int], None]) -> None:
+        """Refresh every TTL/3 seconds, for as long as the member runs."""
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                reply = await self.etcd.call(lambda client: client.refresh_lease(self.id))
+                if reply is None or reply.TTL <= 0:
+                    log.warning("lease %x ended; granting a new one", self.id)
+                    renewed(await self.grant())
+            except ETCD_ERRORS as e:
+                log.warning("keeping lease %x alive: %s", self.id, error_text(e))
+
+    async def revoke(self) -> None:
+        try:
+            await self.etcd.call(lambda client: client.revoke_lease(self.id))
+        except ETCD_ERRORS as e:
+            log.warning("revoking lease %x: %s", self.id, error_text(e))

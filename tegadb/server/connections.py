@@ -251,8 +251,10 @@ class Server:
         """
         if self.settling:
             return True
-        return (self.databases.tentative and not
-                (type(message) is dict and message.get("method") == "transact"))
+        databases = self.databases
+        return databases.tentative and not (
+            type(message) is dict and message.get("method") == "transact"
+            and databases.accepts_transactions)
 
     def flush(self) -> None:
         """Group commit: write (and fsync) every journal once, then release replies."""
@@ -297,6 +299,10 @@ class Server:
         finally:
             self.settling = False
         self.open_gate()
+        if self.databases.tentative:
+            # Settling started a batch (a parked transaction ran, or one that
+            # did not fit): it goes out like any other.
+            self.request_flush()
         self.serve_backlog()
 
     def serve_backlog(self) -> None:

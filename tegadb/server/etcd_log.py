@@ -309,14 +309,17 @@ class EtcdLog:
         await self.etcd.call(lambda c: c.delete_prefix(prefix))
 
     # --- appending -------------------------------------------------------
-    async def append(self, after: int, records: list[Record]) -> list[Record] | None:
-        """Append ``records`` (seq after+1...) if the log is still at ``after``.
+    async def append(self, after: int, records: list[Record],
+                     value: bytes | None = None) -> list[Record] | None:
+        """Append ``records`` (seq after+1...) if the log is still at ``after``;
+        ``value`` is their lines, when the caller has them already.
 
         Returns None when they are in the log, or the records that another
         member appended after ``after`` first.  Raises EtcdUnavailable.
         """
         last = records[-1].seq
-        value = encode_batch(records)
+        if value is None:
+            value = encode_batch(records)
         if len(value) > MAX_REQUEST_BYTES:
             raise StorageError(f"{self.where(records[0].seq)}: a batch of {len(value)} bytes "
                                f"exceeds etcd's request limit ({MAX_REQUEST_BYTES} bytes)")

@@ -133,24 +133,21 @@ class Journal(Storage):
 
     def _replay(self, reader: _Reader) -> Iterator[Record]:
         count = 0
-        end = reader.offset
         try:
-            for lineno, start, record, problem in reader.lines():
-                if record is not None:
-                    count += 1
-                    self._read_line = lineno
-                    yield record
-                elif not reader.at_end:
-                    raise JournalError(f"{self.path}:{lineno}: {problem}")
-                else:
-                    log.warning("%s:%d: dropping torn last record (%d bytes): %s",
-                                self.path, lineno, reader.offset - start, problem)
-                    if not self.read_only:
-                        self._cut(start, fsync=True)
-                    end = start
-                    break
-            else:
-                end = reader.offset
+            for record in reader.records():
+                count += 1
+                self._read_line = reader.line
+                yield record
+            end = reader.offset
+            problem = reader.problem
+            if problem is not None:
+                if not reader.at_end:
+                    raise JournalError(f"{self.path}:{reader.line}: {problem}")
+                end = reader.line_start
+                log.warning("%s:%d: dropping torn last record (%d bytes): %s",
+                            self.path, reader.line, reader.offset - end, problem)
+                if not self.read_only:
+                    self._cut(end, fsync=True)
         finally:
             reader.close()
         self.last_seq = self._written_seq = reader.last_seq
@@ -160,11 +157,11 @@ class Journal(Storage):
 
     def _read_again(self, reader: _Reader) -> Iterator[Record]:
         try:
-            for lineno, _, record, problem in reader.lines():
-                if record is None:
-                    raise JournalError(f"{self.path}:{lineno}: {problem}")
-                self._read_line = lineno
+            for record in reader.records():
+                self._read_line = reader.line
                 yield record
+            if reader.problem is not None:
+                raise JournalError(f"{self.path}:{reader.line}: {reader.problem}")
         finally:
             reader.close()
 
@@ -377,7 +374,10 @@ class _Reader:
         self._file = file
         self.last_seq = -1         # of the last good record
         first = file.readline()
-        self.offset = len(first)   # just after the line read last
+        self.line = 1              # number of the line read last
+        self.line_start = 0        # where it starts
+        self.offset = len(first)   # where it ends
+        self.problem: str | None = None  # what is wrong with it, if `records` stopped there
         try:
             self.header = _parse_header(first)
         except _BadLine as e:
@@ -389,23 +389,37 @@ class _Reader:
         """The line read last is the last line of the file."""
         return self.offset >= self.size
 
+    def records(self) -> Iterator[Record]:
+        """The records of the lines that follow, up to the end of the file as
+        it was opened or to the first bad line, where they stop with
+        `problem` set.  Replay's loop: one generator, no tuple per line."""
+        self.problem = None
+        size = self.size
+        offset = self.offset
+        for line in self._file:
+            if offset >= size:
+                return  # written after the file was opened (read-only)
+            self.line += 1
+            self.line_start = offset
+            offset += len(line)
+            self.offset = offset
+            try:
+                record = self._parse_record(line)  # a direct call when compiled, unlike a bound method's
+            except _BadLine as e:
+                self.problem = str(e)
+                return
+            yield record
+
     def lines(self) -> Iterator[tuple[int, int, Record | None, str | None]]:
         """(line number, start offset, record or None, problem or None) for
         each line after the header.  A bad line leaves the sequence check
         to the records after it, so `check` can go on."""
-        size = self.size
-        parse = self._parse_record
-        for lineno, line in enumerate(self._file, start=2):
-            start = self.offset
-            if start >= size:
-                return  # written after the file was opened (read-only)
-            self.offset = start + len(line)
-            try:
-                record = parse(line)
-            except _BadLine as e:
-                yield lineno, start, None, str(e)
-            else:
-                yield lineno, start, record, None
+        while True:
+            for record in self.records():
+                yield self.line, self.line_start, record, None
+            if self.problem is None:
+                return
+            yield self.line, self.line_start, None, self.problem
 
     def close(self) -> None:
         self._file.close()

@@ -16,7 +16,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +64,33 @@ def default_database_files(var_dir: Path, schema_dirs: list[Path]) -> list[Path]
     return files
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, sized as shutil.get_terminal_size would, without importing
+    shutil (and bz2 and lzma with it): argparse makes one formatter for every
+    add_argument, so its default cost ~1 ms of every start."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_columns() - 2)
+
+
+def _terminal_columns() -> int:
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    stdout = sys.__stdout__
+    try:
+        return (os.get_terminal_size(stdout.fileno()).columns if stdout else 0) or 80
+    except (ValueError, OSError):
+        return 80
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="tegadb-server", description="Serve OVSDB databases (RFC 7047) from JSON-lines files.")
+        prog="tegadb-server", description="Serve OVSDB databases (RFC 7047) from JSON-lines files.",
+        formatter_class=_HelpFormatter)
     parser.add_argument("databases", nargs="*", metavar="DBFILE")
     parser.add_argument("--remote", action="append", default=[], metavar="REMOTE",
                         help="ptcp:PORT[:IP], punix:PATH or pssl:PORT[:IP] (repeatable)")
@@ -93,15 +117,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="keep polling for USEC us after activity while clients answer "
                         "that quickly, instead of sleeping (0 disables; always off with "
                         "one CPU; default %(default).0f)")
-    parser.add_argument("--etcd-endpoints", metavar="URL[,URL...]",
+    parser.add_argument("--etcd-endpoints", metavar="URLS",
                         help="serve each DBFILE as a member of a cluster whose log is in this "
                         "etcd cluster (e.g. http://127.0.0.1:2379,http://127.0.0.1:22379)")
     parser.add_argument("--etcd-prefix", default="/tegadb", metavar="PREFIX",
                         help="where in etcd the logs live: PREFIX/DBNAME/ (default /tegadb)")
-    parser.add_argument("--etcd-timeout", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--etcd-timeout", type=float, default=5.0, metavar="SECS",
                         help="longest wait for etcd per request; a write fails after it "
                         "(default 5)")
-    parser.add_argument("--etcd-start-timeout", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--etcd-start-timeout", type=float, default=30.0, metavar="SECS",
                         help="how long to wait for etcd at start before giving up (default 30)")
     parser.add_argument("--etcd-snapshot-every", type=int, default=5000, metavar="N",
                         help="store a snapshot in etcd and trim the log every N records "
@@ -177,7 +201,7 @@ def open_databases(files: list[Path], args: argparse.Namespace) -> list[Database
         gc.set_threshold(50_000, 20, 100)
 
 
-async def join_cluster(files: list[Path], args: argparse.Namespace) -> list[Any]:
+async def join_cluster(files: list[Path], args: argparse.Namespace) -> tuple[Any, list[Any]]:
     """Join each database's cluster (its log in etcd), waiting for etcd at most
     ``--etcd-start-timeout`` seconds."""
     # The etcd client (gRPC) is loaded only in cluster mode.
@@ -202,7 +226,29 @@ async def join_cluster(files: list[Path], args: argparse.Namespace) -> list[Any]
                                        f"{args.etcd_start_timeout:g} s") from None
                 log.warning("%s; retrying", e)
                 await asyncio.sleep(1.0)
-    return services
+    return etcd, services
+
+
+async def share_locks(databases: ServerDatabases, etcd: Any,
+                      prefix: str) -> Callable[[], Awaitable[None]]:
+    """Make the server's locks the cluster's: kept in etcd under PREFIX/_locks/,
+    held through this member's lease.  Returns what gives them up at exit."""
+    from .cluster_locks import ClusterLocks, MemberLease
+    from .methods import send_cluster_notice
+
+    lease = MemberLease(etcd)
+    locks = ClusterLocks(etcd, f"{prefix.rstrip('/')}/_locks/", databases.server_id,
+                         await lease.grant(), send_cluster_notice)
+    await locks.start()
+    databases.cluster_locks = locks
+    keeper = asyncio.get_running_loop().create_task(lease.keep_alive(locks.use_lease))
+
+    async def release() -> None:
+        keeper.cancel()
+        await locks.close()
+        await lease.revoke()  # the next waiters on other members get their locks now
+
+    return release
 
 
 def follow_cluster(server: Server, service: Any) -> None:
@@ -244,10 +290,14 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
                           Path(sys.prefix) / "share" / "tegadb" / "schemas"])
         remotes = args.remote or DEFAULT_REMOTES
     if args.etcd_endpoints:
-        services: list[DatabaseService] = list(await join_cluster(files, args))
+        etcd, joined = await join_cluster(files, args)
+        services: list[DatabaseService] = list(joined)
     else:
         services = open_databases(files, args)
     databases = ServerDatabases(services)
+    release_locks = None
+    if args.etcd_endpoints:
+        release_locks = await share_locks(databases, etcd, args.etcd_prefix)
     probe_ms = args.inactivity_probe
     server = Server(databases, args.max_message_size, build_ssl_context(args),
                     max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0, args.max_backlog,
@@ -271,6 +321,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     finally:
         log.info("shutting down")
         await server.close()
+        if release_locks is not None:
+            await release_locks()
         if args.pidfile:
             Path(args.pidfile).unlink(missing_ok=True)
     return 1 if server.failed else 0

@@ -107,6 +107,9 @@ class Session:
 
     # --- state ----------------------------------------------------------------
     def owns_lock(self, name: str) -> bool:
+        cluster_locks = self.databases.cluster_locks
+        if cluster_locks is not None:
+            return bool(cluster_locks.owner_is(self, name))
         return self.databases.locks.owner(name) is self
 
     def disconnect(self) -> None:
@@ -121,7 +124,11 @@ class Session:
         cleanups, self.cleanups = self.cleanups, []
         for cleanup in cleanups:
             cleanup()
-        send_notices(self.databases.locks.release_all(self, sorted(self.lock_names)))
+        cluster_locks = self.databases.cluster_locks
+        if cluster_locks is not None:
+            cluster_locks.release_all(self, sorted(self.lock_names))
+        else:
+            send_notices(self.databases.locks.release_all(self, sorted(self.lock_names)))
         self.lock_names.clear()
         for monitor in self.monitors.values():
             monitor.cancel()
@@ -328,25 +335,60 @@ def _lock_name(method_name: str, params: tuple[Any, ...]) -> str:
 
 def acquire(method_name: str, session: Session, *params: Any) -> Any:
     """``lock`` and ``steal``."""
-    locks = session.databases.locks
+    cluster_locks = session.databases.cluster_locks
+    locks = session.databases.locks if cluster_locks is None else cluster_locks
     name = _lock_name(method_name, params)
     if locks.has_record(session, name):
         raise syntax_error(f'must issue "unlock" before new "{method_name}"', list(params))
     session.lock_names.add(name)
+    if cluster_locks is not None:
+        return _acquire_in_cluster(cluster_locks, method_name, session, name)
     if method_name == "lock":
-        return {"locked": locks.lock(session, name)}
-    send_notices(locks.steal(session, name))
+        return {"locked": session.databases.locks.lock(session, name)}
+    send_notices(session.databases.locks.steal(session, name))
     return {"locked": True}
 
 
+def _acquire_in_cluster(cluster_locks: Any, method_name: str, session: Session,
+                        name: str) -> Any:
+    """Ask the cluster (cluster_locks); reply once etcd answered.  The reply
+    goes out from the future's callback: notices that came meanwhile follow it."""
+    request_id, dialect = session.request_id, session.request_dialect
+    answer = (cluster_locks.lock if method_name == "lock" else cluster_locks.steal)(session, name)
+
+    def reply(answer: Any) -> None:
+        if session.closed:
+            return
+        error = answer.exception()
+        if error is None:
+            session.reply(request_id, {"locked": answer.result()}, dialect)
+            return
+        session.lock_names.discard(name)
+        session.reply_error(request_id, {"error": "cluster unavailable", "details": str(error)},
+                            dialect)
+
+    answer.add_done_callback(reply)
+    return DEFERRED
+
+
 def unlock(session: Session, *params: Any) -> Any:
-    locks = session.databases.locks
+    cluster_locks = session.databases.cluster_locks
+    locks = session.databases.locks if cluster_locks is None else cluster_locks
     name = _lock_name("unlock", params)
     if not locks.has_record(session, name):
         raise syntax_error('unlock: "unlock" without "lock" or "steal"', list(params))
     session.lock_names.discard(name)
-    send_notices(locks.unlock(session, name))
+    if cluster_locks is not None:
+        cluster_locks.unlock(session, name)
+    else:
+        send_notices(session.databases.locks.unlock(session, name))
     return {}
+
+
+def send_cluster_notice(holder: Any, notice: str, lock_name: str) -> None:
+    """A notice from the cluster's locks (cluster_locks.ClusterLocks's ``notify``)."""
+    if not holder.closed:
+        holder.notify(notice, [lock_name])
 
 
 def cancel(session: Session, params: list[Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,6 +115,11 @@ class DatabaseService:
         """Whether this turn's commits may still fail (a shared log's batch)."""
         return False
 
+    def accepts_transactions(self) -> bool:
+        """Whether another transaction may run this turn (a shared log's
+        batch may be full)."""
+        return True
+
     def __init__(self, schema: DbSchema, database: Database, storage: Storage,
                  history: History | None = None) -> None:
         self.schema = schema
@@ -165,8 +169,11 @@ class DatabaseService:
         # Only the newest transactions can stay in the history: append just
         # those and the one before them (it becomes the base), instead of
         # every one, dropping almost all.  A snapshot's id is the base when
-        # fewer transactions follow it.
-        recent: deque[tuple[str, Changes]] = deque(maxlen=max(history.max_transactions, 0) + 1)
+        # fewer transactions follow it.  A list trimmed now and then, not a
+        # deque: compiled, its append is a direct call.
+        keep = max(history.max_transactions, 0) + 1
+        trim_at = keep + keep // 4 + 1
+        recent: list[tuple[str, Changes]] = []
         base = None
         record = Record(0, ZERO_UUID, 0, {})
         for record in storage.read():
@@ -180,9 +187,11 @@ class DatabaseService:
                 base = record.txn
             else:
                 recent.append((record.txn, changes))
+                if len(recent) >= trim_at:
+                    del recent[:-keep]
         if base is not None:
             history.reset(base)
-        for txn, changes in recent:
+        for txn, changes in recent[-keep:]:
             history.append(txn, changes)
         service.seq = record.seq
         service.last_txn = record.txn
@@ -382,6 +391,8 @@ class ServerDatabases:
         self.shared = [s for s in services if s.shares_log()]
         self.server_id = new_uuid()
         self.locks = LockTable()
+        # In a cluster, locks are the cluster's (cluster_locks.ClusterLocks).
+        self.cluster_locks: Any = None
         self.sessions: set[ClientSession] = set()
         self.server_db = ServerDatabase()
         for service in services:
@@ -420,6 +431,11 @@ class ServerDatabases:
     def tentative(self) -> bool:
         """Whether a batch that may not commit is being built this turn."""
         return any(s.tentative() for s in self.shared)
+
+    @property
+    def accepts_transactions(self) -> bool:
+        """Whether every batch being built can take another transaction."""
+        return all(s.accepts_transactions() for s in self.shared)
 
     def state_changed(self, service: DatabaseService) -> None:
         """Bring ``service``'s row in ``_Server`` up to date (a cluster member's state)."""

@@ -326,3 +326,33 @@ def test_without_etcd_writes_fail_clearly_reads_go_on_and_all_resumes(etcd_clust
                 assert "uuid" in client.transact(DB, insert(f"back{n}"))[0]
         with cluster[2].client() as client:
             assert eventually(lambda: names(client) == ["back0", "back1", "back2", "before"])
+
+
+def test_locks_are_the_clusters(cluster):
+    with cluster[0].client() as a, cluster[1].client() as b, cluster[2].client() as c:
+        assert a.request("lock", ["L"])["result"] == {"locked": True}
+        assert b.request("lock", ["L"])["result"] == {"locked": False}
+        # assert sees the owner as the cluster does
+        assert a.transact(DB, {"op": "assert", "lock": "L"}) == [{}]
+        assert b.transact(DB, {"op": "assert", "lock": "L"})[0]["error"] == "not owner"
+        assert a.request("unlock", ["L"])["result"] == {}
+        assert b.wait_notification("locked")["params"] == ["L"]
+        assert c.request("steal", ["L"])["result"] == {"locked": True}
+        assert b.wait_notification("stolen")["params"] == ["L"]
+        assert c.request("unlock", ["L"])["result"] == {}
+        # b still has its record: it owns the lock again once the stealer leaves
+        assert b.wait_notification("locked")["params"] == ["L"]
+
+
+def test_a_lock_passes_on_when_its_holder_disconnects_or_its_member_dies(cluster):
+    with cluster[2].client() as waiter:
+        with cluster[0].client() as holder:
+            assert holder.request("lock", ["D"])["result"] == {"locked": True}
+            assert waiter.request("lock", ["D"])["result"] == {"locked": False}
+        assert waiter.wait_notification("locked", timeout=5)["params"] == ["D"]
+        with cluster[1].client() as next_one:
+            assert next_one.request("lock", ["D"])["result"] == {"locked": False}
+            cluster[2].kill()  # the owner's member dies: its lease ends within seconds
+            started = time.monotonic()
+            assert next_one.wait_notification("locked", timeout=10)["params"] == ["D"]
+            assert time.monotonic() - started < 8

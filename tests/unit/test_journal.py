@@ -478,6 +478,19 @@ def test_read_only_journal_reads_a_locked_file_without_changing_it(path: str) ->
     writer.close()
 
 
+def test_read_only_journal_reads_the_file_as_it_was_when_opened(path: str) -> None:
+    write_journal(path, [txn(1), txn(2)])
+    writer, _, _ = open_all(path)
+    reader = Journal.open(path, read_only=True)
+    writer.append(txn(3))
+    writer.flush(sync=False)  # written after the reader opened the file
+    assert [r.seq for r in reader.read()] == [1, 2]
+    assert [r.seq for r in reader.read(after=1)] == [2, 3]  # a later read sees it
+    assert reader.where(txn(3)) == f"{path}:4"
+    reader.close()
+    writer.close()
+
+
 # ---------------------------------------------------------------------------
 # Files written before the records codec existed
 
