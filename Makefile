@@ -99,9 +99,15 @@ bytecode: venv
 	$(BIN)/python -m compileall -q tegadb
 
 # Once on the compiled core (what runs), once on the same modules interpreted.
+# The protocol tests a cluster member must pass as a standalone server does
+# (issue 13): run once more against tegadb in cluster mode (TEGADB_TEST_CLUSTER).
+MEMBER_TESTS := $(addprefix tests/integration/,test_server.py test_monitors.py test_locks.py \
+	test_idl.py test_interop.py test_ovsdb_client_monitor.py test_conformance.py test_convert.py)
+
 test: venv peers native bytecode
 	TEGADB_EXPECT=compiled $(BIN)/pytest -q
 	TEGADB_PURE=1 TEGADB_EXPECT=interpreted $(BIN)/pytest -q
+	TEGADB_TEST_CLUSTER=1 TEGADB_EXPECT=compiled $(BIN)/pytest -q -k tegadb $(MEMBER_TESTS)
 
 # Side by side with ovsdb-server (issue 4): table on stdout, JSON in
 # bench-results/.  The tegadb-server measured is the pip-installed one, as

@@ -74,10 +74,26 @@ def ovsdb_peer(tmp_path: Path) -> Iterator[PeerFactory]:
     yield from _factory(start_ovsdb_server, "ovsdb", tmp_path)
 
 
+@pytest.fixture(scope="session")
+def member_args(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """With TEGADB_TEST_CLUSTER=1, the options that make every tegadb_peer a
+    cluster member (on one etcd for the whole run, a prefix per server), so
+    that the protocol tests run against cluster mode too; else none."""
+    if not os.environ.get("TEGADB_TEST_CLUSTER"):
+        yield []
+        return
+    with EtcdCluster(tmp_path_factory.mktemp("member-etcd"), size=1) as cluster:
+        yield [f"--etcd-endpoints={cluster.endpoints_arg}"]
+
+
 @pytest.fixture
-def tegadb_peer(tmp_path: Path) -> Iterator[PeerFactory]:
+def tegadb_peer(tmp_path: Path, member_args: list[str]) -> Iterator[PeerFactory]:
     """Factory: `tegadb_peer(*schema_paths) -> Peer` running tegadb-server."""
-    yield from _factory(start_tegadb_server, "tegadb", tmp_path)
+    def start(directory: Path, schema_paths: list[Path]) -> Peer:
+        prefix = [f"--etcd-prefix=/t{os.urandom(4).hex()}"] if member_args else []
+        return start_tegadb_server(directory, schema_paths, [*member_args, *prefix])
+
+    yield from _factory(start, "tegadb", tmp_path)
 
 
 @pytest.fixture(params=["ovsdb-server", "tegadb"])

@@ -24,9 +24,11 @@ from typing import Any
 
 from ..core import changesets
 from ..core.commit import undo
-from ..core.database import TxnOutcome
+from ..core.database import Database, TxnOutcome
 from ..core.errors import OVSDBError
 from ..core.history import History
+from ..core.ids import new_txn_id
+from ..core.schema import DbSchema
 from . import journal
 from .etcd_log import (
     MAX_REQUEST_BYTES,
@@ -56,10 +58,12 @@ HEALTH_INTERVAL = 1.0
 class BatchEntry:
     """A transaction of the tentative batch: what to reply once etcd answers."""
 
-    __slots__ = ("dialect", "line", "ops", "outcome", "record", "request_id", "session")
+    __slots__ = ("conversion", "dialect", "line", "ops", "outcome", "record", "request_id",
+                 "session")
 
     def __init__(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
-                 outcome: TxnOutcome, record: Record | None, line: bytes | None) -> None:
+                 outcome: TxnOutcome, record: Record | None, line: bytes | None,
+                 conversion: DbSchema | None = None) -> None:
         self.session = session
         self.request_id = request_id
         self.dialect = dialect
@@ -67,6 +71,7 @@ class BatchEntry:
         self.outcome = outcome
         self.record = record
         self.line = line  # the record as the log stores it
+        self.conversion = conversion  # the schema a conversion proposes
 
 
 class ClusterService(DatabaseService):
@@ -99,6 +104,10 @@ class ClusterService(DatabaseService):
         # that left the log stops the member.
         self.on_state_change: Callable[[], None] = lambda: None
         self.on_fatal: Callable[[str], None] = _stop
+        # A conversion: serve the new database, end what the old schema had;
+        # the sessions to disconnect (ServerDatabases.switch_schema).
+        self.on_schema_change: Callable[[DbSchema, Database, int, str],
+                                        list[ClientSession]] = self._replace_only
 
     @property
     def busy(self) -> bool:
@@ -155,8 +164,9 @@ class ClusterService(DatabaseService):
         return None
 
     def accepts_transactions(self) -> bool:
-        """Whether a transaction may join this turn's batch (it is not full)."""
-        return not self.overflow
+        """Whether a transaction may join this turn's batch (it is neither
+        full nor a conversion, after which transactions see the new schema)."""
+        return not self.overflow and not any(e.conversion is not None for e in self.batch)
 
     def _retry(self, key: tuple[int, str]) -> None:
         txn = self.parked.get(key)
@@ -222,6 +232,16 @@ class ClusterService(DatabaseService):
         crossed = False
         for entry in batch:
             record = entry.record
+            if entry.conversion is not None:
+                assert record is not None
+                to_disconnect = self._adopt(record)
+                log.info("%s: converted %s to schema version %s at %d", entry.session.peer,
+                         self.name, entry.conversion.version or "(none)", record.seq)
+                if not entry.session.closed:
+                    entry.session.reply(entry.request_id, {}, entry.dialect)
+                for session in to_disconnect:
+                    session.disconnect()
+                continue
             if record is not None:
                 crossed |= record.seq % self.snapshot_every == 0
                 self.seq = record.seq
@@ -233,7 +253,49 @@ class ClusterService(DatabaseService):
                 entry.session.reply(entry.request_id, entry.outcome.results, entry.dialect)
         if crossed:
             self._store_snapshot()
+        if self.parked and any(e.record is not None for e in batch):
+            self.retry_later.update(self.parked)  # run once the batch has settled
         self.on_state_change()
+
+    # --- conversions -----------------------------------------------------------------
+    def _replace_only(self, schema: DbSchema, database: Database, seq: int,
+                      txn: str) -> list[ClientSession]:
+        self.replace_schema(schema, database, seq, txn)
+        return []
+
+    def convert_through_log(self, session: ClientSession, request_id: Any, dialect: int,
+                            schema: DbSchema) -> None:
+        """Propose converting to ``schema``: a snapshot record that carries the
+        schema; every member applies it at the position the log gives it.
+        Raises OVSDBError when the data does not fit ``schema`` or is too big."""
+        record, line = self._conversion_record(
+            DbSchema.from_json(all_persistent(schema.to_json())), session.peer)
+        self.batch.append(BatchEntry(session, request_id, dialect, [], TxnOutcome([]), record,
+                                     line, schema))
+        self.batch_records += 1
+        self.batch_bytes += len(line) + 1
+        self.request_flush()
+
+    def _conversion_record(self, schema: DbSchema, writer: str) -> tuple[Record, bytes]:
+        database = self.converted(schema)
+        txn = new_txn_id()
+        record = Record(self.seq + self.batch_records + 1, txn, now_ms(),
+                        changesets.snapshot_json(database, txn), None, writer, snapshot=True,
+                        schema=schema.to_json())
+        line = encode_line(record.to_json())
+        if len(line) > MAX_REQUEST_BYTES:
+            raise OVSDBError("not allowed", f"the converted contents of {self.name} take "
+                             f"{len(line)} bytes, more than the largest etcd request "
+                             f"({MAX_REQUEST_BYTES} bytes), and cannot go through its log")
+        return record, line
+
+    def _adopt(self, record: Record) -> list[ClientSession]:
+        """Apply a conversion record: its schema and rows replace the database's."""
+        assert record.schema is not None
+        schema = DbSchema.from_json(record.schema)
+        database = Database(schema)
+        changesets.apply_changes_json(database, record.txn, record.changes, snapshot=True)
+        return self.on_schema_change(schema, database, record.seq, record.txn)
 
     def _take_batch(self) -> list[BatchEntry]:
         batch, self.batch = self.batch, []
@@ -251,6 +313,12 @@ class ClusterService(DatabaseService):
         for entry in self._undo_batch():
             assert entry.outcome.results is not None
             if entry.session.closed:
+                continue
+            if entry.conversion is not None:
+                entry.session.reply_error(entry.request_id, self._unavailable_error()
+                                          if error is None or isinstance(error, EtcdUnavailable)
+                                          else {"error": "cluster unavailable",
+                                                "details": str(error)}, entry.dialect)
                 continue
             if entry.record is None:
                 # A read that saw the failed batch: run it again on what is committed.
@@ -272,6 +340,13 @@ class ClusterService(DatabaseService):
         self._apply(theirs)
         for entry in batch:
             if entry.session.closed:
+                continue
+            if entry.conversion is not None:
+                try:
+                    self.convert_through_log(entry.session, entry.request_id, entry.dialect,
+                                             entry.conversion)
+                except OVSDBError as e:  # the data no longer fits
+                    entry.session.reply_error(entry.request_id, e.to_json(), entry.dialect)
                 continue
             outcome = self.database.transact(entry.ops, entry.session)
             if outcome.wait_deadline_ms is not None:
@@ -318,6 +393,11 @@ class ClusterService(DatabaseService):
                 self._catch_up_later()
                 break
             try:
+                if record.schema is not None:
+                    for session in self._adopt(record):
+                        session.disconnect()
+                    applied = True
+                    continue
                 changes = changesets.apply_changes_json(self.database, record.txn,
                                                         record.changes, record.snapshot)
             except (OVSDBError, LookupError, TypeError, ValueError, AttributeError) as e:
@@ -466,7 +546,7 @@ async def join(db_file: str, etcd: Etcd, prefix: str, history: History,
     member's cache)."""
     local = journal.Journal.open(db_file)
     seeded = DatabaseService.load(local)  # closes the file if it fails
-    local_schema = seeded.schema_json
+    local_schema = all_persistent(seeded.schema_json)
     etcd_log = EtcdLog(etcd, prefix, seeded.name)
     try:
         loaded = await etcd_log.load()
@@ -511,6 +591,18 @@ def _check_schema(db_file: str, local: dict[str, Any], loaded: Loaded) -> None:
             f"differs from the cluster's schema {cluster.get('name')} version "
             f"{cluster.get('version', '?')}; convert the cluster (tegadb-client convert) "
             "or give this member the cluster's schema")
+
+
+def all_persistent(schema_json: dict[str, Any]) -> dict[str, Any]:
+    """``schema_json`` with every ephemeral column made persistent: every
+    member must see every change, so a cluster keeps them all in its log
+    (ovsdb-server's clusters do the same, and ovsdb-client says so)."""
+    tables = {}
+    for name, table in schema_json.get("tables", {}).items():
+        columns = {c: {k: v for k, v in column.items() if k != "ephemeral"}
+                   for c, column in table.get("columns", {}).items()}
+        tables[name] = {**table, "columns": columns}
+    return {**schema_json, "tables": tables}
 
 
 def _stop(why: str) -> None:

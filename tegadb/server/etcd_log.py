@@ -264,6 +264,11 @@ class EtcdLog:
         for value, _meta in responses[3]:
             records.extend(r for r in self.decode_batch(value) if r.seq > seq)
         _check_follows(records, self.base)
+        # After a conversion the log follows its schema: start there.
+        converted = [i for i, r in enumerate(records) if r.schema is not None]
+        if converted:
+            records = records[converted[-1]:]
+            header = Header(records[0].schema or {})
         last = records[-1].seq
         if str(last).encode() != head:
             raise StorageError(f"etcd {self.base}: head says {head.decode(errors='replace')} "

@@ -260,6 +260,9 @@ def follow_cluster(server: Server, service: Any) -> None:
         server.stopped.set()
 
     service.on_state_change = lambda: server.databases.state_changed(service)
+    service.on_schema_change = (lambda schema, database, seq, txn:
+                                server.databases.switch_schema(service, schema, database, seq,
+                                                               txn))
     service.on_fatal = stop
     service.follower = server.loop.create_task(service.follow())
 

@@ -305,6 +305,10 @@ def convert(session: Session, *params: Any) -> Any:
     if schema.name != service.name:
         raise OVSDBError("invalid parameters", f"new schema name ({schema.name}) does not "
                          f"match database name ({service.name})")
+    if service.shares_log():
+        service.convert_through_log(session, session.request_id, session.request_dialect,
+                                    schema)
+        return DEFERRED
     to_disconnect = session.databases.convert(service, schema)
     log.info("%s: converted %s to schema version %s", session.peer, service.name,
              schema.version or "(none)")

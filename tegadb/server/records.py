@@ -8,6 +8,8 @@ records, each a JSON object:
                                                      one per transaction
     {"seq":N,"txn":"<uuid>","date":<ms>,"snapshot":true,"changes":{..}}
                                                      every row, at position N
+    {"seq":N,"txn":"<uuid>","date":<ms>,"snapshot":true,"schema":{..},"changes":{..}}
+                                  a conversion: every row, under a new schema
 
 - ``seq`` is the record's position in the log: 1 for the first transaction,
   one more for each next one.  A snapshot has the position of the last
@@ -17,6 +19,9 @@ records, each a JSON object:
   comment ops' text) and ``writer`` (the client's address) are there only
   when known.
 - ``changes`` is the change set as JSON (``core.changesets``).
+- ``schema``, only in a snapshot, is the schema the log follows from that
+  record on: a conversion in a log shared by a cluster, which every member
+  applies at the same position (a file's conversion rewrites its header).
 
 ``from_json`` is strict, as python-ovs's parsers are: it checks every
 member's type, rejects unknown members, and its message names the member
@@ -73,11 +78,11 @@ class Header:
 class Record:
     """One log record: a committed transaction, or a snapshot of every row."""
 
-    __slots__ = ("changes", "comment", "date", "seq", "snapshot", "txn", "writer")
+    __slots__ = ("changes", "comment", "date", "schema", "seq", "snapshot", "txn", "writer")
 
     def __init__(self, seq: int, txn: str, date: int, changes: dict[str, Any],
                  comment: str | None = None, writer: str | None = None,
-                 snapshot: bool = False) -> None:
+                 snapshot: bool = False, schema: dict[str, Any] | None = None) -> None:
         self.seq = seq
         self.txn = txn
         self.date = date
@@ -85,6 +90,7 @@ class Record:
         self.comment = comment
         self.writer = writer
         self.snapshot = snapshot
+        self.schema = schema
 
     @staticmethod
     def from_json(obj: Any) -> Record:
@@ -101,15 +107,18 @@ class Record:
         comment = obj.get("comment")
         writer = obj.get("writer")
         snapshot = obj.get("snapshot")
-        members = 4 + (comment is not None) + (writer is not None) + (snapshot is not None)
+        schema = obj.get("schema")
+        members = (4 + (comment is not None) + (writer is not None) + (snapshot is not None)
+                   + (schema is not None))
         if (type(seq) is not int or seq < 0 or type(txn) is not str or type(date) is not int
                 or type(changes) is not dict
                 or (comment is not None and type(comment) is not str)
                 or (writer is not None and type(writer) is not str)
                 or (snapshot is not None and type(snapshot) is not bool)
+                or (schema is not None and (type(schema) is not dict or snapshot is not True))
                 or len(obj) != members):
             raise RecordError(_problem(obj))
-        return Record(seq, txn, date, changes, comment, writer, snapshot is True)
+        return Record(seq, txn, date, changes, comment, writer, snapshot is True, schema)
 
     def to_json(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"seq": self.seq, "txn": self.txn, "date": self.date}
@@ -119,6 +128,8 @@ class Record:
             obj["writer"] = self.writer
         if self.snapshot:
             obj["snapshot"] = True
+        if self.schema is not None:
+            obj["schema"] = self.schema
         obj["changes"] = self.changes
         return obj
 
@@ -142,6 +153,7 @@ _RECORD_MEMBERS: list[tuple[str, str, bool, Callable[[Any], bool]]] = [
     ("comment", "a string", False, _is_str),
     ("writer", "a string", False, _is_str),
     ("snapshot", "a boolean", False, lambda v: type(v) is bool),
+    ("schema", "an object (in a snapshot)", False, lambda v: type(v) is dict),
     ("changes", "an object", True, lambda v: type(v) is dict)]
 _HEADER_MEMBERS = ("format", "version", "schema")
 
@@ -154,6 +166,8 @@ def _problem(obj: dict[str, Any]) -> str:
                 return f'record has no "{name}"'
         elif not check(obj[name]):
             return f'record "{name}" is not {kind}: {_brief(obj[name])}'
+    if "schema" in obj and obj.get("snapshot") is not True:
+        return 'record has a "schema" but is not a snapshot'
     return f"record has unknown member {_unknown(obj, [m[0] for m in _RECORD_MEMBERS])}"
 
 

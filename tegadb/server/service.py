@@ -103,6 +103,11 @@ class ParkedTransaction:
 class DatabaseService:
     """One database served from one storage."""
 
+    def convert_through_log(self, session: ClientSession, request_id: Any, dialect: int,
+                            schema: DbSchema) -> None:
+        """A shared log's conversion: every server applies it at one position."""
+        raise AssertionError(f"{self.name}: its log is not shared")
+
     def server_state(self) -> dict[str, Any]:
         """The state columns of this database's row in ``_Server``."""
         return STANDALONE
@@ -333,8 +338,10 @@ class DatabaseService:
                 raise OVSDBError.from_json(result)
         return database
 
-    def replace_schema(self, schema: DbSchema, database: Database) -> None:
-        """Adopt a converted database and compact the storage into its snapshot.
+    def replace_schema(self, schema: DbSchema, database: Database, seq: int | None = None,
+                       txn: str | None = None) -> None:
+        """Adopt a converted database (as of ``seq`` and ``txn``, by default the
+        next position and a new id) and compact the storage into its snapshot.
 
         Monitors of the old database end here: the history restarts, so no
         client resumes across a conversion.
@@ -342,8 +349,8 @@ class DatabaseService:
         self.schema = schema
         self.schema_json = schema.to_json()
         self.database = database
-        self.seq += 1
-        self.last_txn = new_txn_id()
+        self.seq = self.seq + 1 if seq is None else seq
+        self.last_txn = new_txn_id() if txn is None else txn
         self.history.reset(self.last_txn)
         self.hub = MonitorHub(database, self.history)
         self.compact()
@@ -451,7 +458,13 @@ class ServerDatabases:
         are not change-aware are returned, to be disconnected after the reply.
         Raises OVSDBError, changing nothing, when the data does not fit.
         """
-        database = service.converted(schema)
+        return self.switch_schema(service, schema, service.converted(schema))
+
+    def switch_schema(self, service: DatabaseService, schema: DbSchema, database: Database,
+                      seq: int | None = None, txn: str | None = None) -> list[ClientSession]:
+        """Serve ``database`` (converted to ``schema``) as ``service``'s contents,
+        at position ``seq`` with id ``txn`` (a cluster's conversion record), and
+        end what the old schema had; returns the sessions to disconnect."""
         for session in list(self.sessions):
             if not session.change_aware:
                 continue
@@ -461,7 +474,7 @@ class ServerDatabases:
                     monitor.cancel()
                     del session.monitors[key]
         service.cancel_parked()
-        service.replace_schema(schema, database)
+        service.replace_schema(schema, database, seq, txn)
         server = self.services[SERVER_DB_NAME]
         changes = self.server_db.set_schema(service.name, service.schema_json)
         if changes:

@@ -356,3 +356,119 @@ def test_a_lock_passes_on_when_its_holder_disconnects_or_its_member_dies(cluster
             started = time.monotonic()
             assert next_one.wait_notification("locked", timeout=10)["params"] == ["D"]
             assert time.monotonic() - started < 8
+
+
+def test_the_ovs_idl_leader_only_survives_the_death_of_its_member(cluster):
+    idl_module = pytest.importorskip("ovs.db.idl")
+    from test_idl import insert_root, run_until
+
+    remotes = ",".join(member.remote_tcp for member in cluster.members)
+    helper = idl_module.SchemaHelper(location=str(TEST_SCHEMA))
+    helper.register_all()
+    idl = idl_module.Idl(remotes, helper, leader_only=True)
+    try:
+        run_until(idl, idl.has_ever_connected)
+
+        def commit(name: str) -> int:
+            txn = idl_module.Transaction(idl)
+            insert_root(name)(txn)
+            return txn.commit_block()
+
+        def idl_names() -> set[str]:
+            return {row.name for row in idl.tables["Root"].rows.values()}
+
+        assert commit("one") == idl_module.Transaction.SUCCESS
+
+        def sessions(member) -> int:
+            with member.client() as client:
+                return client.request("tegadb_stats", [])["result"]["sessions"] - 1
+
+        (used,) = [m for m in cluster.members if sessions(m) == 1]
+        used.kill()
+        with next(m for m in cluster.members if m is not used).client() as other:
+            other.transact(DB, insert("while-away"))
+        run_until(idl, lambda: idl_names() == {"one", "while-away"}, timeout=20)
+        assert commit("two") == idl_module.Transaction.SUCCESS
+        assert idl_names() == {"one", "two", "while-away"}
+        # It resumed where it was: the member it moved to sent only what it missed.
+        logs = "".join(m.log_path.read_text() for m in cluster.members if m is not used)
+        assert "monitor_cond_since resumed" in logs
+    finally:
+        idl.close()
+
+
+def test_a_conversion_goes_through_the_log_to_every_member(cluster):
+    schema = json.loads(TEST_SCHEMA.read_text())
+    schema["version"] = "1.3.0"
+    schema["tables"]["Weak"]["columns"]["added"] = {"type": "integer"}
+    with cluster[0].client() as c0, cluster[2].client() as c2:
+        c0.transact(DB, insert("kept", 7))
+        assert c0.request("convert", [DB, schema])["result"] == {}
+        for member in cluster.members:
+            with member.client() as client:
+                assert eventually(lambda c=client: c.request("get_schema", [DB])["result"][
+                    "version"] == "1.3.0")
+                rows = client.transact(DB, {"op": "select", "table": "Root", "where": [],
+                                            "columns": ["name", "count"]})[0]["rows"]
+                assert rows == [{"name": "kept", "count": 7}]
+                assert server_row(client)["schema"] and '"1.3.0"' in server_row(client)["schema"]
+        # c2 was not change-aware: the conversion disconnected it, as ovsdb-server does.
+        assert c2.wait_closed(5)
+    with cluster[2].client() as client:
+        assert "uuid" in client.transact(DB, {"op": "insert", "table": "Weak",
+                                              "row": {"name": "w", "added": 5}})[0]
+    cluster[1].restart()
+    with cluster[1].client() as client:
+        assert eventually(lambda: client.transact(DB, {
+            "op": "select", "table": "Weak", "where": [], "columns": ["added"]})[0]["rows"]
+            == [{"added": 5}])
+
+
+def test_a_conversion_the_data_does_not_fit_is_refused_everywhere(cluster):
+    schema = json.loads(TEST_SCHEMA.read_text())
+    schema["version"] = "1.3.0"
+    schema["tables"]["Root"]["columns"]["count"]["type"]["key"]["maxInteger"] = 5
+    with cluster[0].client() as c0:
+        c0.transact(DB, insert("big", 50))
+        reply = c0.request("convert", [DB, schema])
+        assert reply["error"]["error"] == "constraint violation", reply
+    for member in cluster.members:
+        with member.client() as client:
+            assert client.request("get_schema", [DB])["result"]["version"] == "1.2.3"
+
+
+def test_a_record_a_member_cannot_apply_stops_it_naming_the_position(
+        etcd_cluster_module, tmp_path):
+    with TegadbCluster(tmp_path, etcd_cluster_module.endpoints_arg, size=2) as cluster:
+        with cluster[0].client() as client:
+            client.transact(DB, insert("fine"))
+        bad = json.dumps({"seq": 2, "txn": "00000000-0000-4000-8000-000000000002", "date": 0,
+                          "changes": {"NoSuchTable": {}}})
+        base = f"{cluster.prefix}/{DB}/"
+        etcd_cluster_module.etcdctl("put", f"{base}log/{2:020d}", bad)
+        etcd_cluster_module.etcdctl("put", f"{base}head", "2")
+        for member in cluster.members:
+            assert member.process is not None
+            assert member.process.wait(10) == 1
+            log = member.log_path.read_text()
+            assert f"cannot apply etcd {base}log: record 2" in log, log[-2000:]
+            assert "No table named NoSuchTable" in log
+
+
+def test_a_transaction_over_etcds_request_limit_is_refused_and_big_batches_split(cluster):
+    big = ["set", [f"{n:04d}" + "x" * 996 for n in range(1100)]]  # ~1.1 MB
+    with cluster[0].client(timeout=20) as client:
+        result = client.transact(DB, {"op": "insert", "table": "Root",
+                                      "row": {"name": "big", "tags": big}})
+        assert result[-1]["error"] == "resources exhausted", result[-1]
+        assert "etcd request" in result[-1]["details"]
+        assert names(client) == []
+        # 30 transactions of ~100 kB each: more than one etcd request holds.
+        part = ["set", [f"{n:04d}" + "y" * 996 for n in range(100)]]
+        for n in range(30):
+            client.send({"method": "transact", "id": n, "params": [
+                DB, {"op": "insert", "table": "Root", "row": {"name": f"p{n}", "tags": part}}]})
+        for n in range(30):
+            assert "uuid" in client.reply(n, timeout=20)["result"][0]
+    with cluster[1].client() as other:
+        assert eventually(lambda: len(names(other)) == 30)

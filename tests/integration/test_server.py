@@ -7,6 +7,7 @@ checked against ovsdb-server on each run.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -117,10 +118,16 @@ def test_server_database_rows(peer):
                                              "where": [["name", "==", "Test"]],
                                              "columns": ["schema"]})[0]["rows"]
         refused = c.transact("_Server", {"op": "delete", "table": "Database", "where": []})
-    assert sorted(rows, key=lambda r: r["name"]) == [
-        {"name": name, "model": "standalone", "connected": True, "leader": True,
-         "cid": ["set", []], "sid": ["set", []], "index": ["set", []]}
-        for name in ("Test", "_Server")]
+    expected = [{"name": name, "model": "standalone", "connected": True, "leader": True,
+                 "cid": ["set", []], "sid": ["set", []], "index": ["set", []]}
+                for name in ("Test", "_Server")]
+    if os.environ.get("TEGADB_TEST_CLUSTER") and server.kind == "tegadb":
+        # A cluster member (test_cluster.py checks the values).
+        (member,) = [r for r in rows if r["name"] == "Test"]
+        cid, sid = member["cid"], member["sid"]
+        expected[0].update(model="clustered", cid=cid, sid=sid, index=0)
+        assert cid[0] == "uuid" and sid[0] == "uuid"
+    assert sorted(rows, key=lambda r: r["name"]) == expected
     assert '"name":"Test"' in schema_rows[0]["schema"]
     assert refused == [{"error": "not allowed", "details":
                         "delete operation not allowed on table in reserved database _Server"}]

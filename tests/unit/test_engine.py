@@ -661,3 +661,67 @@ def test_new_uuids_are_version_4_and_txn_ids_unique() -> None:
     txn_ids = {ids.new_txn_id() for _ in range(1000)}
     assert len(txn_ids) == 1000
     assert all(UUID_RE.fullmatch(t) for t in txn_ids)
+
+
+# --- undo: what a cluster member does when another member committed first -----------
+
+def state(db: Database) -> dict[str, Any]:
+    """Everything a commit changes, as plain values."""
+    return {name: {"rows": {u: dict(r) for u, r in table.rows.items()},
+                   "refs": dict(table.refs),
+                   "weak_refs": {t: dict(h) for t, h in table.weak_refs.items()},
+                   "indexes": [dict(index.rows) for index in table.indexes],
+                   "value_indexes": {c: {d: dict(b) for d, b in v.rows.items()}
+                                     for c, v in table.value_indexes.items()}}
+            for name, table in db.tables.items()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_undo_takes_back_exactly_what_a_commit_did(case: dict[str, Any]) -> None:
+    from tegadb.core.commit import undo
+
+    db = database(case["schema"])
+    if case["setup"]:
+        db.transact(case["setup"])
+    before = state(db)
+    outcome = db.transact(case["ops"])
+    if outcome.changes:
+        undo(db, outcome.changes)
+    assert state(db) == before
+    check_bookkeeping(db)
+    # The database works on as if the transaction never ran: running it again
+    # gives the same results.
+    again = db.transact(case["ops"])
+    assert loose(case["ops"], again.results) == loose(case["ops"], outcome.results)
+
+
+def test_undo_of_several_commits_newest_first_restores_the_first_state() -> None:
+    from tegadb.core.commit import undo
+
+    db = database()
+    rng = random.Random(7)
+    before = state(db)
+    done = []
+    for n in range(200):
+        name = f"r{rng.randrange(30)}"
+        op = rng.choice([
+            {"op": "insert", "table": "Root", "row": {
+                "name": name, "children": ["set", [["named-uuid", "c"]]],
+                "weak": ["set", [["named-uuid", "w"]]]}},
+            {"op": "delete", "table": "Root", "where": [["name", "==", name]]},
+            {"op": "mutate", "table": "Root", "where": [["name", "==", name]],
+             "mutations": [["count", "+=", 1]]},
+            {"op": "delete", "table": "Weak", "where": []},
+        ])
+        outcome = db.transact([op,
+                               {"op": "insert", "table": "Child", "uuid-name": "c",
+                                "row": {"value": str(n)}},
+                               {"op": "insert", "table": "Weak", "uuid-name": "w",
+                                "row": {"name": str(n)}}])
+        if outcome.changes:
+            done.append(outcome.changes)
+            check_bookkeeping(db)
+    assert len(done) > 50
+    for changes in reversed(done):
+        undo(db, changes)
+    assert state(db) == before

@@ -22,6 +22,7 @@ SNAPSHOT = {"seq": 7, "txn": TXN, "date": 1700000000124, "snapshot": True,
     {"seq": 1, "txn": TXN, "date": 0, "changes": {}},
     {"seq": 0, "txn": TXN, "date": 5, "writer": "", "changes": {}},
     SNAPSHOT,
+    {"seq": 8, "txn": TXN, "date": 1, "snapshot": True, "schema": SCHEMA, "changes": {}},
 ])
 def test_round_trip_keeps_every_member_in_order(obj: dict[str, Any]) -> None:
     record = Record.from_json(obj)
@@ -83,6 +84,8 @@ def without(name: str) -> dict[str, Any]:
     ({**COMMIT, "changes": None}, 'record "changes" is not an object: None'),
     ({**COMMIT, "changes": "x" * 100}, "record \"changes\" is not an object: 'xxxxxxxx"),
     ({**COMMIT, "_comment": "x"}, 'record has unknown member "_comment"'),
+    ({**COMMIT, "schema": SCHEMA}, 'record has a "schema" but is not a snapshot'),
+    ({**SNAPSHOT, "schema": "Test"}, "record \"schema\" is not an object (in a snapshot): 'Test'"),
     ({**COMMIT, "txn_id": TXN, "who": 1}, 'record has unknown member "txn_id", "who"'),
 ])
 def test_malformed_record_names_the_member(obj: Any, message: str) -> None:
