@@ -474,7 +474,8 @@ class ClusterService(DatabaseService):
         async for event in watch:
             kv = event.kv
             self.revision = max(self.revision, kv.mod_revision)
-            if event.kind == "PUT":
+            # A batch this member appended (or already has) is not decoded again.
+            if event.kind == "PUT" and self.log.batch_end(kv.key) > self.seq:
                 self.receive(self.log.decode_batch(kv.value))
 
     async def _watch_health(self, consumer: asyncio.Task[None]) -> None:

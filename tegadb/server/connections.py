@@ -290,7 +290,10 @@ class Server:
         """Wait until the shared logs took or refused this turn's batches,
         then release the replies and serve the input held meanwhile."""
         try:
-            await asyncio.gather(*settling)
+            if len(settling) == 1:
+                await settling[0]  # no task for gather to wrap it in
+            else:
+                await asyncio.gather(*settling)
         except Exception:
             log.exception("settling a batch failed; stopping")
             self.failed = True

@@ -92,8 +92,9 @@ class Etcd:
     def _client(self) -> aetcd.Client:
         if self.client is None:
             host, port = self.endpoints[self.current]
+            # A member that hangs must leave time to ask the others.
             self.client = aetcd.Client(
-                host, port, timeout=max(1, int(self.timeout)),
+                host, port, timeout=max(1, int(self.timeout / len(self.endpoints))),
                 # gRPC waits up to 2 minutes before it dials an endpoint
                 # that was down again; an etcd member restarts in seconds.
                 options={"grpc.max_receive_message_length": 64 * 1024 * 1024,
@@ -136,27 +137,21 @@ class Etcd:
                 raise EtcdUnavailable(
                     f"etcd unavailable: no answer from {self._names()} within "
                     f"{self.timeout:g} s ({_brief(last)})")
-            # A member that hangs must leave time to ask the others; a call
-            # that does not end when cancelled is abandoned, not awaited.
-            attempt = min(left, max(1.0, self.timeout / len(self.endpoints)))
             client = self._client()
-            task = asyncio.ensure_future(request(client))
-            done, _ = await asyncio.wait({task}, timeout=attempt)
-            if not done:
-                task.cancel()
-                task.add_done_callback(_consume)
-                last = TimeoutError(f"{self.where} did not answer within {attempt:.3g} s")
-            elif task.cancelled():
-                # Its client was closed under it (another request dropped it).
-                last = ConnectionError(f"{self.where}: the connection was closed")
-            else:
-                error = task.exception()
-                if error is None:
-                    return task.result()
-                if isinstance(error, _NOT_RETRYABLE) or not isinstance(
-                        error, aetcd.exceptions.ClientError):
-                    raise error
-                last = error
+            try:
+                # gRPC's deadline (the client's timeout) bounds each try.
+                return await request(client)
+            except BaseException as e:  # one handler: see cluster.py on mypyc
+                task = asyncio.current_task()
+                if isinstance(e, asyncio.CancelledError) and not (
+                        task is not None and task.cancelling()):
+                    # Its client was closed under it (another request dropped it).
+                    last = ConnectionError(f"{self.where}: the connection was closed")
+                elif isinstance(e, aetcd.exceptions.ClientError) and not isinstance(
+                        e, _NOT_RETRYABLE):
+                    last = e
+                else:
+                    raise
             tried += 1
             log.debug("etcd %s: %s", self.where, _brief(last))
             self.drop(client)
@@ -177,12 +172,6 @@ async def _close_quietly(client: aetcd.Client) -> None:
         await asyncio.wait_for(client.close(), 1.0)
     except Exception:  # a dead channel may fail to close: it is dropped anyway
         pass
-
-
-def _consume(task: asyncio.Task[Any]) -> None:
-    """Retrieve an abandoned call's outcome (else asyncio logs it as never retrieved)."""
-    if not task.cancelled():
-        task.exception()
 
 
 class Loaded:
@@ -398,9 +387,18 @@ class EtcdLog:
                                f"{_brief(found.value)}") from None
 
     async def watch(self, revision: int) -> Any:
-        """A watch of the log's keys from ``revision`` (an async iterator of events)."""
-        return await self.etcd.call(lambda c: c.watch_prefix(
-            self.log_prefix, start_revision=revision, kind=aetcd.rtypes.EventKind.PUT))
+        """A watch of the log's keys from ``revision`` (an async iterator of events).
+
+        Its creation waits on no gRPC deadline, so it gets one here: a hung
+        endpoint raises TimeoutError, and the caller tries the next one."""
+        return await asyncio.wait_for(self.etcd.call(lambda c: c.watch_prefix(
+            self.log_prefix, start_revision=revision, kind=aetcd.rtypes.EventKind.PUT)),
+            self.etcd.timeout)
+
+    def batch_end(self, key: bytes) -> int:
+        """The position of the last record of the batch at ``key`` (-1 if not a log key)."""
+        tail = key[len(self.log_prefix):]
+        return int(tail) if key.startswith(self.log_prefix) and tail.isdigit() else -1
 
 
 class _SnapshotReplaced(Exception):
