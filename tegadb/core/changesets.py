@@ -27,7 +27,7 @@ from typing import Any
 
 from .database import Database
 from .errors import OVSDBError
-from .tables import Changes, Row, Table, difference, ref_atoms
+from .tables import Changes, Row, Table
 from .values import Datum
 
 
@@ -93,7 +93,7 @@ def apply_changes_json(database: Database, txn_id: str, tables: dict[str, Any],
                 continue  # already gone: replay is idempotent
             new = None if data is None else _replayed_row(table, uuid, old, data, version)
             if table.strong_columns:
-                _replay_references(database, table, uuid, old, new)
+                database.count_references(table, uuid, old, new)
             table.apply(uuid, old, new)
             if table.weak_columns:
                 database.index_weak_references(table, uuid, old, new)
@@ -113,24 +113,6 @@ def _replayed_row(table: Table, uuid: str, old: Row | None, data: dict[str, Any]
         row[column] = parser.parse(value, None)
     row["_uuid"] = (uuid,)
     return row
-
-
-def _replay_references(database: Database, table: Table, uuid: str, old: Row | None,
-                       new: Row | None) -> None:
-    for ref in table.strong_columns:
-        column = ref[0]
-        removed, added = difference(old[column] if old is not None else (),
-                                     new[column] if new is not None else ())
-        for delta, elements in ((-1, removed), (1, added)):
-            for target_table, target in ref_atoms(ref, elements):
-                if target == uuid:
-                    continue
-                refs = database.tables[target_table].refs
-                total = refs.get(target, 0) + delta
-                if total:
-                    refs[target] = total
-                else:
-                    refs.pop(target, None)
 
 
 __all__ = ["apply_changes_json", "changes_to_json", "snapshot_json"]

@@ -318,19 +318,8 @@ def undo(db: Contents, changes: Changes) -> None:
     for name, rows in reversed(changes.items()):
         table = tables[name]
         for uuid, (old, new) in reversed(rows.items()):
-            for ref in table.strong_columns:
-                column = ref[0]
-                removed, added = difference(new[column] if new is not None else (),
-                                            old[column] if old is not None else ())
-                for delta, elements in ((-1, removed), (1, added)):
-                    for target_table, target in ref_atoms(ref, elements):
-                        if target != uuid:
-                            counts = tables[target_table].refs
-                            total = counts.get(target, 0) + delta
-                            if total:
-                                counts[target] = total
-                            else:
-                                counts.pop(target, None)
+            if table.strong_columns:
+                db.count_references(table, uuid, new, old)
             table.apply(uuid, new, old)
             if table.weak_columns:
                 db.index_weak_references(table, uuid, new, old)

@@ -249,6 +249,25 @@ class Contents:
         self.limited_tables = [t for t in self.tables.values() if t.schema.max_rows is not None]
         self.collected_tables = [t for t in self.tables.values() if not t.schema.is_root]
 
+    def count_references(self, table: Table, uuid: str, old: Row | None,
+                         new: Row | None) -> None:
+        """Keep the strong reference counts in step with one row's change (a
+        row's references to itself do not count)."""
+        for ref in table.strong_columns:
+            column = ref[0]
+            removed, added = difference(old[column] if old is not None else (),
+                                        new[column] if new is not None else ())
+            for delta, elements in ((-1, removed), (1, added)):
+                for target_table, target in ref_atoms(ref, elements):
+                    if target == uuid:
+                        continue
+                    refs = self.tables[target_table].refs
+                    total = refs.get(target, 0) + delta
+                    if total:
+                        refs[target] = total
+                    else:
+                        refs.pop(target, None)
+
     def index_weak_references(self, table: Table, uuid: str, old: Row | None,
                               new: Row | None) -> None:
         """Keep the reverse weak-reference index in step with one row's change."""
