@@ -91,6 +91,7 @@ class ClusterService(DatabaseService):
         self.revision = loaded_revision       # etcd revision the copy is current with
         self.connected = True
         self.batch: list[BatchEntry] = []
+        self.converting = False               # the batch holds a conversion
         self.batch_records = 0
         self.batch_bytes = 0
         # Transactions that did not fit in the batch, run after it settles.
@@ -166,7 +167,7 @@ class ClusterService(DatabaseService):
     def accepts_transactions(self) -> bool:
         """Whether a transaction may join this turn's batch (it is neither
         full nor a conversion, after which transactions see the new schema)."""
-        return not self.overflow and not any(e.conversion is not None for e in self.batch)
+        return not self.overflow and not self.converting
 
     def _retry(self, key: tuple[int, str]) -> None:
         txn = self.parked.get(key)
@@ -272,6 +273,7 @@ class ClusterService(DatabaseService):
             DbSchema.from_json(all_persistent(schema.to_json())), session.peer)
         self.batch.append(BatchEntry(session, request_id, dialect, [], TxnOutcome([]), record,
                                      line, schema))
+        self.converting = True
         self.batch_records += 1
         self.batch_bytes += len(line) + 1
         self.request_flush()
@@ -300,6 +302,7 @@ class ClusterService(DatabaseService):
     def _take_batch(self) -> list[BatchEntry]:
         batch, self.batch = self.batch, []
         self.batch_records = self.batch_bytes = 0
+        self.converting = False
         return batch
 
     def _undo_batch(self) -> list[BatchEntry]:
