@@ -97,6 +97,7 @@ class ClusterService(DatabaseService):
         # Transactions that did not fit in the batch, run after it settles.
         self.overflow: list[tuple[ClientSession, Any, int, list[Any]]] = []
         self.in_flight = False
+        self.sent = b""                       # the batch in flight, as appended
         self.inbox: list[Record] = []         # records from the watch while busy
         self.retry_later: set[tuple[int, str]] = set()
         self.follower: asyncio.Task[None] | None = None
@@ -208,6 +209,7 @@ class ClusterService(DatabaseService):
                 value = b"\n".join([e.line for e in self.batch if e.line is not None])
                 # One handler, then isinstance: mypyc-compiled handlers that
                 # bind ``as e`` mis-typed exceptions raised through awaits.
+                self.sent = value
                 try:
                     theirs = await self.log.append(self.seq, records, value)
                 except Exception as e:
@@ -226,6 +228,7 @@ class ClusterService(DatabaseService):
                 self._run_again(theirs)
         finally:
             self.in_flight = False
+            self.sent = b""
             self._after_settling()
 
     def _acknowledge(self) -> None:
@@ -478,7 +481,8 @@ class ClusterService(DatabaseService):
             kv = event.kv
             self.revision = max(self.revision, kv.mod_revision)
             # A batch this member appended (or already has) is not decoded again.
-            if event.kind == "PUT" and self.log.batch_end(kv.key) > self.seq:
+            if (event.kind == "PUT" and kv.value != self.sent
+                    and self.log.batch_end(kv.key) > self.seq):
                 self.receive(self.log.decode_batch(kv.value))
 
     async def _watch_health(self, consumer: asyncio.Task[None]) -> None:

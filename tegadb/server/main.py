@@ -259,7 +259,19 @@ def follow_cluster(server: Server, service: Any) -> None:
         server.failed = True
         server.stopped.set()
 
-    service.on_state_change = lambda: server.databases.state_changed(service)
+    # _Server's row follows once per loop turn, after the turn's replies.
+    scheduled: list[bool] = []
+
+    def update_row() -> None:
+        scheduled.clear()
+        server.databases.state_changed(service)
+
+    def state_changed() -> None:
+        if not scheduled:
+            scheduled.append(True)
+            server.loop.call_soon(update_row)
+
+    service.on_state_change = state_changed
     service.on_schema_change = (lambda schema, database, seq, txn:
                                 server.databases.switch_schema(service, schema, database, seq,
                                                                txn))
