@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 from ..protocol.framer import Framer, ProtocolError
 from ..protocol.messages import encode_request
@@ -83,6 +84,7 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         server = self.server
+        server.bytes_received += len(data)
         if server.busy_poll:
             server.input_arrived()
         if self.probe_interval:
@@ -118,6 +120,8 @@ class Connection(asyncio.Protocol):
                 return True
         if error is not None:
             log.warning("%s: %s, closing connection", session.peer, error)
+            if server.observer is not None:
+                server.observer.error("protocol error")
             self.close()
         return True
 
@@ -128,6 +132,7 @@ class Connection(asyncio.Protocol):
                 self.server.held_connections.append(self)
             self.held.append(data)
         elif self.transport is not None:
+            self.server.bytes_sent += len(data)
             self.transport.write(data)
             if self.session is not None and self.session.backlogged:
                 self.check_backlog()
@@ -147,7 +152,9 @@ class Connection(asyncio.Protocol):
 
     def release(self) -> None:
         if self.held and self.transport is not None:
-            self.transport.write(b"".join(self.held))
+            data = b"".join(self.held)
+            self.server.bytes_sent += len(data)
+            self.transport.write(data)
         self.held.clear()
 
     def close(self) -> None:
@@ -208,6 +215,10 @@ class Server:
         self.backlog: list[tuple[Connection, list[object], ProtocolError | None]] = []
         self.stopped = asyncio.Event()
         self.failed = False
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        # Times each group commit and counts errors when --metrics is on (metrics.Metrics).
+        self.observer: Any = None
         self.loop = asyncio.get_running_loop()
         databases.attach(self.request_flush, self.loop.call_later)
 
@@ -258,9 +269,15 @@ class Server:
 
     def flush(self) -> None:
         """Group commit: write (and fsync) every journal once, then release replies."""
+        observer = self.observer
+        started = time.perf_counter() if observer is not None else 0.0
         try:
             settling = self.databases.flush()
+            if observer is not None:
+                observer.committed(time.perf_counter() - started)
         except StorageError as e:
+            if observer is not None:
+                observer.error("I/O error")
             held, self.held_connections = self.held_connections, []
             # Memory now holds commits the file lacks: acknowledge none of
             # them and stop, so that a restart serves exactly what is on disk.

@@ -33,6 +33,7 @@ from .connections import (
     PROBE_INTERVAL,
     Server,
 )
+from .control import ControlServer
 from .service import DatabaseService, ServerDatabases, create_database_file
 from .storage import StorageError
 
@@ -130,6 +131,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--etcd-snapshot-every", type=int, default=5000, metavar="N",
                         help="store a snapshot in etcd and trim the log every N records "
                         "(default 5000)")
+    parser.add_argument("--unixctl", metavar="PATH",
+                        help="the control socket, for ovs-appctl -t PATH or tegadb-client "
+                        "appctl (default var/tegadb-server.ctl, or beside the --pidfile)")
+    parser.add_argument("--metrics", metavar="[IP:]PORT",
+                        help="serve Prometheus metrics at http://IP:PORT/metrics "
+                        "(IP defaults to 127.0.0.1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser.parse_args(argv)
 
@@ -285,6 +292,36 @@ def follow_cluster(server: Server, service: Any) -> None:
     service.follower.add_done_callback(check)
 
 
+def control_socket_path(args: argparse.Namespace) -> Path:
+    """--unixctl, else beside the pidfile, else var/tegadb-server.ctl."""
+    if args.unixctl:
+        return Path(args.unixctl)
+    if args.pidfile:
+        return Path(args.pidfile).parent / "tegadb-server.ctl"
+    var = Path("var")
+    var.mkdir(exist_ok=True)
+    return var / "tegadb-server.ctl"
+
+
+async def start_observability(server: Server, args: argparse.Namespace) -> list[Any]:
+    """The control socket, and the metrics endpoint if --metrics was given;
+    each has an async close()."""
+    control = ControlServer(server, log_to_file=bool(args.log_file))
+    await control.listen(control_socket_path(args))
+    if not args.metrics:
+        return [control]
+    # prometheus_client is imported only now: its import would add to every start.
+    from .metrics import MetricsEndpoint, parse_address
+
+    try:
+        endpoint = MetricsEndpoint(server)
+        await endpoint.listen(*parse_address(args.metrics))
+    except BaseException:
+        await control.close()  # leave no socket behind when the start fails
+        raise
+    return [control, endpoint]
+
+
 def busy_poll_seconds(usec: float) -> float:
     """The busy-poll window; none with one CPU, where polling would hold
     back the very client it waits for."""
@@ -319,6 +356,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
                     busy_poll_seconds(args.busy_poll))
     log.info("busy polling: %s",
              f"{server.busy_poll * 1e6:.0f} us" if server.busy_poll else "off")
+    # Before the remotes: once clients can connect, they can be observed.
+    observability = await start_observability(server, args)
     for text in remotes:
         await server.listen(parse_passive(text))
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -335,6 +374,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         await server.stopped.wait()
     finally:
         log.info("shutting down")
+        for part in observability:
+            await part.close()
         await server.close()
         if release_locks is not None:
             await release_locks()
