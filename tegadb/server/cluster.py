@@ -133,6 +133,8 @@ class ClusterService(DatabaseService):
                 outcome: TxnOutcome) -> list[Any] | None:
         """Answer a transaction that ran: now, or with its batch."""
         assert outcome.results is not None
+        if self.observer is not None:
+            self.observer.transaction_finished(outcome)
         changes = outcome.changes
         if changes and not self.connected:
             undo(self.database, changes)
@@ -529,6 +531,7 @@ class ClusterService(DatabaseService):
 
     def compact(self) -> None:
         """Write the local cache: the cluster's contents at this member's position."""
+        self.compactions += 1
         snapshot = Record(self.seq, self.last_txn, now_ms(),
                           changesets.snapshot_json(self.database, self.last_txn), snapshot=True)
         self.storage.compact(Header(self.schema_json), snapshot)
