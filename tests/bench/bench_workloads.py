@@ -138,21 +138,24 @@ class Server:
 
 
 class Meter:
-    """Server CPU (from /proc), generator CPU and wall time over a phase."""
+    """Server CPU (from /proc, summed over `pids`), generator CPU and wall time over a phase."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
+
+    def server_cpu_seconds(self) -> float:
+        return sum(proc_cpu_seconds(pid) for pid in self.pids)
 
     def start(self) -> Meter:
         self.m0 = machine_busy_seconds()
-        self.s0 = proc_cpu_seconds(self.pid)
+        self.s0 = self.server_cpu_seconds()
         self.g0 = time.process_time()
         self.w0 = time.perf_counter()
         return self
 
     def stop(self, ops: int, prefix: str = "") -> dict[str, float]:
         wall = time.perf_counter() - self.w0
-        server = proc_cpu_seconds(self.pid) - self.s0
+        server = self.server_cpu_seconds() - self.s0
         gen = time.process_time() - self.g0
         # What neither the server nor the generator used: other processes on a
         # shared machine (and steal).  A figure measured while others were busy
@@ -717,6 +720,22 @@ def dispatch_overhead() -> dict[str, Any]:
             out[name] = None
             out.setdefault("errors", {})[name] = repr(exc)[:300]
     return out
+
+
+def fmt(value: Any) -> str:
+    """A figure for the tables, with a precision that suits its size."""
+    if not isinstance(value, (int, float)):
+        return "-" if value is None else str(value)
+    a = abs(value)
+    if a >= 10000:
+        return f"{value:,.0f}"
+    if a >= 100:
+        return f"{value:.0f}"
+    if a >= 10:
+        return f"{value:.1f}"
+    if a >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
 
 
 # --- running ------------------------------------------------------------------------------
