@@ -494,16 +494,16 @@ class _Reader:
         its checksum, or against the rule that sealed lines stay sealed."""
         if not line.endswith(b"\n"):
             raise _BadLine("line does not end with a newline")
-        if unseal(line):  # RecordError if its checksum does not match
-            self.sealed = True
-        elif self.sealed:
-            raise _BadLine("line has no checksum, but the lines before it have")
+        sealed = unseal(line)  # RecordError if its checksum does not match
         try:
             obj = ujson.loads(line)
         except ValueError as e:
             raise _BadLine(f"not valid JSON ({e})") from None
-        if self.sealed:
+        if sealed:
+            self.sealed = True
             return drop_seal(obj)
+        if self.sealed:
+            raise _BadLine("line has no checksum, but the lines before it have")
         if self.line > 1:
             self.unsealed += 1
         return obj

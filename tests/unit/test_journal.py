@@ -583,16 +583,20 @@ def test_a_file_written_before_checksums_opens_with_its_contents(tmp_path: Path)
     service.close()
 
 
+def empty_txn(seq: int) -> Record:
+    return Record(seq, f"00000000-0000-0000-0000-{seq:012d}", 1800000000000, {})
+
+
 def test_a_file_written_before_checksums_upgrades_in_place(tmp_path: Path) -> None:
     original = (DATA / "sample.db").read_bytes()
     copy = str(tmp_path / "sample.db")
     Path(copy).write_bytes(original)
     assert check(copy) == ([], 7)
     journal, _, records = open_all(copy)
-    journal.append(txn(8))
+    journal.append(empty_txn(8))
     journal.close()
     # The old lines stay as they were, the new one is sealed ...
-    assert Path(copy).read_bytes() == original + sealed(txn_json(8))
+    assert Path(copy).read_bytes() == original + sealed(empty_txn(8).to_json())
     journal, _, reread = open_all(copy)
     journal.close()
     assert [r.seq for r in reread] == [*(r.seq for r in records), 8]
@@ -600,10 +604,12 @@ def test_a_file_written_before_checksums_upgrades_in_place(tmp_path: Path) -> No
     # ... and from the first sealed line on, an unsealed one is damage.
     end = os.path.getsize(copy)
     with open(copy, "ab") as f:
-        f.write(json.dumps(txn_json(9), separators=(",", ":")).encode() + b"\n" + sealed(txn_json(10)))
+        f.write(json.dumps(empty_txn(9).to_json(), separators=(",", ":")).encode() + b"\n"
+                + sealed(empty_txn(10).to_json()))
     assert check(copy).problems == [f"{copy}:10 (offset {end}): line has no checksum,"
                                     " but the lines before it have"]
-    repair(copy)
+    size = os.path.getsize(copy)
+    assert repair(copy) == (10, end, size - end, copy + ".bak")
     # Compaction writes the whole file sealed.
     service = DatabaseService.open(Path(copy))
     service.compact()
