@@ -16,15 +16,16 @@ Rules:
   record) and raised as JournalError, so a later record is never glued to
   half of an earlier one.
 - Every line written is sealed with a checksum (``records.seal``) and
-  every sealed line read is verified, so a flipped byte cannot reach
-  memory.  A file written before checksums (an unsealed header) is read as
+  every sealed line read is verified, so a flipped byte in one cannot
+  reach memory.  A file written before checksums (an unsealed header) is read as
   it is and then appended to with sealed records: from the first sealed
   line on, every line must be sealed, so a file that has checksums never
   lets an unsealed line through.  Its old records are checked as they were
   (JSON and members only) until a compaction rewrites the whole file
   sealed; `check` counts them.
-- Replay drops a damaged last line (a write cut short by a crash) with a
-  warning and cuts it off the file; damage anywhere else is an error naming
+- Replay drops a damaged last line (a write cut short by a crash, which
+  cannot be told from other damage there) with a warning and cuts it off
+  the file; damage anywhere else is an error naming
   the file, line and byte offset.  `check` reports the same; `repair`
   saves a copy of the file and cuts it before its first damaged line.
 - Compaction writes `<file>.tmp`, fsyncs it, renames it over the file and
