@@ -45,7 +45,7 @@ from typing import IO, Any, NamedTuple
 
 import ujson
 
-from .records import Header, Record, RecordError, drop_seal, seal, unseal
+from .records import Header, Record, RecordError, seal, unseal
 from .storage import Storage, StorageError
 
 MiB = 1024 * 1024
@@ -495,17 +495,16 @@ class _Reader:
         its checksum, or against the rule that sealed lines stay sealed."""
         if not line.endswith(b"\n"):
             raise _BadLine("line does not end with a newline")
-        sealed = unseal(line)  # RecordError if its checksum does not match
+        text = unseal(line)  # RecordError if its checksum does not match
         try:
-            obj = ujson.loads(line)
+            obj = ujson.loads(line if text is None else text)
         except ValueError as e:
             raise _BadLine(f"not valid JSON ({e})") from None
-        if sealed:
+        if text is not None:
             self.sealed = True
-            return drop_seal(obj)
-        if self.sealed:
+        elif self.sealed:
             raise _BadLine("line has no checksum, but the lines before it have")
-        if self.line > 1:
+        elif self.line > 1:
             self.unsealed += 1
         return obj
 

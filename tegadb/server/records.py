@@ -27,7 +27,7 @@ A file journal seals each line, the header included, with a checksum:
 the line's JSON ends with a last member ``"crc32":"<8 hex digits>"``, the
 CRC-32 (zlib's) of the line's bytes before that member's comma, so a line
 stays one JSON object that `jq` reads.  ``seal`` writes it and ``unseal``
-checks it; the object ``from_json`` sees has no checksum member.  CRC-32
+checks it and gives the JSON without it, which ``from_json`` reads.  CRC-32
 was chosen by measurement (BENCHMARKS.md, "Journal checksums"): it finds
 every burst of up to 32 flipped bits, costs ~0.2 us on a 500-byte record,
 and needs no dependency.  Lines without a seal are the format before
@@ -67,29 +67,23 @@ def seal(text: bytes) -> bytes:
     return b"%s%s%08x%s" % (body, _SEAL_START, zlib.crc32(body), _SEAL_END)
 
 
-def unseal(line: bytes) -> bool:
-    """Whether `line` (ending with a newline) is sealed; RecordError if it
-    is and its checksum does not match.  Only the checksum is checked:
-    the caller parses the JSON and drops the member (`drop_seal`)."""
+def unseal(line: bytes) -> bytes | None:
+    """The JSON text of a sealed `line` (ending with a newline) without its
+    seal, or None if `line` has no seal; RecordError if its checksum does
+    not match."""
     end = len(line) - _SEAL_SIZE
     if end <= 0:
-        return False
+        return None
     # The usual line passes with one comparison; only a line that fails it
     # pays for finding out whether it has a seal at all.
-    actual = zlib.crc32(line[:end])
+    body = line[:end]
+    actual = zlib.crc32(body)
     if line.endswith(b"%s%08x%s" % (_SEAL_START, actual, _SEAL_END)):
-        return True
+        return body + b"}"
     if not line.startswith(_SEAL_START, end) or not line.endswith(_SEAL_END):
-        return False
+        return None
     written = line[end + len(_SEAL_START):-len(_SEAL_END)].decode(errors="replace")
     raise RecordError(f"{end} bytes have CRC-32 {actual:08x} but the line says {written}")
-
-
-def drop_seal(obj: Any) -> Any:
-    """A sealed line's JSON object without its checksum member."""
-    if type(obj) is dict:
-        obj.pop("crc32", None)
-    return obj
 
 
 class Header:
@@ -230,4 +224,4 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-__all__ = ["FORMAT", "VERSION", "Header", "Record", "RecordError", "drop_seal", "seal", "unseal"]
+__all__ = ["FORMAT", "VERSION", "Header", "Record", "RecordError", "seal", "unseal"]
