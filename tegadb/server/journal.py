@@ -23,9 +23,9 @@ Rules:
   lets an unsealed line through.  Its old records are checked as they were
   (JSON and members only) until a compaction rewrites the whole file
   sealed; `check` counts them.
-- Replay drops a damaged last line (a write cut short by a crash, which
-  cannot be told from other damage there) with a warning and cuts it off
-  the file; damage anywhere else is an error naming
+- Replay drops a last line without its newline (a write cut short by a
+  crash) with a warning and cuts it off the file.  Any other damage, the
+  last line's included, is an error naming
   the file, line and byte offset.  `check` reports the same; `repair`
   saves a copy of the file and cuts it before its first damaged line.
 - Compaction writes `<file>.tmp`, fsyncs it, renames it over the file and
@@ -151,7 +151,7 @@ class Journal(Storage):
             end = reader.offset
             problem = reader.problem
             if problem is not None:
-                if not reader.at_end:
+                if not reader.torn:
                     raise JournalError(reader.where() + problem)
                 end = reader.line_start
                 log.warning("%sdropping torn last record (%d bytes): %s",
@@ -352,7 +352,7 @@ def check(path: str) -> CheckReport:
             for lineno, start, _, problem in reader.lines():
                 if problem is None:
                     continue
-                if reader.at_end:
+                if reader.torn:
                     problem = (f"torn last record ({reader.offset - start} bytes,"
                                f" repair removes it): {problem}")
                 problems.append(_where(path, lineno, start) + problem)
@@ -434,6 +434,7 @@ class _Reader:
         self.line_start = 0        # where it starts
         self.offset = len(first)   # where it ends
         self.problem: str | None = None  # what is wrong with it, if `records` stopped there
+        self.torn = False          # it is the file's last line, cut short
         try:
             self.header = self._parse_header(first)
         except _BadLine as e:
@@ -443,11 +444,6 @@ class _Reader:
     def where(self) -> str:
         """The line read last, as an error message starts."""
         return _where(self.path, self.line, self.line_start)
-
-    @property
-    def at_end(self) -> bool:
-        """The line read last is the last line of the file."""
-        return self.offset >= self.size
 
     def records(self) -> Iterator[Record]:
         """The records of the lines that follow, up to the end of the file as
@@ -467,6 +463,7 @@ class _Reader:
                 record = self._parse_record(line)  # a direct call when compiled, unlike a bound method's
             except _BadLine as e:
                 self.problem = str(e)
+                self.torn = offset >= size and not line.endswith(b"\n")
                 return
             yield record
 

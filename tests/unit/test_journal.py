@@ -278,11 +278,8 @@ def test_short_writes_are_continued(path: str, monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize("tail", [
     b'{"seq":3,"txn":"x","chan',        # cut inside the record
     json.dumps(txn_json(3)).encode(),     # complete but for its newline
-    b'{"seq":3,"txn":"x","chan\n',      # garbage last line
-    b"\n",
     sealed(txn_json(3))[:-1],             # sealed, but for its newline
-    sealed(txn_json(3)).replace(b'"n":3', b'"n":7'),  # damaged: the last line cannot
-                                          # be told apart from a torn write
+    b"\0" * 100,                          # a block never written
 ])
 def test_torn_last_line_is_dropped_and_cut_off(path: str, caplog: pytest.LogCaptureFixture,
                                                  tail: bytes) -> None:
@@ -315,12 +312,15 @@ def test_torn_last_line_is_dropped_and_cut_off(path: str, caplog: pytest.LogCapt
     (sealed(txn_json(2)).replace(b'"n":2', b'"n":3'),
      r"\d+ bytes have CRC-32 [0-9a-f]{8} but the line says [0-9a-f]{8}"),
 ])
-def test_damage_before_the_end_names_file_line_and_offset(path: str, bad_line: bytes,
-                                                          reason: str) -> None:
+@pytest.mark.parametrize("last", [True, False])
+def test_damage_names_file_line_and_offset(path: str, bad_line: bytes, reason: str,
+                                           last: bool) -> None:
+    # Only a last line cut short is taken for a torn write: a complete line
+    # is damaged, even the last one (a compacted file's only record).
     write_journal(path, [txn(1)])
     offset = os.path.getsize(path)
     with open(path, "ab") as f:
-        f.write(bad_line + sealed(txn_json(3)))
+        f.write(bad_line if last else bad_line + sealed(txn_json(3)))
     before = Path(path).read_bytes()
     journal = Journal.open(path)
     with pytest.raises(JournalError, match=f"^{path}:3 \\(offset {offset}\\): {reason}") as info:
@@ -347,6 +347,20 @@ def test_a_flipped_byte_in_the_middle_stops_the_start(path: str) -> None:
     assert Path(cut.backup).read_bytes() == damaged
     assert [r.seq for r in open_all(path)[2]] == [1]  # the prefix before the damage
     assert check(path).problems == []
+
+
+def test_a_flipped_byte_in_a_compacted_files_snapshot_stops_the_start(path: str) -> None:
+    # The snapshot is the file's last line: dropping it as torn would start
+    # an empty database.
+    write_journal(path, [txn(1)])
+    journal, _, _ = open_all(path)
+    journal.compact(Header(SCHEMA), snapshot(1, rows=3))
+    journal.close()
+    start = len(lines(path)[0])
+    flip(path, Path(path).read_bytes().index(b'"n":1', start) + 4, b"2")
+    with pytest.raises(JournalError, match=f"^{path}:2 \\(offset {start}\\): .* CRC-32"):
+        open_all(path)
+    assert os.path.getsize(path) == start + len(lines(path)[1])  # nothing cut
 
 
 @pytest.mark.parametrize("content,reason", [
