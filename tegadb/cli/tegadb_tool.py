@@ -52,20 +52,28 @@ def describe(record: Record) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    problems = journal.check(args.dbfile)
-    for problem in problems:
+    report = journal.check(args.dbfile)
+    for problem in report.problems:
         print(problem)
-    if problems:
+    if report.problems:
         return 1
     # Replaying into memory checks every value against the schema too.
     DatabaseService.open(Path(args.dbfile)).close()
+    if report.unsealed:
+        print(f"{args.dbfile}: {report.unsealed} record(s) written before checksums;"
+              " `tegadb-tool compact` rewrites them with checksums")
     print(f"{args.dbfile}: ok")
     return 0
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    removed = journal.repair(args.dbfile)
-    print(f"{args.dbfile}: removed {removed} byte(s) after the last good record")
+    cut = journal.repair(args.dbfile)
+    if cut is None:
+        print(f"{args.dbfile}: no damaged record, nothing to repair")
+    else:
+        print(f"{args.dbfile}: removed {cut.removed} byte(s) from line {cut.line}"
+              f" (offset {cut.offset}) on, the first damaged record and all after it;"
+              f" the file as it was is saved in {cut.backup}")
     return 0
 
 
@@ -108,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("create", cmd_create, "create DBFILE from SCHEMA", "dbfile", "schema")
     command("show-log", cmd_show_log, "print DBFILE's journal, one record per line", "dbfile")
     command("check", cmd_check, "check DBFILE's journal and contents", "dbfile")
-    command("repair", cmd_repair, "truncate DBFILE after its last good record", "dbfile")
+    command("repair", cmd_repair, "back up DBFILE, then cut it before its first damaged record", "dbfile")
     command("compact", cmd_compact, "rewrite DBFILE as one snapshot", "dbfile")
     command("db-name", cmd_db_name, "print the database name in DBFILE", "dbfile")
     command("schema-name", cmd_schema_name, "print the database name in SCHEMA", "schema")

@@ -15,9 +15,19 @@ Rules:
   A failed write or sync is undone (the file is cut back to its last good
   record) and raised as JournalError, so a later record is never glued to
   half of an earlier one.
-- Replay drops a damaged last line (a write cut short by a crash) with a
-  warning and cuts it off the file; damage anywhere else is an error naming
-  the file and line.  `check` and `repair` do the same for the offline tool.
+- Every line written is sealed with a checksum (``records.seal``) and
+  every sealed line read is verified, so a flipped byte in one cannot
+  reach memory.  A file written before checksums (an unsealed header) is read as
+  it is and then appended to with sealed records: from the first sealed
+  line on, every line must be sealed, so a file that has checksums never
+  lets an unsealed line through.  Its old records are checked as they were
+  (JSON and members only) until a compaction rewrites the whole file
+  sealed; `check` counts them.
+- Replay drops a last line without its newline (a write cut short by a
+  crash) with a warning and cuts it off the file.  Any other damage, the
+  last line's included, is an error naming
+  the file, line and byte offset.  `check` reports the same; `repair`
+  saves a copy of the file and cuts it before its first damaged line.
 - Compaction writes `<file>.tmp`, fsyncs it, renames it over the file and
   fsyncs the directory: a crash leaves either the old file or the new one.
 - The file is locked (flock) while a Journal or `repair` has it open for
@@ -31,11 +41,11 @@ import fcntl
 import logging
 import os
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import ujson
 
-from .records import Header, Record, RecordError
+from .records import Header, Record, RecordError, seal, unseal
 from .storage import Storage, StorageError
 
 MiB = 1024 * 1024
@@ -141,11 +151,11 @@ class Journal(Storage):
             end = reader.offset
             problem = reader.problem
             if problem is not None:
-                if not reader.at_end:
-                    raise JournalError(f"{self.path}:{reader.line}: {problem}")
+                if not reader.torn:
+                    raise JournalError(reader.where() + problem)
                 end = reader.line_start
-                log.warning("%s:%d: dropping torn last record (%d bytes): %s",
-                            self.path, reader.line, reader.offset - end, problem)
+                log.warning("%sdropping torn last record (%d bytes): %s",
+                            reader.where(), reader.offset - end, problem)
                 if not self.read_only:
                     self._cut(end, fsync=True)
         finally:
@@ -161,7 +171,7 @@ class Journal(Storage):
                 self._read_line = reader.line
                 yield record
             if reader.problem is not None:
-                raise JournalError(f"{self.path}:{reader.line}: {reader.problem}")
+                raise JournalError(reader.where() + reader.problem)
         finally:
             reader.close()
 
@@ -326,8 +336,15 @@ def _after(records: Iterator[Record], after: int) -> Iterator[Record]:
             yield record
 
 
-def check(path: str) -> list[str]:
-    """Problems found in a journal file, one line each (empty: none)."""
+class CheckReport(NamedTuple):
+    """What `check` found in a journal file."""
+
+    problems: list[str]   # one line each, naming file, line and offset (empty: none)
+    unsealed: int         # good records without a checksum (written before checksums)
+
+
+def check(path: str) -> CheckReport:
+    """Reads a whole journal file, going on past damaged lines."""
     try:
         with open(path, "rb") as file:
             reader = _Reader(path, file)
@@ -335,33 +352,70 @@ def check(path: str) -> list[str]:
             for lineno, start, _, problem in reader.lines():
                 if problem is None:
                     continue
-                if reader.at_end:
+                if reader.torn:
                     problem = (f"torn last record ({reader.offset - start} bytes,"
                                f" repair removes it): {problem}")
-                problems.append(f"{path}:{lineno}: {problem}")
-            return problems
+                problems.append(_where(path, lineno, start) + problem)
+            return CheckReport(problems, reader.unsealed)
     except OSError as e:
-        return [str(_error(path, e))]
+        return CheckReport([str(_error(path, e))], 0)
     except JournalError as e:
-        return [str(e)]
+        return CheckReport([str(e)], 0)
 
 
-def repair(path: str) -> int:
-    """Cuts the file just before its first damaged line, so that it holds
-    the header and the good records before that line.  Returns the number
-    of bytes removed.  A damaged header cannot be repaired."""
+class Repair(NamedTuple):
+    """What `repair` cut off a journal file."""
+
+    line: int       # the first damaged line, cut off with every line after it
+    offset: int     # where that line started: the file's new size
+    removed: int    # bytes cut off
+    backup: str     # the file as it was before
+
+
+def repair(path: str) -> Repair | None:
+    """Copies the file to a backup (`<file>.bak`, or `.bak.2`... if taken),
+    then cuts it just before its first damaged line, so that it holds the
+    header and the good records before that line.  None if no line is
+    damaged (no backup either).  A damaged header cannot be repaired."""
     try:
         with open(path, "r+b") as file:
             _lock(file.fileno(), path)
             reader = _Reader(path, file)
-            for _, start, _, problem in reader.lines():
+            for lineno, start, _, problem in reader.lines():
                 if problem is not None:
+                    backup = _back_up(file.fileno(), path)
                     os.ftruncate(file.fileno(), start)
                     os.fsync(file.fileno())
-                    return reader.size - start
-            return 0
+                    return Repair(lineno, start, reader.size - start, backup)
+            return None
     except OSError as e:
         raise _error(path, e) from None
+
+
+def _back_up(fd: int, path: str) -> str:
+    """Copies the open file `fd` to a new file next to `path`, with the
+    same mode, synced; returns its name."""
+    mode = os.fstat(fd).st_mode & 0o777
+    for n in range(1, 1000):
+        backup = f"{path}.bak" if n == 1 else f"{path}.bak.{n}"
+        try:
+            out = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            continue
+        try:
+            copied = 0
+            while chunk := os.pread(fd, MiB, copied):
+                _write_all(out, chunk)
+                copied += len(chunk)
+            os.fsync(out)
+        except BaseException:
+            os.close(out)
+            _unlink_quietly(backup)
+            raise
+        os.close(out)
+        _fsync_directory(backup)
+        return backup
+    raise JournalError(f"{path}: no free backup name ({path}.bak.2 to .bak.999 all exist)")
 
 
 class _Reader:
@@ -373,21 +427,23 @@ class _Reader:
         self.size = os.fstat(file.fileno()).st_size
         self._file = file
         self.last_seq = -1         # of the last good record
+        self.sealed = False        # from now on, every line must be sealed
+        self.unsealed = 0          # good records read without a seal
         first = file.readline()
         self.line = 1              # number of the line read last
         self.line_start = 0        # where it starts
         self.offset = len(first)   # where it ends
         self.problem: str | None = None  # what is wrong with it, if `records` stopped there
+        self.torn = False          # it is the file's last line, cut short
         try:
-            self.header = _parse_header(first)
+            self.header = self._parse_header(first)
         except _BadLine as e:
             file.close()
-            raise JournalError(f"{path}:1: {e}") from None
+            raise JournalError(self.where() + str(e)) from None
 
-    @property
-    def at_end(self) -> bool:
-        """The line read last is the last line of the file."""
-        return self.offset >= self.size
+    def where(self) -> str:
+        """The line read last, as an error message starts."""
+        return _where(self.path, self.line, self.line_start)
 
     def records(self) -> Iterator[Record]:
         """The records of the lines that follow, up to the end of the file as
@@ -407,6 +463,7 @@ class _Reader:
                 record = self._parse_record(line)  # a direct call when compiled, unlike a bound method's
             except _BadLine as e:
                 self.problem = str(e)
+                self.torn = offset >= size and not line.endswith(b"\n")
                 return
             yield record
 
@@ -424,9 +481,33 @@ class _Reader:
     def close(self) -> None:
         self._file.close()
 
+    def _parse_header(self, line: bytes) -> Header:
+        try:
+            return Header.from_json(self._parse_line(line))
+        except RecordError as e:
+            raise _BadLine(str(e)) from None
+
+    def _parse_line(self, line: bytes) -> Any:
+        """The JSON object of a line (without its seal), checked against
+        its checksum, or against the rule that sealed lines stay sealed."""
+        if not line.endswith(b"\n"):
+            raise _BadLine("line does not end with a newline")
+        text = unseal(line)  # RecordError if its checksum does not match
+        try:
+            obj = ujson.loads(line if text is None else text)
+        except ValueError as e:
+            raise _BadLine(f"not valid JSON ({e})") from None
+        if text is not None:
+            self.sealed = True
+        elif self.sealed:
+            raise _BadLine("line has no checksum, but the lines before it have")
+        elif self.line > 1:
+            self.unsealed += 1
+        return obj
+
     def _parse_record(self, line: bytes) -> Record:
         try:
-            record = Record.from_json(_parse_line(line))
+            record = Record.from_json(self._parse_line(line))
         except RecordError as e:
             raise _BadLine(str(e)) from None
         seq = record.seq
@@ -438,25 +519,12 @@ class _Reader:
         return record
 
 
-def _parse_header(line: bytes) -> Header:
-    try:
-        return Header.from_json(_parse_line(line))
-    except RecordError as e:
-        raise _BadLine(str(e)) from None
-
-
-def _parse_line(line: bytes) -> Any:
-    if not line.endswith(b"\n"):
-        raise _BadLine("line does not end with a newline")
-    try:
-        return ujson.loads(line)
-    except ValueError as e:
-        raise _BadLine(f"not valid JSON ({e})") from None
+def _where(path: str, line: int, offset: int) -> str:
+    return f"{path}:{line} (offset {offset}): "
 
 
 def _line(value: dict[str, Any]) -> bytes:
-    text = ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
-    return text.encode() + b"\n"
+    return seal(ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode())
 
 
 def _write_all(fd: int, data: bytes) -> None:

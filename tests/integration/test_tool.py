@@ -9,6 +9,10 @@ import sys
 import pytest
 from peers import REPO_ROOT, TEST_SCHEMA, start_tegadb_server
 
+from tegadb.server.records import seal
+
+SAMPLE_DB = REPO_ROOT / "tests" / "data" / "sample.db"
+
 
 def tool(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "tegadb.cli.tegadb_tool", *map(str, args)],
@@ -92,13 +96,14 @@ def test_torn_last_line_is_dropped_and_damage_is_reported(tmp_path):
     text = db.read_text().splitlines()
     text[2] = text[2][:20]
     db.write_text("\n".join(text) + "\n")
+    where = f"{db}:3 (offset {len(text[0]) + len(text[1]) + 2}): not valid JSON"
     checked = tool("check", db)
-    assert checked.returncode == 1 and f"{db}:3: not valid JSON" in checked.stdout
+    assert checked.returncode == 1 and where in checked.stdout
     with pytest.raises(RuntimeError) as refused:
         server.start()
-    assert f"{db}:3: not valid JSON" in str(refused.value)
+    assert where in str(refused.value)
     repaired = tool("repair", db)
-    assert repaired.returncode == 0
+    assert repaired.returncode == 0 and f"saved in {db}.bak" in repaired.stdout
     assert tool("check", db).returncode == 0
     assert db.read_text().splitlines() == text[:2]
     server.start()
@@ -116,8 +121,8 @@ def test_show_log_and_db_name_read_records_through_the_codec(tmp_path):
     assert (named.returncode, named.stdout) == (0, "Test\n")
     record = {"seq": 1, "txn": "6f1c1f4e-59a5-4c8c-9a55-0a1b2c3d4e5f", "date": 5,
               "comment": "hi", "writer": "unix:x", "changes": {"Root": {}}}
-    with db.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    with db.open("ab") as f:
+        f.write(seal(json.dumps(record).encode()))
     shown = tool("show-log", db)
     assert shown.returncode == 0
     assert shown.stdout.splitlines()[1] == (
@@ -125,11 +130,74 @@ def test_show_log_and_db_name_read_records_through_the_codec(tmp_path):
         "  Root: 0 row(s) written, 0 deleted")
     # A record with a badly typed member, before the last line: named by
     # check, with its line; repair cuts it off.
-    with db.open("a") as f:
-        f.write(json.dumps({**record, "seq": 2, "date": "today"}) + "\n")
-        f.write(json.dumps({**record, "seq": 3}) + "\n")
+    offset = db.stat().st_size
+    with db.open("ab") as f:
+        f.write(seal(json.dumps({**record, "seq": 2, "date": "today"}).encode()))
+        f.write(seal(json.dumps({**record, "seq": 3}).encode()))
     checked = tool("check", db)
     assert checked.returncode == 1
-    assert f"{db}:3: record \"date\" is not an integer: 'today'" in checked.stdout
+    assert f"{db}:3 (offset {offset}): record \"date\" is not an integer: 'today'" in checked.stdout
     assert tool("repair", db).returncode == 0
     assert [r["seq"] for r in lines(db)[1:]] == [1]
+
+
+def names(server):
+    with server.client() as c:
+        result = c.transact("Test", {"op": "select", "table": "Root", "where": [],
+                                     "columns": ["name"]})
+    return sorted(row["name"] for row in result[0]["rows"])
+
+
+def test_a_flipped_byte_is_never_served(tmp_path):
+    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA])
+    db = server.directory / "Test.db"
+    with server.client() as c:
+        for name in ("alpha", "bravo", "charlie", "delta"):
+            c.transact("Test", {"op": "insert", "table": "Root", "row": {"name": name}})
+    server.stop()
+    data = db.read_bytes()
+    # "bravo" -> "brbvo": the line stays valid JSON and a valid record.
+    at = data.index(b'"bravo"') + 3
+    line_start = data.rindex(b"\n", 0, at) + 1
+    line = data[:line_start].count(b"\n") + 1
+    db.write_bytes(data[:at] + b"b" + data[at + 1:])
+    where = f"{db}:{line} (offset {line_start}): "
+
+    with pytest.raises(RuntimeError) as refused:
+        server.start()
+    assert where in str(refused.value) and "CRC-32" in str(refused.value)
+    checked = tool("check", db)
+    assert checked.returncode == 1 and checked.stdout.startswith(where)
+
+    damaged = db.read_bytes()
+    repaired = tool("repair", db)
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"from line {line} (offset {line_start}) on" in repaired.stdout
+    assert (server.directory / "Test.db.bak").read_bytes() == damaged
+    assert db.read_bytes() == data[:line_start]
+    assert tool("check", db).returncode == 0
+    server.start()
+    assert names(server) == ["alpha"]  # the prefix, without the damaged record
+    server.stop()
+
+
+def test_a_file_written_before_checksums_is_served_and_upgraded(tmp_path):
+    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA])
+    server.stop()
+    db = server.directory / "Test.db"
+    db.write_bytes(SAMPLE_DB.read_bytes())
+    checked = tool("check", db)
+    assert checked.returncode == 0 and "7 record(s) written before checksums" in checked.stdout
+    server.start()
+    assert names(server) == ["alpha"]
+    with server.client() as c:
+        c.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "new"}})
+    server.stop()
+    assert db.read_bytes().startswith(SAMPLE_DB.read_bytes())
+    assert db.read_bytes().endswith(b'"}\n') and tool("check", db).returncode == 0
+    assert tool("compact", db).returncode == 0
+    checked = tool("check", db)
+    assert checked.returncode == 0 and "before checksums" not in checked.stdout
+    server.start()
+    assert names(server) == ["alpha", "new"]
+    server.stop()

@@ -6,6 +6,8 @@ import errno
 import json
 import logging
 import os
+import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,26 @@ def lines(path: str) -> list[bytes]:
     return Path(path).read_bytes().splitlines(keepends=True)
 
 
+def seal_text(text: bytes) -> bytes:
+    """The format of a sealed line, written out here on its own: the CRC-32
+    of the JSON before its last member, which holds it in hex."""
+    body = text[:-1]
+    return body + b',"crc32":"%08x"}\n' % zlib.crc32(body)
+
+
+def sealed(obj: dict[str, Any]) -> bytes:
+    return seal_text(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def flip(path: str, offset: int, new: bytes) -> None:
+    """Overwrites the byte at `offset`, as a failing disk or memory might."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        assert f.read(1) != new
+        f.seek(offset)
+        f.write(new)
+
+
 def write_journal(path: str, records: list[Record]) -> None:
     journal, _, _ = open_all(path)
     for record in records:
@@ -78,7 +100,7 @@ class Calls:
 
 def test_create_writes_just_the_header(path: str) -> None:
     header_json = {"format": "tegadb-journal", "version": 1, "schema": SCHEMA}
-    assert lines(path) == [json.dumps(header_json, separators=(",", ":")).encode() + b"\n"]
+    assert lines(path) == [sealed(header_json)]
     journal, header, records = open_all(path)
     assert header.to_json() == header_json
     assert records == []
@@ -97,7 +119,8 @@ def test_round_trip_and_every_line_is_plain_json(path: str) -> None:
     written = [txn_json(1, comment="first\nsecond", writer="tcp:1.2.3.4:5"), txn_json(2),
                {**txn_json(3), "changes": {"T": {UUID: None}}, "comment": "é/ü"}]
     write_journal(path, [Record.from_json(r) for r in written])
-    assert [json.loads(line) for line in lines(path)][1:] == written  # jq can read it
+    assert lines(path)[1:] == [sealed(Record.from_json(r).to_json()) for r in written]
+    assert [json.loads(line) for line in lines(path)][1]["changes"] == written[0]["changes"]  # jq too
     journal, header, records = open_all(path)
     assert (header.schema, [r.to_json() for r in records], journal.last_seq) == (SCHEMA, written, 3)
     assert journal.size == os.path.getsize(path)
@@ -255,8 +278,8 @@ def test_short_writes_are_continued(path: str, monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.parametrize("tail", [
     b'{"seq":3,"txn":"x","chan',        # cut inside the record
     json.dumps(txn_json(3)).encode(),     # complete but for its newline
-    b'{"seq":3,"txn":"x","chan\n',      # garbage last line
-    b"\n",
+    sealed(txn_json(3))[:-1],             # sealed, but for its newline
+    b"\0" * 100,                          # a block never written
 ])
 def test_torn_last_line_is_dropped_and_cut_off(path: str, caplog: pytest.LogCaptureFixture,
                                                  tail: bytes) -> None:
@@ -267,7 +290,7 @@ def test_torn_last_line_is_dropped_and_cut_off(path: str, caplog: pytest.LogCapt
     with caplog.at_level(logging.WARNING, logger="tegadb.server.journal"):
         journal, _, records = open_all(path)
     assert [r.seq for r in records] == [1, 2]
-    assert f"{path}:4: dropping torn last record ({len(tail)} bytes)" in caplog.text
+    assert f"{path}:4 (offset {len(good)}): dropping torn last record ({len(tail)} bytes)" in caplog.text
     assert Path(path).read_bytes() == good
     assert journal.size == len(good)
     journal.append(txn(3))  # lands on a clean line
@@ -276,27 +299,68 @@ def test_torn_last_line_is_dropped_and_cut_off(path: str, caplog: pytest.LogCapt
 
 
 @pytest.mark.parametrize("bad_line,reason", [
-    (b'{"seq":2,"txn":"x"\n', "not valid JSON"),
-    (b"[1,2]\n", "record is not a JSON object"),
-    (b'{"txn":"x","changes":{}}\n', 'record has no "seq"'),
-    (b'{"seq":1,"txn":"x","date":0,"changes":{}}\n', '"seq" 1 does not follow 1'),
-    (b'{"seq":2,"txn":"x","date":0}\n', 'record has no "changes"'),
-    (b'{"seq":2,"txn":"x","date":0,"changes":{},"who":1}\n', 'record has unknown member "who"'),
-    (b'{"seq":2,"txn":"x","date":0,"snapshot":true,"changes":{}}\n', "snapshot record after the first"),
+    (seal_text(b'{"seq":2,,"txn":"x"}'), "not valid JSON"),
+    (sealed({"txn": "x", "changes": {}}), 'record has no "seq"'),
+    (sealed({"seq": 1, "txn": "x", "date": 0, "changes": {}}), '"seq" 1 does not follow 1'),
+    (sealed({"seq": 2, "txn": "x", "date": 0}), 'record has no "changes"'),
+    (sealed({"seq": 2, "txn": "x", "date": 0, "changes": {}, "who": 1}),
+     'record has unknown member "who"'),
+    (sealed({"seq": 2, "txn": "x", "date": 0, "snapshot": True, "changes": {}}),
+     "snapshot record after the first"),
+    (json.dumps(txn_json(2), separators=(",", ":")).encode() + b"\n",
+     "line has no checksum, but the lines before it have"),
+    (sealed(txn_json(2)).replace(b'"n":2', b'"n":3'),
+     r"\d+ bytes have CRC-32 [0-9a-f]{8} but the line says [0-9a-f]{8}"),
 ])
-def test_damage_before_the_end_names_file_and_line(path: str, bad_line: bytes,
-                                                    reason: str) -> None:
+@pytest.mark.parametrize("last", [True, False])
+def test_damage_names_file_line_and_offset(path: str, bad_line: bytes, reason: str,
+                                           last: bool) -> None:
+    # Only a last line cut short is taken for a torn write: a complete line
+    # is damaged, even the last one (a compacted file's only record).
     write_journal(path, [txn(1)])
+    offset = os.path.getsize(path)
     with open(path, "ab") as f:
-        f.write(bad_line + json.dumps(txn_json(3)).encode() + b"\n")
+        f.write(bad_line if last else bad_line + sealed(txn_json(3)))
     before = Path(path).read_bytes()
     journal = Journal.open(path)
-    with pytest.raises(JournalError) as info:
+    with pytest.raises(JournalError, match=f"^{path}:3 \\(offset {offset}\\): {reason}") as info:
         list(journal.read())
-    assert str(info.value).startswith(f"{path}:3: {reason}")
     journal.close()
     assert Path(path).read_bytes() == before  # nothing cut or appended
-    assert check(path) == [f"{path}:3: {info.value}".split(": ", 1)[1]]
+    assert check(path).problems == [str(info.value)]
+
+
+def test_a_flipped_byte_in_the_middle_stops_the_start(path: str) -> None:
+    # A real database file: a value flipped in place keeps the line valid
+    # JSON, with a valid record; only the checksum can tell.
+    write_journal(path, [txn(1), txn(2), txn(3)])
+    line3 = sum(map(len, lines(path)[:2]))
+    value = Path(path).read_bytes().index(b'"n":2', line3) + 4
+    flip(path, value, b"9")
+    with pytest.raises(JournalError, match=f"^{path}:3 \\(offset {line3}\\): .* CRC-32"):
+        DatabaseService.open(Path(path))
+    [problem] = check(path).problems
+    assert problem.startswith(f"{path}:3 (offset {line3}): ")
+    damaged = Path(path).read_bytes()
+    cut = repair(path)
+    assert cut is not None and (cut.line, cut.offset, cut.removed) == (3, line3, len(damaged) - line3)
+    assert Path(cut.backup).read_bytes() == damaged
+    assert [r.seq for r in open_all(path)[2]] == [1]  # the prefix before the damage
+    assert check(path).problems == []
+
+
+def test_a_flipped_byte_in_a_compacted_files_snapshot_stops_the_start(path: str) -> None:
+    # The snapshot is the file's last line: dropping it as torn would start
+    # an empty database.
+    write_journal(path, [txn(1)])
+    journal, _, _ = open_all(path)
+    journal.compact(Header(SCHEMA), snapshot(1, rows=3))
+    journal.close()
+    start = len(lines(path)[0])
+    flip(path, Path(path).read_bytes().index(b'"n":1', start) + 4, b"2")
+    with pytest.raises(JournalError, match=f"^{path}:2 \\(offset {start}\\): .* CRC-32"):
+        open_all(path)
+    assert os.path.getsize(path) == start + len(lines(path)[1])  # nothing cut
 
 
 @pytest.mark.parametrize("content,reason", [
@@ -305,14 +369,16 @@ def test_damage_before_the_end_names_file_and_line(path: str, bad_line: bytes,
     (b'{"format":"other","version":1,"schema":{}}\n', "not a tegadb-journal file"),
     (b'{"format":"tegadb-journal","version":2,"schema":{}}\n', "unsupported tegadb-journal version 2"),
     (b'{"format":"tegadb-journal","version":1}\n', 'header has no "schema" object'),
+    (sealed({"format": "tegadb-journal", "version": 1, "schema": {}}).replace(b"1", b"2", 1),
+     "[0-9]+ bytes have CRC-32"),
 ])
 def test_bad_header_is_fatal(tmp_path: Path, content: bytes, reason: str) -> None:
     p = tmp_path / "bad.db"
     p.write_bytes(content)
-    with pytest.raises(JournalError, match=f"^{p}:1: {reason}"):
+    with pytest.raises(JournalError, match=f"^{p}:1 \\(offset 0\\): {reason}"):
         Journal.open(str(p))
-    assert check(str(p))[0].startswith(f"{p}:1: {reason}")
-    with pytest.raises(JournalError, match=f"^{p}:1: {reason}"):
+    assert re.match(f"{p}:1 \\(offset 0\\): {reason}", check(str(p)).problems[0])
+    with pytest.raises(JournalError, match=f"^{p}:1 \\(offset 0\\): {reason}"):
         repair(str(p))
 
 
@@ -320,30 +386,36 @@ def test_missing_file(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.db")
     with pytest.raises(JournalError, match="No such file"):
         Journal.open(missing)
-    assert check(missing) == [f"{missing}: No such file or directory"]
+    assert check(missing).problems == [f"{missing}: No such file or directory"]
 
 
 def test_check_and_repair(path: str) -> None:
     write_journal(path, [txn(1), txn(2)])
-    assert check(path) == []
-    assert repair(path) == 0
+    assert check(path) == ([], 0)
+    assert repair(path) is None and not os.path.exists(path + ".bak")
     size = os.path.getsize(path)
     with open(path, "ab") as f:
         f.write(b'{"seq":3,"tx')
-    [problem] = check(path)
-    assert problem.startswith(f"{path}:4: torn last record (12 bytes, repair removes it)")
-    assert repair(path) == 12
-    assert os.path.getsize(path) == size and check(path) == []
+    torn = Path(path).read_bytes()
+    [problem] = check(path).problems
+    assert problem.startswith(f"{path}:4 (offset {size}): torn last record (12 bytes, repair removes it)")
+    assert repair(path) == (4, size, 12, path + ".bak")
+    assert os.path.getsize(path) == size and check(path) == ([], 0)
+    assert Path(path + ".bak").read_bytes() == torn
+    with open(path, "ab") as f:
+        f.write(b"again")
+    assert repair(path) == (4, size, 5, path + ".bak.2")  # the first backup is kept
+    assert Path(path + ".bak").read_bytes() == torn
 
 
 def test_repair_cuts_at_the_first_damaged_line(path: str) -> None:
     write_journal(path, [txn(1)])
     size = os.path.getsize(path)
-    tail = b"garbage\n" + json.dumps(txn_json(2)).encode() + b"\nmore garbage\n"
+    tail = b"garbage\n" + sealed(txn_json(2)) + b"more garbage\n"
     with open(path, "ab") as f:
         f.write(tail)
-    assert [p.split(": ")[0] for p in check(path)] == [f"{path}:3", f"{path}:5"]
-    assert repair(path) == len(tail)
+    assert [p.split(" ")[0] for p in check(path).problems] == [f"{path}:3", f"{path}:5"]
+    assert repair(path) == (3, size, len(tail), path + ".bak")
     assert os.path.getsize(path) == size
     assert [r.seq for r in open_all(path)[2]] == [1]
 
@@ -498,11 +570,12 @@ DATA = Path(__file__).parent.parent / "data"
 
 
 @pytest.mark.parametrize("sample", ["sample.db", "sample-compacted.db"])
-def test_files_written_before_the_codec_are_read_and_written_byte_for_byte(
+def test_files_written_before_checksums_are_read_and_written_sealed(
         tmp_path: Path, sample: str) -> None:
-    # Written by the server before records.py existed (commits with comments
-    # and writers, a durable one, weak references, deletions; a compacted
-    # file with its snapshot): the codec must keep the format exactly.
+    # Written by the server before records.py and checksums existed (commits
+    # with comments and writers, a durable one, weak references, deletions; a
+    # compacted file with its snapshot): the codec keeps each line's JSON
+    # exactly, and the journal now adds its seal.
     original = (DATA / sample).read_bytes()
     reader = Journal.open(str(DATA / sample), read_only=True)
     records = list(reader.read())
@@ -511,10 +584,10 @@ def test_files_written_before_the_codec_are_read_and_written_byte_for_byte(
     copy = str(tmp_path / sample)
     create(copy, reader.header)
     write_journal(copy, records)
-    assert Path(copy).read_bytes() == original
+    assert lines(copy) == [seal_text(line[:-1]) for line in original.splitlines(keepends=True)]
 
 
-def test_a_file_written_before_the_codec_opens_with_its_contents(tmp_path: Path) -> None:
+def test_a_file_written_before_checksums_opens_with_its_contents(tmp_path: Path) -> None:
     copy = tmp_path / "sample.db"
     copy.write_bytes((DATA / "sample.db").read_bytes())
     service = DatabaseService.open(copy)
@@ -522,3 +595,38 @@ def test_a_file_written_before_the_codec_opens_with_its_contents(tmp_path: Path)
     assert [(r["name"], r["count"], r["weak"]) for r in rows.values()] == [(("alpha",), (8,), ())]
     assert (service.seq, len(service.database.tables["Child"].rows)) == (7, 1)
     service.close()
+
+
+def empty_txn(seq: int) -> Record:
+    return Record(seq, f"00000000-0000-0000-0000-{seq:012d}", 1800000000000, {})
+
+
+def test_a_file_written_before_checksums_upgrades_in_place(tmp_path: Path) -> None:
+    original = (DATA / "sample.db").read_bytes()
+    copy = str(tmp_path / "sample.db")
+    Path(copy).write_bytes(original)
+    assert check(copy) == ([], 7)
+    journal, _, records = open_all(copy)
+    journal.append(empty_txn(8))
+    journal.close()
+    # The old lines stay as they were, the new one is sealed ...
+    assert Path(copy).read_bytes() == original + sealed(empty_txn(8).to_json())
+    journal, _, reread = open_all(copy)
+    journal.close()
+    assert [r.seq for r in reread] == [*(r.seq for r in records), 8]
+    assert check(copy) == ([], 7)
+    # ... and from the first sealed line on, an unsealed one is damage.
+    end = os.path.getsize(copy)
+    with open(copy, "ab") as f:
+        f.write(json.dumps(empty_txn(9).to_json(), separators=(",", ":")).encode() + b"\n"
+                + sealed(empty_txn(10).to_json()))
+    assert check(copy).problems == [f"{copy}:10 (offset {end}): line has no checksum,"
+                                    " but the lines before it have"]
+    size = os.path.getsize(copy)
+    assert repair(copy) == (10, end, size - end, copy + ".bak")
+    # Compaction writes the whole file sealed.
+    service = DatabaseService.open(Path(copy))
+    service.compact()
+    service.close()
+    assert check(copy) == ([], 0)
+    assert all(line.endswith(b'"}\n') and b',"crc32":"' in line for line in lines(copy))

@@ -1,13 +1,16 @@
 """The records codec: round trips, the exact JSON, and every malformed record
-rejected with a message that names what is wrong."""
+rejected with a message that names what is wrong; the checksum that seals
+a journal line."""
 
 from __future__ import annotations
 
+import json
+import zlib
 from typing import Any
 
 import pytest
 
-from tegadb.server.records import Header, Record, RecordError
+from tegadb.server.records import Header, Record, RecordError, seal, unseal
 
 TXN = "6f1c1f4e-59a5-4c8c-9a55-0a1b2c3d4e5f"
 SCHEMA = {"name": "Test", "version": "1.0.0", "tables": {"T": {"columns": {"n": {"type": "integer"}}}}}
@@ -117,3 +120,35 @@ def test_header_round_trip() -> None:
 def test_malformed_header_says_what_is_wrong(obj: Any, message: str) -> None:
     with pytest.raises(RecordError, match=f"^{message}$"):
         Header.from_json(obj)
+
+
+# ---------------------------------------------------------------------------
+# The seal: a journal line's checksum
+
+LINE = json.dumps(COMMIT, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_seal_is_a_last_member_over_the_bytes_before_it() -> None:
+    line = seal(LINE)
+    assert line == LINE[:-1] + b',"crc32":"%08x"}\n' % zlib.crc32(LINE[:-1])
+    assert unseal(line) == LINE
+    assert json.loads(line) == {**COMMIT, "crc32": f"{zlib.crc32(LINE[:-1]):08x}"}  # for jq
+
+
+def test_a_line_without_seal_is_not_sealed() -> None:
+    assert unseal(LINE + b"\n") is None
+    assert unseal(b"{}\n") is None
+
+
+def test_every_flipped_bit_is_found() -> None:
+    # Each flip either breaks the checksum or the seal's shape (which the
+    # journal rejects in a sealed file); none leaves a line that passes.
+    line = seal(LINE)
+    for offset in range(len(line) - 1):
+        for bit in (0x01, 0x20, 0x80):
+            damaged = bytearray(line)
+            damaged[offset] ^= bit
+            try:
+                assert unseal(bytes(damaged)) is None, (offset, bit)
+            except RecordError as e:
+                assert "bytes have CRC-32" in str(e)

@@ -18,7 +18,7 @@ from tegadb.core.schema import DbSchema
 from tegadb.core.types import Type
 from tegadb.server.journal import Journal, JournalError, create
 from tegadb.server.methods import Session
-from tegadb.server.records import Header, Record
+from tegadb.server.records import Header, Record, seal
 from tegadb.server.service import DatabaseService, ServerDatabases
 from tegadb.server.storage import StorageError
 
@@ -137,9 +137,11 @@ def test_a_record_without_a_txn_id_names_file_and_line(path: Path, txn: Any,
                                                        problem: str) -> None:
     write(path, [record(1, {})])
     bad = {"seq": 2, "date": 0, "changes": {}} if txn is None else record(2, {}, txn=txn)
-    with path.open("a") as f:
-        f.write(json.dumps(bad) + "\n" + json.dumps(record(3, {})) + "\n")
-    with pytest.raises(JournalError, match=f"^{re.escape(f'{path}:3: {problem}')}$"):
+    offset = path.stat().st_size
+    with path.open("ab") as f:
+        f.write(seal(json.dumps(bad).encode()) + seal(json.dumps(record(3, {})).encode()))
+    with pytest.raises(JournalError,
+                       match=f"^{re.escape(f'{path}:3 (offset {offset}): {problem}')}$"):
         DatabaseService.open(path)
 
 
