@@ -482,11 +482,24 @@ def test_member_fails_over_to_another_etcd_member(etcd: EtcdCluster) -> None:
     run(scenario, etcd, count=2, reach="all")
 
 
+def stop_process(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until it is stopped: a thread of it that is
+    running may otherwise still answer a request sent just after the signal."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                break
+        time.sleep(0.005)
+    time.sleep(0.05)  # every thread, not only the first, is stopped
+
+
 def test_etcd_not_answering_times_requests_out(etcd: EtcdCluster) -> None:
     async def scenario(m0: Member) -> None:
         a, b, c = Holder("a"), Holder("b"), Holder("c")
         assert await m0.locks.lock(a, "L") is True
-        os.kill(etcd.pid(0), signal.SIGSTOP)     # its connections stay open, unanswered
+        stop_process(etcd.pid(0))     # its connections stay open, unanswered
         try:
             started = time.monotonic()
             with pytest.raises(ClusterLocksUnavailable,
