@@ -371,21 +371,23 @@ def _check_numbers(value: Any) -> None:
     `NaN`, `Infinity`, `-Infinity`, and numbers beyond a double's range,
     which ujson reads as infinite floats or as Python integers (OVS reads an
     integer outside int64 as a double, and fails if it overflows)."""
-    kind = type(value)
-    if kind is dict:
-        for item in value.values():
-            _check_numbers(item)
-    elif kind is list:
-        for item in value:
-            _check_numbers(item)
-    elif kind is float:
-        if not math.isfinite(value):
-            raise ProtocolError(_NOT_FINITE if value == value else _NAN)
-    elif kind is int and not _INT64_MIN <= value <= _INT64_MAX:
-        try:
-            float(value)
-        except OverflowError:
-            raise ProtocolError(_NOT_FINITE) from None
+    # A stack, not recursion: values nest up to MAX_DEPTH, Python's own limit.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float:
+            if not math.isfinite(item):
+                raise ProtocolError(_NOT_FINITE if item == item else _NAN)
+        elif kind is int and not _INT64_MIN <= item <= _INT64_MAX:
+            try:
+                float(item)
+            except OverflowError:
+                raise ProtocolError(_NOT_FINITE) from None
 
 
 def _check_strings(text: bytes | bytearray, value: Any) -> None:
