@@ -55,7 +55,8 @@ def default_database_files(var_dir: Path, schema_dirs: list[Path], mode: int) ->
     schema_dir = next((d for d in schema_dirs if d.is_dir()), None)
     if schema_dir is None:
         raise SystemExit("tegadb-server: no schemas/ directory found for the default databases")
-    var_dir.mkdir(parents=True, exist_ok=True)
+    # Not writable by others whatever the umask: the default socket lives here.
+    var_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
     files = []
     for schema in sorted(schema_dir.glob("*.ovsschema")):
         db_file = var_dir / f"{schema.stem}.db"

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from peers import REPO_ROOT, TEST_SCHEMA, start_ovsdb_server, start_tegadb_server
+from peers import REPO_ROOT, SCHEMA_DIR, TEST_SCHEMA, Peer, start_ovsdb_server, start_tegadb_server
 
 UMASKS = [0o000, 0o077]
 
@@ -140,5 +140,28 @@ def test_world_writable_socket_directory_when_allowed_or_sticky(tmp_path, direct
     try:
         with server.client() as c:
             assert c.request("echo", ["ok"])["result"] == ["ok"]
+    finally:
+        server.stop()
+
+
+def test_default_databases_under_a_permissive_umask(tmp_path):
+    """With no DBFILE the server creates var/ and a database per shipped
+    schema: var/ not writable by others, the files in --db-file-mode."""
+    directory = server_directory(tmp_path, "t")
+    (directory / "schemas").symlink_to(SCHEMA_DIR)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "tegadb.server", "--db-file-mode", "0600",
+                f"--remote=punix:{directory / 'db.sock'}", f"--remote=ptcp:{port}:127.0.0.1"]
+
+    server = Peer("tegadb", directory, command, env)
+    with umask(0o000):
+        server.start()
+    try:
+        created = sorted((directory / "var").glob("*.db"))
+        assert [p.stem for p in created] == sorted(p.stem for p in SCHEMA_DIR.glob("*.ovsschema"))
+        assert mode(directory / "var") == 0o750
+        assert {mode(p) for p in created} == {0o600}
     finally:
         server.stop()
