@@ -141,7 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=unix_sockets.DEFAULT_SOCKET_MODE, metavar="MODE",
                         help="permissions, in octal, of punix: sockets, whatever the umask"
                         " (default: 0770)")
-    parser.add_argument("--allow-world-writable-socket-dir", action="store_true",
+    parser.add_argument("--allow-unsafe-socket-dir", action="store_true",
                         help="listen on punix: sockets even in a directory everyone may write"
                         " to without the sticky bit (where anyone could replace the socket)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -323,7 +323,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
              f"{server.busy_poll * 1e6:.0f} us" if server.busy_poll else "off")
     for text in remotes:
         await server.listen(parse_passive(text), args.socket_mode,
-                            args.allow_world_writable_socket_dir)
+                            args.allow_unsafe_socket_dir)
     for sig in (signal.SIGTERM, signal.SIGINT):
         server.loop.add_signal_handler(sig, server.stopped.set)
     if args.pidfile:

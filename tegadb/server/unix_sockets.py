@@ -11,7 +11,7 @@ Rules (item 6 of issue 14; ovsdb-server's lib/socket-util-unix.c):
   and bind their own in its place, and clients would hand them their
   transactions.  With the sticky bit (as on /tmp) only the owner may remove
   or rename it.  ovsdb-server does not check this; tegadb refuses to start
-  unless told to (`--allow-world-writable-socket-dir`).
+  unless told to (`--allow-unsafe-socket-dir`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def check_directory(path: Path) -> None:
             f"{path}: directory {directory} is writable by everyone (mode "
             f"{stat.S_IMODE(mode):04o}) without the sticky bit, so any local user could replace"
             " the socket; make it private (chmod o-w) or sticky (chmod +t), or pass"
-            " --allow-world-writable-socket-dir")
+            " --allow-unsafe-socket-dir")
 
 
 def bind(path: Path, mode: int = DEFAULT_SOCKET_MODE) -> socket.socket:

@@ -124,12 +124,12 @@ def test_world_writable_socket_directory_is_refused(tmp_path):
     assert result.returncode == 1
     assert (f"{socket_path}: directory {shared} is writable by everyone (mode 0777) without the"
             " sticky bit") in result.stderr
-    assert "--allow-world-writable-socket-dir" in result.stderr
+    assert "--allow-unsafe-socket-dir" in result.stderr
     assert not socket_path.exists()
 
 
 @pytest.mark.parametrize("directory_mode, option", [
-    (0o777, ["--allow-world-writable-socket-dir"]),  # told to
+    (0o777, ["--allow-unsafe-socket-dir"]),  # told to
     (0o1777, []),                                     # sticky, as /tmp: nobody else may replace it
 ])
 def test_world_writable_socket_directory_when_allowed_or_sticky(tmp_path, directory_mode, option):
