@@ -20,7 +20,7 @@ import math
 import re
 from array import array
 from itertools import accumulate, pairwise
-from typing import Any
+from typing import Any, Final
 
 import ujson
 
@@ -93,8 +93,9 @@ _INCOMPLETE = object()
 # ovsdb-server's words for a number a double cannot hold.
 _NOT_FINITE = "syntax error: number outside valid range (Infinity, or beyond a double)"
 _NAN = "syntax error: NaN is not a JSON number"
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+_RECURSION_LIMIT: Final = 100
 
 # A `\u` escape with the whole run of backslashes before it: the escape is
 # real when the run has odd length.  Only NUL and surrogates matter here.
@@ -366,28 +367,42 @@ def _decode(text: bytes | bytearray) -> Any:
     return value
 
 
-def _check_numbers(value: Any) -> None:
+def _check_numbers(value: Any, depth: int = 0) -> None:
     """Rejects the numbers ujson accepts but JSON (RFC 8259) and OVS do not:
     `NaN`, `Infinity`, `-Infinity`, and numbers beyond a double's range,
     which ujson reads as infinite floats or as Python integers (OVS reads an
-    integer outside int64 as a double, and fails if it overflows)."""
-    # A stack, not recursion: values nest up to MAX_DEPTH, Python's own limit.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-        elif kind is float:
-            if not math.isfinite(item):
-                raise ProtocolError(_NOT_FINITE if item == item else _NAN)
-        elif kind is int and not _INT64_MIN <= item <= _INT64_MAX:
+    integer outside int64 as a double, and fails if it overflows).
+    Recursive, which is the fast way compiled; strings, most of a message,
+    are skipped before the call."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ProtocolError(_NOT_FINITE if value == value else _NAN)
+    elif isinstance(value, int):
+        if value > _INT64_MAX or value < _INT64_MIN:
             try:
-                float(item)
+                float(value)
             except OverflowError:
                 raise ProtocolError(_NOT_FINITE) from None
+    elif depth == _RECURSION_LIMIT:
+        # Values nest up to MAX_DEPTH, as deep as Python's own recursion
+        # limit: from here on, an explicit stack.
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            else:
+                _check_numbers(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            if not isinstance(item, str):
+                _check_numbers(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            if not isinstance(item, str):
+                _check_numbers(item, depth + 1)
 
 
 def _check_strings(text: bytes | bytearray, value: Any) -> None:

@@ -128,10 +128,7 @@ _new_tuple = tuple.__new__
 # Encoding
 
 def _dumps(value: Any) -> bytes:
-    # allow_nan=False: ujson would write NaN and Infinity, which are not JSON
-    # (the framer refuses them on input, so nothing should ask).
-    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False,
-                       allow_nan=False).encode()
+    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
 
 
 def encode_reply(id_: Any, result: Any, dialect: int = OVSDB_DIALECT) -> bytes:
