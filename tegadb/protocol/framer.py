@@ -93,8 +93,9 @@ _INCOMPLETE = object()
 # ovsdb-server's words for a number a double cannot hold.
 _NOT_FINITE = "syntax error: number outside valid range (Infinity, or beyond a double)"
 _NAN = "syntax error: NaN is not a JSON number"
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
+# Integers up to this need no check; a small int for mypyc, so comparing
+# with it costs no Python call (2**63 would).
+_EXACT_IN_DOUBLE: Final = 2**53
 _RECURSION_LIMIT: Final = 100
 
 # A `\u` escape with the whole run of backslashes before it: the escape is
@@ -378,7 +379,7 @@ def _check_numbers(value: Any, depth: int = 0) -> None:
         if not math.isfinite(value):
             raise ProtocolError(_NOT_FINITE if value == value else _NAN)
     elif isinstance(value, int):
-        if value > _INT64_MAX or value < _INT64_MIN:
+        if value > _EXACT_IN_DOUBLE or value < -_EXACT_IN_DOUBLE:  # rare: try
             try:
                 float(value)
             except OverflowError:
