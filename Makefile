@@ -1,5 +1,5 @@
-# The project's verbs: venv, peers, native, test, check-install, bench, bench-quick, run,
-# lint, clean.
+# The project's verbs: venv, peers, native, test, check-install, bench, bench-quick,
+# bench-cluster, run, lint, clean.
 
 # Debian's CPython 3.11 is built with PGO and LTO: tegadb's request path runs
 # about 11% fewer instructions on it than on a plain source build (such as
@@ -37,7 +37,8 @@ ETCD_PACKAGES := etcd-server etcd-client
 ETCD_FILES := /usr/bin/etcd /usr/bin/etcdctl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: venv peers compiler native bytecode test check-install bench bench-quick run lint clean \
+.PHONY: venv peers compiler native bytecode test check-install bench bench-quick bench-cluster \
+	run lint clean \
 	distclean
 
 venv: $(STAMP)
@@ -111,11 +112,17 @@ test: venv peers native bytecode
 # Side by side with ovsdb-server (issue 4): table on stdout, JSON in
 # bench-results/.  The tegadb-server measured is the pip-installed one, as
 # users run it; the in-process figures (D) use the checkout's compiled core.
+# `bench` ends with the cluster workloads C1-C4 (issue 13); `bench-quick`
+# leaves them out, `bench-cluster` runs only them.
 bench: venv peers native bytecode $(INSTALLED_STAMP)
 	$(BIN)/python tests/bench/bench_run.py --tegadb-bin $(INSTALLED)/bin
 
 bench-quick: venv peers native bytecode $(INSTALLED_STAMP)
 	$(BIN)/python tests/bench/bench_run.py --quick --tegadb-bin $(INSTALLED)/bin
+
+bench-cluster: venv peers native bytecode $(INSTALLED_STAMP)
+	$(BIN)/python tests/bench/bench_run.py --only C1,C2,C3,C4 --tegadb-bin $(INSTALLED)/bin \
+		--out bench-results/cluster.json
 
 run: venv native bytecode
 	$(BIN)/tegadb-server

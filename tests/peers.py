@@ -276,7 +276,12 @@ class Peer:
                 self.process = subprocess.Popen(
                     argv, cwd=self.directory, env=self._env, stdin=subprocess.DEVNULL,
                     stdout=console, stderr=subprocess.STDOUT)
-            if self._wait_ready():
+            try:
+                ready = self._wait_ready()
+            except BaseException:  # Ctrl-C or an exit while waiting: no server left behind
+                self.stop()
+                raise
+            if ready:
                 return
             self.stop()
         raise RuntimeError(f"{self.kind} did not start: {' '.join(argv)}\n{self.diagnostics()}")

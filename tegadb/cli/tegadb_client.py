@@ -515,6 +515,70 @@ COMMANDS = {
 }
 
 
+# --- appctl: a server's control socket, as ovs-appctl drives it --------------------
+
+DEFAULT_CONTROL_SOCKET = "var/tegadb-server.ctl"
+APPCTL_EXIT_SERVER_ERROR = 2  # ovs-appctl's status when the command failed
+
+
+def appctl(argv: list[str]) -> int:
+    """``appctl [-t PATH] [-T SECS] COMMAND [ARG...]``: run one command on a
+    control socket, print its text; the exit status is ovs-appctl's."""
+    try:
+        # Options only before COMMAND: its arguments may begin with "-".
+        pairs, args = getopt.getopt(argv, "t:T:", ["target=", "timeout="])
+    except getopt.GetoptError as e:
+        raise Fatal(_getopt_message(e)) from None
+    target, timeout = DEFAULT_CONTROL_SOCKET, None
+    for option, value in pairs:
+        if option in ("-t", "--target"):
+            target = value
+        else:
+            timeout = _timeout(value)
+    if not args:
+        raise Fatal("at least one non-option argument is required (use --help for help)")
+    ok, text = control_request(target, args[0], args[1:], timeout)
+    if ok:
+        _write(text)
+        return 0
+    sys.stdout.flush()
+    sys.stderr.write(text)
+    print(f"{PROGRAM}: {target}: server returned an error", file=sys.stderr)
+    return APPCTL_EXIT_SERVER_ERROR
+
+
+def control_request(path: str, command: str, args: list[str],
+                    timeout: float | None) -> tuple[bool, str]:
+    """Send one command to the control socket at ``path``: (succeeded, text)."""
+    import socket
+
+    from ..protocol.framer import Framer
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            sock.sendall(json.dumps({"method": command, "params": args, "id": 0}).encode())
+            framer = Framer()
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    raise Fatal(f"{path}: connection closed before the reply")
+                replies = framer.feed(data)
+                if replies:
+                    break
+        except TimeoutError:
+            raise Fatal(f"{path}: no reply within {timeout:g} s") from None
+        except OSError as e:
+            raise Fatal(f'cannot connect to "{path}" ({e.strerror or e})') from None
+    reply = replies[0]
+    if not isinstance(reply, dict):
+        raise Fatal(f"{path}: the reply is not a JSON-RPC reply: {reply!r}")
+    if reply.get("error") is not None:
+        return False, str(reply["error"])
+    return True, str(reply.get("result") or "")
+
+
 # --- options -------------------------------------------------------------------
 
 USAGE = f"""\
@@ -584,6 +648,11 @@ Valid commands are:
 
   unlock [SERVER] LOCK
     unlock LOCK from SERVER
+
+  appctl [-t PATH] [-T SECS] COMMAND [ARG...]
+    run COMMAND on the control socket PATH of a tegadb-server (default
+    {DEFAULT_CONTROL_SOCKET}), as ovs-appctl -t PATH does; its options
+    come right after "appctl".  "appctl list-commands" lists them.
 
 The default SERVER is $TEGADB_REMOTE, else {DEFAULT_REMOTE}.
 The default DATABASE is Open_vSwitch, or the only one served.
@@ -729,8 +798,11 @@ def _check_arg_count(name: str, command: Command, args: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (0, or 1 after an error)."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        return _write(run(sys.argv[1:] if argv is None else argv))
+        if argv[:1] == ["appctl"]:
+            return appctl(argv[1:])
+        return _write(run(argv))
     except Fatal as e:
         sys.stdout.flush()
         print(f"{PROGRAM}: {e}", file=sys.stderr)

@@ -176,6 +176,11 @@ class Framer:
         self._depth = 0          # bracket depth at _pos; 0 = between messages
         self._in_string = False  # _pos is inside a string
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of a message in progress, waiting for the rest (0: none)."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[Any]:
         """Adds received bytes; returns every JSON value completed by them."""
         if not self._buf and data and data[-1] in _CAN_END_VALUE and self.fast_paths:

@@ -91,11 +91,13 @@ class ClusterService(DatabaseService):
         self.revision = loaded_revision       # etcd revision the copy is current with
         self.connected = True
         self.batch: list[BatchEntry] = []
+        self.converting = False               # the batch holds a conversion
         self.batch_records = 0
         self.batch_bytes = 0
         # Transactions that did not fit in the batch, run after it settles.
         self.overflow: list[tuple[ClientSession, Any, int, list[Any]]] = []
         self.in_flight = False
+        self.sent = b""                       # the batch in flight, as appended
         self.inbox: list[Record] = []         # records from the watch while busy
         self.retry_later: set[tuple[int, str]] = set()
         self.follower: asyncio.Task[None] | None = None
@@ -131,6 +133,8 @@ class ClusterService(DatabaseService):
                 outcome: TxnOutcome) -> list[Any] | None:
         """Answer a transaction that ran: now, or with its batch."""
         assert outcome.results is not None
+        if self.observer is not None:
+            self.observer.transaction_finished(outcome)
         changes = outcome.changes
         if changes and not self.connected:
             undo(self.database, changes)
@@ -166,7 +170,7 @@ class ClusterService(DatabaseService):
     def accepts_transactions(self) -> bool:
         """Whether a transaction may join this turn's batch (it is neither
         full nor a conversion, after which transactions see the new schema)."""
-        return not self.overflow and not any(e.conversion is not None for e in self.batch)
+        return not self.overflow and not self.converting
 
     def _retry(self, key: tuple[int, str]) -> None:
         txn = self.parked.get(key)
@@ -207,6 +211,7 @@ class ClusterService(DatabaseService):
                 value = b"\n".join([e.line for e in self.batch if e.line is not None])
                 # One handler, then isinstance: mypyc-compiled handlers that
                 # bind ``as e`` mis-typed exceptions raised through awaits.
+                self.sent = value
                 try:
                     theirs = await self.log.append(self.seq, records, value)
                 except Exception as e:
@@ -225,6 +230,7 @@ class ClusterService(DatabaseService):
                 self._run_again(theirs)
         finally:
             self.in_flight = False
+            self.sent = b""
             self._after_settling()
 
     def _acknowledge(self) -> None:
@@ -272,6 +278,7 @@ class ClusterService(DatabaseService):
             DbSchema.from_json(all_persistent(schema.to_json())), session.peer)
         self.batch.append(BatchEntry(session, request_id, dialect, [], TxnOutcome([]), record,
                                      line, schema))
+        self.converting = True
         self.batch_records += 1
         self.batch_bytes += len(line) + 1
         self.request_flush()
@@ -300,6 +307,7 @@ class ClusterService(DatabaseService):
     def _take_batch(self) -> list[BatchEntry]:
         batch, self.batch = self.batch, []
         self.batch_records = self.batch_bytes = 0
+        self.converting = False
         return batch
 
     def _undo_batch(self) -> list[BatchEntry]:
@@ -475,7 +483,8 @@ class ClusterService(DatabaseService):
             kv = event.kv
             self.revision = max(self.revision, kv.mod_revision)
             # A batch this member appended (or already has) is not decoded again.
-            if event.kind == "PUT" and self.log.batch_end(kv.key) > self.seq:
+            if (event.kind == "PUT" and kv.value != self.sent
+                    and self.log.batch_end(kv.key) > self.seq):
                 self.receive(self.log.decode_batch(kv.value))
 
     async def _watch_health(self, consumer: asyncio.Task[None]) -> None:
@@ -522,6 +531,7 @@ class ClusterService(DatabaseService):
 
     def compact(self) -> None:
         """Write the local cache: the cluster's contents at this member's position."""
+        self.compactions += 1
         snapshot = Record(self.seq, self.last_txn, now_ms(),
                           changesets.snapshot_json(self.database, self.last_txn), snapshot=True)
         self.storage.compact(Header(self.schema_json), snapshot)

@@ -10,11 +10,13 @@ Compiled with the core (tegadb/native.py): every request passes through here.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import ssl
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from ..protocol.framer import Framer, ProtocolError
 from ..protocol.messages import encode_request
@@ -28,12 +30,41 @@ log = logging.getLogger("tegadb.server")
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 DEFAULT_MAX_BACKLOG = 64 * 1024 * 1024
 # OVS probes TCP and TLS peers after 5 s of silence and drops them after 5 s
-# more; Unix-socket peers are not probed.
+# more.  It leaves Unix-socket peers alone; tegadb probes them too unless told
+# not to (Server.probe_unix), since a stuck local client holds memory as well.
 PROBE_INTERVAL = 5.0
+# How long a started message may take to arrive whole (a client sending one
+# byte a second would otherwise hold its buffer forever).
+MESSAGE_TIMEOUT = 30.0
+# Messages of one connection served per event-loop turn; the rest wait for
+# the next turn with reading paused, so a client pipelining thousands of
+# requests delays the others by one such batch, not by all of its requests.
+# The issue's figure for ovsdb-server is ~50 a run; its current
+# ovsdb_jsonrpc_session_run (ovsdb/jsonrpc-server.c) takes one message per
+# session per main-loop run, and none while the session's replies are not
+# all written.  50 keeps a pipelining client's batch (and its group commit)
+# whole: W2's 32 in flight per connection fit in one turn.
+MESSAGES_PER_TURN = 50
+# Bytes of a connection framed per turn: parsing a 256 KiB read of small
+# requests at once took ~10 ms, a stall for everyone else.
+INPUT_PER_TURN = 8192
 # How long the loop keeps polling, instead of sleeping, for a client that
 # answers quickly (see Server.input_arrived).  A sequential client's next
 # request came 40-80 us after the reply in `make bench`'s W1.
 BUSY_POLL = 100e-6
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc
+
+
+# Hands freed heap memory back to the system.  A dropped peer's backlog is
+# many megabytes freed at once, which glibc otherwise keeps (RSS stayed 8 MB
+# up after a 10 MB backlog was freed).
+malloc_trim = _find_malloc_trim()
 
 
 class Connection(asyncio.Protocol):
@@ -46,10 +77,22 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.session: methods.Session | None = None
         self.held: list[bytes] = []
-        self.probe_interval = 0.0 if remote.is_unix else server.probe_interval
+        self.held_size = 0
+        self.aborted = False
+        self.probe_interval = (
+            0.0 if remote.is_unix and not server.probe_unix else server.probe_interval)
         self.last_received = 0.0
         self.probe_sent = False
         self.probe_timer: asyncio.TimerHandle | None = None
+        # Input beyond this turn's MESSAGES_PER_TURN, served on later turns.
+        self.deferred: list[object] | None = None
+        self.deferred_error: ProtocolError | None = None
+        self.unparsed = memoryview(b"")   # bytes read but not framed yet
+        self.deferred_scheduled = False
+        self.input_paused = False   # reading paused until the above are served
+        # loop.time() when the message now in the framer began; 0: none.
+        self.message_started = 0.0
+        self.deadline_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -68,10 +111,7 @@ class Connection(asyncio.Protocol):
         idle = loop.time() - self.last_received
         if idle >= self.probe_interval:
             if self.probe_sent:
-                assert self.session is not None
-                log.warning("%s: no response to inactivity probe after %.3g seconds, "
-                            "disconnecting", self.session.peer, idle)
-                self.close()
+                self.abort(f"no response to inactivity probe after {idle:.3g} seconds")
                 return
             self.probe_sent = True
             self.last_received = loop.time()
@@ -80,30 +120,60 @@ class Connection(asyncio.Protocol):
         self.probe_timer = loop.call_later(max(delay, 0.01), self.probe)
 
     def data_received(self, data: bytes) -> None:
-        session = self.session
-        assert session is not None
         server = self.server
+        server.bytes_received += len(data)
         if server.busy_poll:
             server.input_arrived()
         if self.probe_interval:
-            self.last_received = self.server.loop.time()
+            self.last_received = server.loop.time()
             self.probe_sent = False
+        if self.input_paused:
+            # Read before the pause took effect (TLS may): after the rest.
+            self.unparsed = memoryview(bytes(self.unparsed) + data)
+            return
+        if len(data) > INPUT_PER_TURN:
+            self.unparsed = memoryview(data)[INPUT_PER_TURN:]
+            data = data[:INPUT_PER_TURN]
+            self.pause_input()
+        self.take(data)
+
+    def take(self, data: bytes) -> None:
+        """Frame ``data`` and serve (or queue) the messages it completes."""
+        server = self.server
         error = None
         try:
             messages = self.framer.feed(data)
         except ProtocolError as e:
             # Messages completed before the bad bytes are served first, as OVS does.
             messages, error = e.messages, e
+            self.unparsed = memoryview(b"")
+        if self.framer.buffered:
+            if server.message_timeout:
+                self.message_in_progress(bool(messages))
+        elif self.message_started:
+            self.message_started = 0.0
         if server.backlog:
             server.backlog.append((self, messages, error))
             return
         self.serve(messages, error)
 
     def serve(self, messages: list[object], error: ProtocolError | None) -> bool:
-        """Handle ``messages``; False if the server held them back (see Server.hold)."""
+        """Handle ``messages``, at most MESSAGES_PER_TURN of them now and the
+        rest on later turns; False if the server held them back (see
+        Server.must_hold)."""
         session = self.session
         assert session is not None
+        if self.deferred is not None:
+            # Served in order after what came before (a cluster's backlog).
+            self.deferred += messages
+            self.deferred_error = self.deferred_error or error
+            return True
         server = self.server
+        if len(messages) > MESSAGES_PER_TURN:
+            self.deferred = messages[MESSAGES_PER_TURN:]
+            self.deferred_error = error
+            messages, error = messages[:MESSAGES_PER_TURN], None
+            self.pause_input()
         for index, message in enumerate(messages):
             if server.shared and server.must_hold(message):
                 server.backlog.append((self, messages[index:], error))
@@ -118,39 +188,147 @@ class Connection(asyncio.Protocol):
                 return True
         if error is not None:
             log.warning("%s: %s, closing connection", session.peer, error)
+            if server.observer is not None:
+                server.observer.error("protocol error")
             self.close()
         return True
 
+    def pause_input(self) -> None:
+        """Stop reading until the input already received has been served."""
+        if not self.input_paused and self.transport is not None:
+            self.input_paused = True
+            self.transport.pause_reading()
+        self.schedule_deferred()
+
+    def schedule_deferred(self) -> None:
+        assert self.session is not None
+        if not self.deferred_scheduled and not self.session.backlogged:
+            self.deferred_scheduled = True
+            self.server.loop.call_soon(self.serve_deferred)
+
+    def serve_deferred(self) -> None:
+        """This turn's share of the input left from earlier turns: deferred
+        messages, else the next INPUT_PER_TURN bytes (nothing while the peer
+        does not read: resume_writing schedules this again)."""
+        self.deferred_scheduled = False
+        session = self.session
+        if self.transport is None or session is None or session.closed or session.backlogged:
+            return
+        messages = self.deferred
+        if messages is not None:
+            error, self.deferred, self.deferred_error = self.deferred_error, None, None
+            if self.server.backlog:
+                # A cluster batch holds input back: queue behind what it holds.
+                self.server.backlog.append((self, messages, error))
+            else:
+                self.serve(messages, error)
+        elif self.unparsed:
+            data = bytes(self.unparsed[:INPUT_PER_TURN])
+            self.unparsed = self.unparsed[INPUT_PER_TURN:]
+            self.take(data)
+        if self.transport is None:
+            return
+        if self.deferred is not None or self.unparsed:
+            self.schedule_deferred()
+        elif self.input_paused:
+            self.input_paused = False
+            if not session.backlogged:
+                self.transport.resume_reading()
+
+    def message_in_progress(self, completed_some: bool) -> None:
+        """Start the deadline of a message that began in the last read."""
+        loop = self.server.loop
+        if completed_some or not self.message_started:
+            self.message_started = loop.time()
+        if self.deadline_timer is None:
+            self.deadline_timer = loop.call_at(
+                self.message_started + self.server.message_timeout, self.check_deadline)
+
+    def check_deadline(self) -> None:
+        self.deadline_timer = None
+        session = self.session
+        if not self.message_started or self.transport is None or session is None:
+            return
+        loop = self.server.loop
+        if self.input_paused or session.backlogged:
+            # Not reading (our doing): the peer cannot finish meanwhile.
+            self.message_started = loop.time()
+        elapsed = loop.time() - self.message_started
+        if elapsed >= self.server.message_timeout:
+            self.abort(f"message incomplete after {elapsed:.3g} seconds "
+                       f"({self.framer.buffered} bytes received)")
+            return
+        self.deadline_timer = loop.call_at(
+            self.message_started + self.server.message_timeout, self.check_deadline)
+
     def send(self, data: bytes) -> None:
-        """Write now, or hold while the group-commit gate is closed."""
+        """Write now, or hold while the group-commit gate is closed; either
+        way, drop the peer instead if this takes its backlog past the limit."""
+        transport = self.transport
+        if transport is None:
+            return
+        session = self.session
+        assert session is not None
+        limit = self.server.max_backlog
         if self.server.gate_closed:
+            if ((session.backlogged or self.held_size + len(data) > limit)
+                    and not self.check_backlog(len(data))):
+                return
             if not self.held:
                 self.server.held_connections.append(self)
             self.held.append(data)
-        elif self.transport is not None:
-            self.transport.write(data)
-            if self.session is not None and self.session.backlogged:
-                self.check_backlog()
+            self.held_size += len(data)
+        # Until the peer stops keeping up (pause_writing), the transport's
+        # backlog is below its high-water mark: only a message past the
+        # limit by itself needs a look.
+        elif (not session.backlogged and len(data) <= limit) or self.check_backlog(len(data)):
+            self.server.bytes_sent += len(data)
+            transport.write(data)
 
-    def check_backlog(self) -> None:
-        """Drop a peer that does not read while its output keeps growing.
+    def check_backlog(self, more: int) -> bool:
+        """Whether ``more`` bytes fit in the output backlog; if not, the
+        peer is dropped.  Its monitor updates merge while it is backed up
+        (memory bounded by the rows that changed); what is already encoded
+        is bounded here, before it is queued."""
+        assert self.transport is not None
+        limit = self.server.max_backlog
+        backlog = self.transport.get_write_buffer_size() + self.held_size
+        if backlog + more <= limit:
+            return True
+        self.abort(f"output backlog of {backlog} bytes plus {more} to send "
+                   f"would exceed the limit of {limit}")
+        return False
 
-        Its monitor updates merge while it is backed up (memory bounded by the
-        rows that changed); what is already encoded is bounded here.
-        """
-        assert self.transport is not None and self.session is not None
-        size = self.transport.get_write_buffer_size()
-        if size > self.server.max_backlog:
-            log.warning("%s: %d bytes of output backlog exceed the limit of %d, disconnecting",
-                        self.session.peer, size, self.server.max_backlog)
-            self.transport.abort()
+    def abort(self, reason: str) -> None:
+        """Drop the peer at once: its queued output is discarded and the
+        socket closed now, not after a flush it would never read; its
+        session (monitors, locks) closes in connection_lost, next turn."""
+        transport = self.transport
+        if transport is None:
+            return
+        log.warning("%s: %s, disconnecting", self.session.peer if self.session else "?", reason)
+        self.transport = None   # whatever is sent meanwhile goes nowhere
+        self.aborted = True
+        self.held.clear()
+        self.held_size = 0
+        self.drop_input()
+        transport.abort()
 
     def release(self) -> None:
         if self.held and self.transport is not None:
-            self.transport.write(b"".join(self.held))
+            data = b"".join(self.held)
+            self.server.bytes_sent += len(data)
+            self.transport.write(data)
         self.held.clear()
+        self.held_size = 0
+
+    def drop_input(self) -> None:
+        """Forget input not served yet: the connection is going away."""
+        self.deferred = self.deferred_error = None
+        self.unparsed = memoryview(b"")
 
     def close(self) -> None:
+        self.drop_input()
         if self.transport is not None:
             self.release()
             self.transport.close()
@@ -159,10 +337,15 @@ class Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.probe_timer is not None:
             self.probe_timer.cancel()
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+        self.drop_input()
         if self.session is not None:
             log.debug("%s: disconnected", self.session.peer)
             self.session.close()
         self.transport = None
+        if self.aborted and malloc_trim is not None:
+            malloc_trim(0)
 
     def pause_writing(self) -> None:
         # A client that stops reading gets no more input processed and no
@@ -173,11 +356,13 @@ class Connection(asyncio.Protocol):
             self.session.backlogged = True
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.input_paused:
             self.transport.resume_reading()
         if self.session is not None:
             self.session.backlogged = False
             self.session.flush_monitors()
+            if self.deferred is not None or self.unparsed:
+                self.schedule_deferred()
 
 
 class Server:
@@ -187,8 +372,12 @@ class Server:
                  ssl_context: ssl.SSLContext | None = None,
                  probe_interval: float = PROBE_INTERVAL,
                  max_backlog: int = DEFAULT_MAX_BACKLOG,
-                 busy_poll: float = BUSY_POLL) -> None:
+                 busy_poll: float = BUSY_POLL,
+                 message_timeout: float = MESSAGE_TIMEOUT,
+                 probe_unix: bool = True) -> None:
         self.databases = databases
+        self.message_timeout = message_timeout   # 0: no deadline
+        self.probe_unix = probe_unix
         self.busy_poll = busy_poll
         self.last_active = 0.0   # time.monotonic() of the last input or group commit
         self.polling = False
@@ -208,6 +397,10 @@ class Server:
         self.backlog: list[tuple[Connection, list[object], ProtocolError | None]] = []
         self.stopped = asyncio.Event()
         self.failed = False
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        # Times each group commit and counts errors when --metrics is on (metrics.Metrics).
+        self.observer: Any = None
         self.loop = asyncio.get_running_loop()
         databases.attach(self.request_flush, self.loop.call_later)
 
@@ -258,9 +451,15 @@ class Server:
 
     def flush(self) -> None:
         """Group commit: write (and fsync) every journal once, then release replies."""
+        observer = self.observer
+        started = time.perf_counter() if observer is not None else 0.0
         try:
             settling = self.databases.flush()
+            if observer is not None:
+                observer.committed(time.perf_counter() - started)
         except StorageError as e:
+            if observer is not None:
+                observer.error("I/O error")
             held, self.held_connections = self.held_connections, []
             # Memory now holds commits the file lacks: acknowledge none of
             # them and stop, so that a restart serves exactly what is on disk.

@@ -31,15 +31,20 @@ from .connections import (
     BUSY_POLL,
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_MESSAGE,
+    MESSAGE_TIMEOUT,
     PROBE_INTERVAL,
     Server,
 )
+from .control import ControlServer
 from .service import DatabaseService, ServerDatabases, create_database_file
 from .storage import StorageError
 
 log = logging.getLogger("tegadb.server")
 
 DEFAULT_REMOTES = ["ptcp:6640:127.0.0.1", "punix:var/tegadb.sock"]
+# var/ when the server makes it: not writable by others whatever the umask,
+# as the default sockets live there (unix_sockets.check_directory).
+VAR_DIR_MODE = 0o750
 
 
 def build_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -55,8 +60,7 @@ def default_database_files(var_dir: Path, schema_dirs: list[Path], mode: int) ->
     schema_dir = next((d for d in schema_dirs if d.is_dir()), None)
     if schema_dir is None:
         raise SystemExit("tegadb-server: no schemas/ directory found for the default databases")
-    # Not writable by others whatever the umask: the default socket lives here.
-    var_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    var_dir.mkdir(mode=VAR_DIR_MODE, parents=True, exist_ok=True)
     files = []
     for schema in sorted(schema_dir.glob("*.ovsschema")):
         db_file = var_dir / f"{schema.stem}.db"
@@ -114,8 +118,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--history-rows", type=int, default=20_000, metavar="N",
                         help="row changes kept per database for resumes (default 20000)")
     parser.add_argument("--inactivity-probe", type=float, default=PROBE_INTERVAL * 1000,
-                        metavar="MS", help="probe idle TCP/TLS peers after MS ms "
+                        metavar="MS", help="probe idle peers after MS ms "
                         "(0 disables; at least 1000; default 5000)")
+    parser.add_argument("--no-unix-probes", action="store_true",
+                        help="do not probe Unix-socket peers (as ovsdb-server)")
+    parser.add_argument("--message-timeout", type=float, default=MESSAGE_TIMEOUT,
+                        metavar="SECS", help="drop a client whose message is not complete "
+                        "SECS after it began (0 disables; default %(default)g)")
     parser.add_argument("--busy-poll", type=_microseconds, default=BUSY_POLL * 1e6, metavar="USEC",
                         help="keep polling for USEC us after activity while clients answer "
                         "that quickly, instead of sleeping (0 disables; always off with "
@@ -144,6 +153,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--allow-unsafe-socket-dir", action="store_true",
                         help="listen on punix: sockets even in a directory everyone may write"
                         " to without the sticky bit (where anyone could replace the socket)")
+    parser.add_argument("--unixctl", metavar="PATH",
+                        help="the control socket, for ovs-appctl -t PATH or tegadb-client "
+                        "appctl (default var/tegadb-server.ctl, or beside the --pidfile)")
+    parser.add_argument("--metrics", metavar="[IP:]PORT",
+                        help="serve Prometheus metrics at http://IP:PORT/metrics "
+                        "(IP defaults to 127.0.0.1)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     return parser.parse_args(argv)
 
@@ -273,7 +288,19 @@ def follow_cluster(server: Server, service: Any) -> None:
         server.failed = True
         server.stopped.set()
 
-    service.on_state_change = lambda: server.databases.state_changed(service)
+    # _Server's row follows once per loop turn, after the turn's replies.
+    scheduled: list[bool] = []
+
+    def update_row() -> None:
+        scheduled.clear()
+        server.databases.state_changed(service)
+
+    def state_changed() -> None:
+        if not scheduled:
+            scheduled.append(True)
+            server.loop.call_soon(update_row)
+
+    service.on_state_change = state_changed
     service.on_schema_change = (lambda schema, database, seq, txn:
                                 server.databases.switch_schema(service, schema, database, seq,
                                                                txn))
@@ -285,6 +312,36 @@ def follow_cluster(server: Server, service: Any) -> None:
             stop(f"{service.name}: following the log failed: {task.exception()!r}")
 
     service.follower.add_done_callback(check)
+
+
+def control_socket_path(args: argparse.Namespace) -> Path:
+    """--unixctl, else beside the pidfile, else var/tegadb-server.ctl."""
+    if args.unixctl:
+        return Path(args.unixctl)
+    if args.pidfile:
+        return Path(args.pidfile).parent / "tegadb-server.ctl"
+    var = Path("var")
+    var.mkdir(mode=VAR_DIR_MODE, exist_ok=True)
+    return var / "tegadb-server.ctl"
+
+
+async def start_observability(server: Server, args: argparse.Namespace) -> list[Any]:
+    """The control socket, and the metrics endpoint if --metrics was given;
+    each has an async close()."""
+    control = ControlServer(server, log_to_file=bool(args.log_file))
+    await control.listen(control_socket_path(args))
+    if not args.metrics:
+        return [control]
+    # prometheus_client is imported only now: its import would add to every start.
+    from .metrics import MetricsEndpoint, parse_address
+
+    try:
+        endpoint = MetricsEndpoint(server)
+        await endpoint.listen(*parse_address(args.metrics))
+    except BaseException:
+        await control.close()  # leave no socket behind when the start fails
+        raise
+    return [control, endpoint]
 
 
 def busy_poll_seconds(usec: float) -> float:
@@ -318,9 +375,12 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     probe_ms = args.inactivity_probe
     server = Server(databases, args.max_message_size, build_ssl_context(args),
                     max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0, args.max_backlog,
-                    busy_poll_seconds(args.busy_poll))
+                    busy_poll_seconds(args.busy_poll), args.message_timeout,
+                    not args.no_unix_probes)
     log.info("busy polling: %s",
              f"{server.busy_poll * 1e6:.0f} us" if server.busy_poll else "off")
+    # Before the remotes: once clients can connect, they can be observed.
+    observability = await start_observability(server, args)
     for text in remotes:
         await server.listen(parse_passive(text), args.socket_mode,
                             args.allow_unsafe_socket_dir)
@@ -338,6 +398,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         await server.stopped.wait()
     finally:
         log.info("shutting down")
+        for part in observability:
+            await part.close()
         await server.close()
         if release_locks is not None:
             await release_locks()

@@ -173,9 +173,13 @@ def call_method(session: Session, name: str, params: list[Any], request_id: Any,
     # Each clause names its exception differently: mypyc types the name by
     # its first clause.
     except OVSDBError as error:
+        if session.databases.observer is not None:
+            session.databases.observer.error(error.tag)
         session.reply_error(request_id, error, dialect)
         return
     except BareError as bare:
+        if session.databases.observer is not None:
+            session.databases.observer.error(bare.text)
         session.reply_error(request_id, bare.text, dialect)
         return
     if result is not DEFERRED:

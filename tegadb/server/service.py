@@ -143,6 +143,9 @@ class DatabaseService:
         self.durable_pending = False
         self.parked: dict[tuple[int, str], ParkedTransaction] = {}
         self.compacted_at = time.monotonic()
+        self.compactions = 0
+        # Told of every finished transaction when --metrics is on (metrics.Metrics).
+        self.observer: Any = None
         self.request_flush: Callable[[], None] = lambda: None
         self.call_later: Callable[[float, Callable[[], None]], Any] | None = None
 
@@ -239,6 +242,8 @@ class DatabaseService:
         assert outcome.results is not None  # only a parked transaction has none
         if outcome.changes:
             self._commit(outcome, session)
+        if self.observer is not None:
+            self.observer.transaction_finished(outcome)
         return outcome.results
 
     def _arm_timer(self, txn: ParkedTransaction, key: tuple[int, str], deadline_ms: float) -> None:
@@ -377,6 +382,7 @@ class DatabaseService:
                           changesets.snapshot_json(self.database, self.last_txn), snapshot=True)
         self.storage.compact(Header(self.schema_json), snapshot)
         self.compacted_at = time.monotonic()
+        self.compactions += 1
 
     def close(self) -> None:
         for key in list(self.parked):
@@ -403,6 +409,8 @@ class ServerDatabases:
         # In a cluster, locks are the cluster's (cluster_locks.ClusterLocks).
         self.cluster_locks: Any = None
         self.sessions: set[ClientSession] = set()
+        # Told of errors replied and of transactions when --metrics is on (metrics.Metrics).
+        self.observer: Any = None
         self.server_db = ServerDatabase()
         for service in services:
             self.server_db.add(service.name, service.schema_json, service.server_state())
@@ -415,6 +423,12 @@ class ServerDatabases:
         for service in self.services.values():
             service.request_flush = request_flush
             service.call_later = call_later
+
+    def observe(self, observer: Any) -> None:
+        """Tell ``observer`` of every transaction and error reply (--metrics)."""
+        self.observer = observer
+        for service in self.services.values():
+            service.observer = observer
 
     def get(self, name: str) -> DatabaseService | None:
         return self.services.get(name)

@@ -16,6 +16,11 @@ flagged, since then it, not the server, may be the limit.
 A workload a server fails (error reply, unknown method, crash, timeout) is
 reported as such for that server and never counted.  Results go to
 bench-results/latest.json.
+
+The cluster workloads C1-C4 (issue 13, tests/bench/bench_cluster.py) run
+last, in their own table: 3-member clusters of each server, etcd's own
+figures as the floor.  --quick leaves them out unless --only names them
+(`make bench-cluster` runs only them).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +48,7 @@ for p in (str(REPO), str(REPO / "tests"), str(HERE)):
 
 import peers  # noqa: E402
 from bench_client import BenchError  # noqa: E402
+from bench_cluster import CLUSTER_WORKLOADS, print_results, run_cluster_bench  # noqa: E402
 from bench_workloads import (  # noqa: E402
     FULL,
     QUICK,
@@ -49,6 +56,7 @@ from bench_workloads import (  # noqa: E402
     Config,
     Server,
     dispatch_overhead,
+    fmt,
     run_async,
     w6_restart,
     w6_setup,
@@ -86,6 +94,9 @@ METRICS: list[tuple[str, str, str, str, str, float | None, str | None, str]] = [
      "nondurable_seq_server_cpu_us_per_op", "us/txn"),
     ("W7", "nondurable_txn_per_s", "non-durable, 32 in flight", "txn/s", "higher", None,
      "nondurable_server_cpu_us_per_op", "us/txn"),
+    ("W8", "probe_p99_us", "p99 round trip, flood", "us", "lower", 1.0, None, ""),
+    ("W8", "probe_max_us", "max round trip, flood", "us", "lower", 1.0,
+     "server_cpu_us_per_op", "us/flood req"),
 ]
 
 
@@ -120,21 +131,6 @@ def machine_info(cfg: Config) -> dict[str, Any]:
             "kernel": platform.release(), "python": platform.python_version(),
             "ovsdb_server": ovs, "tegadb_core": tegadb_core(cfg.tegadb_bin),
             "server_cpu": cfg.server_cpu, "loadavg_at_start": os.getloadavg()}
-
-
-def fmt(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "-" if value is None else str(value)
-    a = abs(value)
-    if a >= 10000:
-        return f"{value:,.0f}"
-    if a >= 100:
-        return f"{value:.0f}"
-    if a >= 10:
-        return f"{value:.1f}"
-    if a >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
 
 
 class Bench:
@@ -305,11 +301,19 @@ def print_table(rows: list[dict[str, Any]], bench: Bench) -> str:
     return text
 
 
+def exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (a `timeout`, a stopped session) unwinds as Ctrl-C does, so every
+    server and etcd member started is stopped by its pid on the way out."""
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, smaller runs (~2 min)")
     parser.add_argument("--reps", type=int, help="repetitions of each workload per server")
-    parser.add_argument("--only", help="comma-separated workloads (W1..W7, D for dispatch)")
+    parser.add_argument("--only", help="comma-separated workloads (W1..W8, D for dispatch, "
+                                       "C1..C4 for the clusters; default: all, no C in --quick)")
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--monitor", choices=["monitor", "monitor_cond"],
                         help="W4's monitor method (default: monitor, for both servers)")
@@ -334,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.server_cpu = args.server_cpu
     servers = [s for s in args.servers.split(",") if s]
     wanted = [w.strip().upper() for w in args.only.split(",")] if args.only \
-        else [*WORKLOADS, "D"]
+        else [*WORKLOADS, "D", *([] if args.quick else CLUSTER_WORKLOADS)]
     missing = peers.missing_ovs_binaries()
     if "ovsdb-server" in servers and missing:
         print(f"{', '.join(missing)} not installed (run `make peers`)", file=sys.stderr)
@@ -359,16 +363,21 @@ def main(argv: list[str] | None = None) -> int:
             dispatch = dispatch_overhead()
         elif wl in WORKLOADS:
             bench.run_workload(wl)
-        else:
+        elif wl not in CLUSTER_WORKLOADS:
             parser.error(f"unknown workload {wl}")
+    cluster_wanted = [wl for wl in wanted if wl in CLUSTER_WORKLOADS]
+    cluster = run_cluster_bench(cluster_wanted, args.quick, args.reps, workdir, servers,
+                                cfg.tegadb_bin, args.keep) if cluster_wanted else None
 
     rows = bench.summary()
     gen = bench.generator_check()
     elapsed = time.perf_counter() - t0
-    print()
-    print(f"Medians of {cfg.reps} runs each; ratio = tegadb vs ovsdb-server, higher is better "
-          f"for tegadb (times: ovsdb/tegadb; rates: tegadb/ovsdb).")
-    table = print_table(rows, bench)
+    table = ""
+    if rows:
+        print()
+        print(f"Medians of {cfg.reps} runs each; ratio = tegadb vs ovsdb-server, higher is "
+              f"better for tegadb (times: ovsdb/tegadb; rates: tegadb/ovsdb).")
+        table = print_table(rows, bench)
     if dispatch:
         print("\nDispatch overhead per echo request (in-process, best of 5):")
         for k, v in dispatch.items():
@@ -376,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    {k:42s} {fmt(v)} us")
         for k, v in dispatch.get("errors", {}).items():
             print(f"    {k}: ERROR {v}")
-    print("\nLoad generator CPU (most it used in any measured phase; 1.0 = a whole core):")
+    if gen:
+        print("\nLoad generator CPU (most it used in any measured phase; 1.0 = a whole core):")
     for g in gen:
         print(f"    {g['workload']} vs {g['server']:12s} up to {g['gen_util_max']:.2f} cores"
               f" (other processes: up to {g['others_util_max']:.2f})")
@@ -385,8 +395,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{wl} {kind}: {f['status'].upper()}: {f['error']}")
     for w in bench.warnings:
         print(f"WARNING: {w}")
+    if cluster:
+        print()
+        print_results(cluster)
+    seconds = {**bench.seconds, **(cluster["seconds_per_workload"] if cluster else {})}
     print(f"\ntotal {elapsed:.0f} s (" + ", ".join(f"{k} {v:.0f}s" for k, v in
-                                                  bench.seconds.items()) + ")")
+                                                  seconds.items()) + ")")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -397,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "config": vars(cfg),
         "elapsed_s": elapsed,
-        "seconds_per_workload": bench.seconds,
+        "seconds_per_workload": seconds,
         "summary": rows,
         "table": table,
         "dispatch_overhead_us": dispatch,
@@ -405,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         "warnings": bench.warnings,
         "failures": bench.failures,
         "runs": bench.runs,
+        "cluster": cluster,
     }
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"results: {out}")

@@ -15,6 +15,7 @@ import random
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 import timeit
 from dataclasses import dataclass, replace
@@ -73,6 +74,7 @@ class Config:
     w7_inflight: int
     tegadb_bin: str | None = None   # an installed tegadb's bin/ (make bench); None: the checkout
     server_cpu: int | None = None   # the CPU both servers are pinned to; None: not pinned
+    w8_flood: int = 100_000         # requests the flooding connection pipelines
 
 
 FULL = Config(reps=5, timeout=60.0,
@@ -136,21 +138,24 @@ class Server:
 
 
 class Meter:
-    """Server CPU (from /proc), generator CPU and wall time over a phase."""
+    """Server CPU (from /proc, summed over `pids`), generator CPU and wall time over a phase."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
+
+    def server_cpu_seconds(self) -> float:
+        return sum(proc_cpu_seconds(pid) for pid in self.pids)
 
     def start(self) -> Meter:
         self.m0 = machine_busy_seconds()
-        self.s0 = proc_cpu_seconds(self.pid)
+        self.s0 = self.server_cpu_seconds()
         self.g0 = time.process_time()
         self.w0 = time.perf_counter()
         return self
 
     def stop(self, ops: int, prefix: str = "") -> dict[str, float]:
         wall = time.perf_counter() - self.w0
-        server = proc_cpu_seconds(self.pid) - self.s0
+        server = self.server_cpu_seconds() - self.s0
         gen = time.process_time() - self.g0
         # What neither the server nor the generator used: other processes on a
         # shared machine (and steal).  A figure measured while others were busy
@@ -594,6 +599,60 @@ async def w7_durable(srv: Server, cfg: Config) -> dict[str, Any]:
     return out
 
 
+# --- W8: fairness ------------------------------------------------------------------------
+
+# The flooding client runs in its own process, so that parsing its replies
+# does not delay the measuring client's loop: it writes `count` requests to an
+# unknown method (each answered with an error) followed by an echo, while a
+# thread drains the replies until the echo's comes back.
+FLOOD_CLIENT = r"""
+import socket, sys, threading
+path, count = sys.argv[1], int(sys.argv[2])
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(path)
+data = b"".join(b'{"method":"no_such_method","params":[],"id":%d}' % i for i in range(count))
+data += b'{"method":"echo","params":["flood done"],"id":"done"}'
+sender = threading.Thread(target=sock.sendall, args=(data,))
+sys.stdout.write("ready\n"); sys.stdout.flush(); sys.stdin.readline()
+sender.start()
+tail = b""
+while b"flood done" not in tail:
+    chunk = sock.recv(1 << 20)
+    if not chunk:
+        sys.exit("server closed the flooding connection")
+    tail = tail[-16:] + chunk
+sender.join()
+"""
+
+
+async def w8_fairness(srv: Server, cfg: Config) -> dict[str, Any]:
+    """Round trips of one client while another pipelines cfg.w8_flood invalid requests."""
+    conn = await connect(srv.sock)
+    for _ in range(50):   # warm up
+        await conn.call("echo", [], cfg.timeout)
+    flood = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FLOOD_CLIENT, srv.sock, str(cfg.w8_flood),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert flood.stdin is not None and flood.stdout is not None
+    await flood.stdout.readline()   # connected, requests built
+    meter = Meter(srv.pid).start()
+    flood.stdin.write(b"go\n")
+    waiting = asyncio.ensure_future(flood.wait())
+    round_trips = []
+    while not waiting.done():
+        start = time.perf_counter()
+        await conn.call("echo", [], cfg.timeout)
+        round_trips.append(time.perf_counter() - start)
+    metrics = meter.stop(cfg.w8_flood)
+    conn.close()
+    if waiting.result() != 0:
+        raise BenchTimeout(f"the flooding client failed (exit status {waiting.result()})")
+    return {"probe_p99_us": percentile(round_trips, 0.99) * 1e6,
+            "probe_max_us": max(round_trips) * 1e6,
+            "probe_round_trips": len(round_trips),
+            "flood_s": metrics["wall_s"], **metrics}
+
+
 # --- dispatch overhead ------------------------------------------------------------------
 
 def dispatch_overhead() -> dict[str, Any]:
@@ -663,6 +722,22 @@ def dispatch_overhead() -> dict[str, Any]:
     return out
 
 
+def fmt(value: Any) -> str:
+    """A figure for the tables, with a precision that suits its size."""
+    if not isinstance(value, (int, float)):
+        return "-" if value is None else str(value)
+    a = abs(value)
+    if a >= 10000:
+        return f"{value:,.0f}"
+    if a >= 100:
+        return f"{value:.0f}"
+    if a >= 10:
+        return f"{value:.1f}"
+    if a >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
 # --- running ------------------------------------------------------------------------------
 
 def run_async(coro: Any) -> Any:
@@ -679,4 +754,5 @@ WORKLOADS = {
     "W5": ("queries: selects on 10k rows", w5_queries),
     "W6": ("cold start on a journal of single-row transactions", None),
     "W7": ("durable commits vs not", w7_durable),
+    "W8": ("fairness: 1 client's round trips while another floods 100k requests", w8_fairness),
 }

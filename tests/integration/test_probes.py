@@ -36,14 +36,20 @@ def test_answering_probes_keeps_the_connection(tmp_path):
         server.stop()
 
 
-def test_unix_socket_peers_are_not_probed(tmp_path):
-    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA], ["--inactivity-probe=1000"])
+def test_unix_socket_peers_are_probed_unless_told_not_to(tmp_path):
+    probed = start_tegadb_server(tmp_path / "p", [TEST_SCHEMA], ["--inactivity-probe=1000"])
+    unprobed = start_tegadb_server(tmp_path / "u", [TEST_SCHEMA],
+                                   ["--inactivity-probe=1000", "--no-unix-probes"])
     try:
-        with server.client() as c:
-            assert not c.wait_closed(timeout=2.5)
-            assert c.request("echo", [])["result"] == []
+        with probed.client() as c, unprobed.client() as quiet:
+            assert c.recv(timeout=3) == {"id": "echo", "method": "echo", "params": []}
+            assert c.wait_closed(timeout=3)
+            assert not quiet.wait_closed(timeout=0.5)
+            assert quiet.request("echo", [])["result"] == []
+        assert "no response to inactivity probe" in probed.log_path.read_text()
     finally:
-        server.stop()
+        probed.stop()
+        unprobed.stop()
 
 
 def test_set_db_change_aware(peer):
