@@ -19,7 +19,7 @@ from ..server.storage import StorageError
 def cmd_create(args: argparse.Namespace) -> int:
     if Path(args.dbfile).exists():
         return fail(f"{args.dbfile}: file already exists")
-    create_database_file(Path(args.dbfile), Path(args.schema))
+    create_database_file(Path(args.dbfile), Path(args.schema), args.db_file_mode)
     return 0
 
 
@@ -107,13 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tegadb-tool", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Any, help_text: str, *arguments: str) -> None:
+    def command(name: str, handler: Any, help_text: str,
+                *arguments: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         for argument in arguments:
             sub.add_argument(argument)
         sub.set_defaults(handler=handler)
+        return sub
 
-    command("create", cmd_create, "create DBFILE from SCHEMA", "dbfile", "schema")
+    create = command("create", cmd_create, "create DBFILE from SCHEMA", "dbfile", "schema")
+    create.add_argument("--db-file-mode", type=journal.file_mode, default=journal.DEFAULT_FILE_MODE,
+                        metavar="MODE", help="DBFILE's permissions, in octal, whatever the"
+                        " umask (default: 0640); compaction keeps them")
     command("show-log", cmd_show_log, "print DBFILE's journal, one record per line", "dbfile")
     command("check", cmd_check, "check DBFILE's journal and contents", "dbfile")
     command("repair", cmd_repair, "back up DBFILE, then cut it before its first damaged record", "dbfile")

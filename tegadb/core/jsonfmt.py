@@ -12,11 +12,13 @@ ovsdb-server and ovsdb-client 3.1):
 - OVS writes a real with ``%.15g``: `real_json` is the JSON number a real
   atom is sent as, and `ovs_json` writes reals that way.
 `ovs_json` writes JSON text as OVS's ``json_to_string`` does: members
-sorted, no spaces, or its "pretty" layout.
+sorted, no spaces, or its "pretty" layout; never NaN or Infinity, which JSON
+lacks (it raises ValueError instead).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import ujson
@@ -87,6 +89,8 @@ def _serialize(value: Any, pretty: bool, depth: int, out: list[str]) -> None:
     elif isinstance(value, int):
         out.append(str(value))
     elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a JSON number")
         out.append(format_real(value))
     elif isinstance(value, str):
         out.append(_quote(value))

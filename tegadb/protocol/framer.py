@@ -8,16 +8,19 @@ JSON-RPC messages is `messages`'s business.
 Rules this module enforces (PROTOCOL.md section 1.2): the stream is
 concatenated JSON texts with no delimiter; each top-level value starts with
 `{` or `[`; at most 1000 levels of nesting; strings are valid UTF-8 without
-`\\u0000` or unpaired surrogates; an incomplete message is kept up to a size
-cap.
+`\\u0000` or unpaired surrogates; numbers are finite doubles or integers
+that a double holds (`NaN`, `Infinity` and `1e400`, which ujson accepts, are
+syntax errors, as for ovsdb-server); an incomplete message is kept up to a
+size cap.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from array import array
 from itertools import accumulate, pairwise
-from typing import Any
+from typing import Any, Final
 
 import ujson
 
@@ -86,6 +89,14 @@ _DEPTH_STEP = bytes(1 if c in b"{[" else 255 if c in b"}]" else 0 for c in range
 # Results of _fast_forward besides a message.
 _DECLINED = object()
 _INCOMPLETE = object()
+
+# ovsdb-server's words for a number a double cannot hold.
+_NOT_FINITE = "syntax error: number outside valid range (Infinity, or beyond a double)"
+_NAN = "syntax error: NaN is not a JSON number"
+# Integers up to this need no check; a small int for mypyc, so comparing
+# with it costs no Python call (2**63 would).
+_EXACT_IN_DOUBLE: Final = 2**53
+_RECURSION_LIMIT: Final = 100
 
 # A `\u` escape with the whole run of backslashes before it: the escape is
 # real when the run has odd length.  Only NUL and surrogates matter here.
@@ -358,7 +369,46 @@ def _decode(text: bytes | bytearray) -> Any:
     # Both checks below are C-speed; most messages need nothing more.
     if _BACKSLASH in text or not text.isascii():
         _check_strings(text, value)
+    _check_numbers(value)
     return value
+
+
+def _check_numbers(value: Any, depth: int = 0) -> None:
+    """Rejects the numbers ujson accepts but JSON (RFC 8259) and OVS do not:
+    `NaN`, `Infinity`, `-Infinity`, and numbers beyond a double's range,
+    which ujson reads as infinite floats or as Python integers (OVS reads an
+    integer outside int64 as a double, and fails if it overflows).
+    Recursive, which is the fast way compiled; strings, most of a message,
+    are skipped before the call."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ProtocolError(_NOT_FINITE if value == value else _NAN)
+    elif isinstance(value, int):
+        if value > _EXACT_IN_DOUBLE or value < -_EXACT_IN_DOUBLE:  # rare: try
+            try:
+                float(value)
+            except OverflowError:
+                raise ProtocolError(_NOT_FINITE) from None
+    elif depth == _RECURSION_LIMIT:
+        # Values nest up to MAX_DEPTH, as deep as Python's own recursion
+        # limit: from here on, an explicit stack.
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            else:
+                _check_numbers(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            if not isinstance(item, str):
+                _check_numbers(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            if not isinstance(item, str):
+                _check_numbers(item, depth + 1)
 
 
 def _check_strings(text: bytes | bytearray, value: Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from ..protocol.framer import Framer, ProtocolError
 from ..protocol.messages import encode_request
 from ..protocol.remotes import Remote
-from . import methods
+from . import methods, unix_sockets
 from .service import ServerDatabases
 from .storage import StorageError
 
@@ -517,15 +517,24 @@ class Server:
                 self.backlog.insert(0, self.backlog.pop())
                 return
 
-    async def listen(self, remote: Remote) -> None:
+    async def listen(self, remote: Remote, socket_mode: int = unix_sockets.DEFAULT_SOCKET_MODE,
+                     allow_world_writable_dir: bool = False) -> None:
+        """Listen on `remote`; a Unix socket gets permissions `socket_mode`
+        and, unless allowed, must not sit in a world-writable directory
+        (unix_sockets)."""
         def factory() -> Connection:
             return Connection(self, remote)
 
         if remote.is_unix:
             path = Path(remote.path)
-            if path.is_socket():
-                path.unlink()
-            listener = await self.loop.create_unix_server(factory, str(path))
+            if not allow_world_writable_dir:
+                unix_sockets.check_directory(path)
+            sock = unix_sockets.bind(path, socket_mode)
+            try:
+                listener = await self.loop.create_unix_server(factory, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
             self.socket_paths.append(path)
         else:
             context = self.ssl_context if remote.uses_tls else None

@@ -30,6 +30,10 @@ Rules:
   saves a copy of the file and cuts it before its first damaged line.
 - Compaction writes `<file>.tmp`, fsyncs it, renames it over the file and
   fsyncs the directory: a crash leaves either the old file or the new one.
+- A new database file gets mode `DEFAULT_FILE_MODE` (0640, as ovsdb-server's
+  0660 under the usual umask 022) or the one asked for, whatever the umask.
+  Compaction (and so conversion) gives the new file the mode of the one it
+  replaces, so an operator's chmod survives it.
 - The file is locked (flock) while a Journal or `repair` has it open for
   writing.  A read-only Journal takes no lock, so tools can read a journal
   that a server is writing; it reads the file as it was when opened.
@@ -49,8 +53,19 @@ from .records import Header, Record, RecordError, seal, unseal
 from .storage import Storage, StorageError
 
 MiB = 1024 * 1024
+# Owner reads and writes, group reads: schemas hold secrets (Wi-Fi and VPN keys).
+DEFAULT_FILE_MODE = 0o640
 
 log = logging.getLogger(__name__)
+
+
+def file_mode(text: str) -> int:
+    """Permission bits written in octal (``0640`` or ``640``), as chmod takes
+    them; for command-line options."""
+    mode = int(text, 8)
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"{text}: not a permission mode (0 to 0777)")
+    return mode
 
 
 class JournalError(StorageError):
@@ -61,12 +76,12 @@ class _BadLine(Exception):
     """Why one line of a journal is not a valid header or record."""
 
 
-def create(path: str, header: Header) -> None:
-    """Creates a journal holding just the header (an empty database).
-    Fails if `path` exists."""
+def create(path: str, header: Header, mode: int = DEFAULT_FILE_MODE) -> None:
+    """Creates a journal holding just the header (an empty database), with
+    permissions `mode` whatever the umask.  Fails if `path` exists."""
     data = _line(header.to_json())
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = _create_file(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except OSError as e:
         raise _error(path, e) from None
     try:
@@ -251,7 +266,8 @@ class Journal(Storage):
         data = _line(header.to_json()) + self._encode(snapshot)
         tmp = self.path + ".tmp"
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            mode = os.fstat(self._fd).st_mode & 0o7777
+            fd = _create_file(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND, mode)
         except OSError as e:
             raise _error(tmp, e) from None
         try:
@@ -361,6 +377,20 @@ def check(path: str) -> CheckReport:
         return CheckReport([str(_error(path, e))], 0)
     except JournalError as e:
         return CheckReport([str(e)], 0)
+
+
+def _create_file(path: str, flags: int, mode: int) -> int:
+    """os.open with O_CREAT, then `mode` exactly: open() applies the umask,
+    which may ask for less (077) or more (000) than `mode`.  The file is never
+    more open than `mode` meanwhile."""
+    fd = os.open(path, flags, mode)
+    try:
+        os.fchmod(fd, mode)
+    except OSError:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
+    return fd
 
 
 class Repair(NamedTuple):

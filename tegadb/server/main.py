@@ -26,6 +26,7 @@ from ..core.errors import OVSDBError
 from ..core.history import History
 from ..protocol.remotes import parse_passive
 from ..protocol.tls import tls_context
+from . import journal, unix_sockets
 from .connections import (
     BUSY_POLL,
     DEFAULT_MAX_BACKLOG,
@@ -41,6 +42,9 @@ from .storage import StorageError
 log = logging.getLogger("tegadb.server")
 
 DEFAULT_REMOTES = ["ptcp:6640:127.0.0.1", "punix:var/tegadb.sock"]
+# var/ when the server makes it: not writable by others whatever the umask,
+# as the default sockets live there (unix_sockets.check_directory).
+VAR_DIR_MODE = 0o750
 
 
 def build_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -50,17 +54,18 @@ def build_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return tls_context(args.private_key, args.certificate, args.ca_cert, server=True)
 
 
-def default_database_files(var_dir: Path, schema_dirs: list[Path]) -> list[Path]:
-    """The built-in default: one database under var/ per shipped schema."""
+def default_database_files(var_dir: Path, schema_dirs: list[Path], mode: int) -> list[Path]:
+    """The built-in default: one database under var/ per shipped schema,
+    created with permissions `mode` if missing."""
     schema_dir = next((d for d in schema_dirs if d.is_dir()), None)
     if schema_dir is None:
         raise SystemExit("tegadb-server: no schemas/ directory found for the default databases")
-    var_dir.mkdir(parents=True, exist_ok=True)
+    var_dir.mkdir(mode=VAR_DIR_MODE, parents=True, exist_ok=True)
     files = []
     for schema in sorted(schema_dir.glob("*.ovsschema")):
         db_file = var_dir / f"{schema.stem}.db"
         if not db_file.exists():
-            create_database_file(db_file, schema)
+            create_database_file(db_file, schema, mode)
             log.info("created %s from %s", db_file, schema)
         files.append(db_file)
     return files
@@ -137,6 +142,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--etcd-snapshot-every", type=int, default=5000, metavar="N",
                         help="store a snapshot in etcd and trim the log every N records "
                         "(default 5000)")
+    parser.add_argument("--db-file-mode", type=journal.file_mode,
+                        default=journal.DEFAULT_FILE_MODE, metavar="MODE",
+                        help="permissions, in octal, of the database files the server creates,"
+                        " whatever the umask (default: 0640); compaction keeps a file's mode")
+    parser.add_argument("--socket-mode", type=journal.file_mode,
+                        default=unix_sockets.DEFAULT_SOCKET_MODE, metavar="MODE",
+                        help="permissions, in octal, of punix: sockets, whatever the umask"
+                        " (default: 0770)")
+    parser.add_argument("--allow-unsafe-socket-dir", action="store_true",
+                        help="listen on punix: sockets even in a directory everyone may write"
+                        " to without the sticky bit (where anyone could replace the socket)")
     parser.add_argument("--unixctl", metavar="PATH",
                         help="the control socket, for ovs-appctl -t PATH or tegadb-client "
                         "appctl (default var/tegadb-server.ctl, or beside the --pidfile)")
@@ -305,7 +321,7 @@ def control_socket_path(args: argparse.Namespace) -> Path:
     if args.pidfile:
         return Path(args.pidfile).parent / "tegadb-server.ctl"
     var = Path("var")
-    var.mkdir(exist_ok=True)
+    var.mkdir(mode=VAR_DIR_MODE, exist_ok=True)
     return var / "tegadb-server.ctl"
 
 
@@ -345,7 +361,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         here = Path(__file__).resolve().parent
         files = default_database_files(
             Path("var"), [Path("schemas"), here.parent / "schemas",
-                          Path(sys.prefix) / "share" / "tegadb" / "schemas"])
+                          Path(sys.prefix) / "share" / "tegadb" / "schemas"], args.db_file_mode)
         remotes = args.remote or DEFAULT_REMOTES
     if args.etcd_endpoints:
         etcd, joined = await join_cluster(files, args)
@@ -366,7 +382,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     # Before the remotes: once clients can connect, they can be observed.
     observability = await start_observability(server, args)
     for text in remotes:
-        await server.listen(parse_passive(text))
+        await server.listen(parse_passive(text), args.socket_mode,
+                            args.allow_unsafe_socket_dir)
     for sig in (signal.SIGTERM, signal.SIGINT):
         server.loop.add_signal_handler(sig, server.stopped.set)
     if args.pidfile:

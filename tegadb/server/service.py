@@ -45,10 +45,12 @@ def read_schema_file(path: Path) -> DbSchema:
         return DbSchema.from_json(ujson.loads(f.read()))
 
 
-def create_database_file(db_file: Path, schema_file: Path) -> DbSchema:
-    """A new, empty database file from a schema file (``tegadb-tool create``)."""
+def create_database_file(db_file: Path, schema_file: Path,
+                         mode: int = journal.DEFAULT_FILE_MODE) -> DbSchema:
+    """A new, empty database file from a schema file (``tegadb-tool create``),
+    with permissions `mode`."""
     schema = read_schema_file(schema_file)
-    journal.create(str(db_file), Header(schema.to_json()))
+    journal.create(str(db_file), Header(schema.to_json()), mode)
     return schema
 
 

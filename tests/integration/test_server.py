@@ -12,7 +12,7 @@ import socket
 import time
 
 import pytest
-from peers import RawClient
+from peers import ConnectionClosed, RawClient
 
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -151,6 +151,16 @@ def test_server_database_rows(peer):
     b'{"method":"cancel","id":null}',
     b'{"method":"cancel"}',
     b'{"method":"cancel","params":null,"id":null}',
+    # Not JSON numbers, though ujson reads them (PROTOCOL.md 1.2): syntax errors.
+    b'{"method":"echo","params":[NaN],"id":1}',
+    b'{"method":"echo","params":[Infinity],"id":1}',
+    b'{"method":"echo","params":[-Infinity],"id":1}',
+    b'{"method":"echo","params":[1e400],"id":1}',
+    b'{"method":"echo","params":[-1e400],"id":1}',
+    b'{"method":"echo","params":[1%s],"id":1}' % (b"0" * 400),
+    b'{"method":"echo","params":[],"id":NaN}',
+    b'{"method":"transact","params":["Test",{"op":"insert","table":"Root",'
+    b'"row":{"name":"n","ratio":NaN}}],"id":1}',
 ])
 def test_protocol_violations_close_connection(peer, data):
     server = peer()
@@ -159,6 +169,30 @@ def test_protocol_violations_close_connection(peer, data):
         assert c.wait_closed(timeout=5)
     with server.client() as c:
         assert c.request("echo", ["still alive"])["result"] == ["still alive"]
+
+
+def test_non_finite_number_gets_no_reply_and_writes_nothing(peer):
+    """The request is dropped with its connection, before anything is
+    answered or committed; requests before it in the stream are served."""
+    server = peer()
+    with server.client() as c:
+        c.send_raw(b'{"method":"echo","params":["before"],"id":1}'
+                   b'{"method":"transact","params":["Test",{"op":"insert","table":"Root",'
+                   b'"row":{"name":"inf","ratio":1e400}}],"id":2}')
+        assert c.recv() == {"id": 1, "result": ["before"], "error": None}
+        assert c.wait_closed(timeout=5)
+        with pytest.raises(ConnectionClosed):  # and request 2 got no reply
+            c.recv(timeout=1)
+    with server.client() as c:
+        [selected] = c.transact("Test", {"op": "select", "table": "Root", "where": []})
+        assert selected == {"rows": []}
+
+
+def test_numbers_that_underflow_are_zero(peer):
+    server = peer()
+    with server.client() as c:
+        c.send_raw(b'{"method":"echo","params":[1e-400,-1e-400],"id":1}')
+        assert c.recv()["result"] == [0, 0]
 
 
 # Number literals as sent, and as ovsdb-server quotes them back in "syntax":

@@ -264,3 +264,40 @@ def test_whitespace_between_messages_is_not_kept() -> None:
 def test_messages_before_an_error_are_reported() -> None:
     error = protocol_error([b'{"id":1,"result":[]}{"id":2,"result":[]}"junk"'])
     assert error.messages == [{"id": 1, "result": []}, {"id": 2, "result": []}]
+
+
+# What ujson reads as NaN, an infinity, or an integer beyond a double, and
+# ovsdb-server rejects ("invalid character", "number outside valid range").
+NOT_JSON_NUMBERS = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1E+400", b"0.1e310",
+                    b"1" + b"0" * 400, b"-1" + b"0" * 400, b"1" + b"0" * 400 + b".5"]
+
+
+@pytest.mark.parametrize("number", NOT_JSON_NUMBERS)
+@pytest.mark.parametrize("fast_paths", [True, False])
+def test_numbers_that_are_not_finite_doubles_are_syntax_errors(number: bytes,
+                                                              fast_paths: bool) -> None:
+    before = b'{"id":1,"method":"echo","params":[1.5]}'
+    text = b'{"id":2,"method":"echo","params":[{"deep":[%s]}]}' % number
+    for chunks in ([before + text], [before, text], [before + text[:20], text[20:]]):
+        error = protocol_error(chunks, Framer(fast_paths=fast_paths))
+        assert error.reason.startswith("syntax error: ")
+        assert ("NaN" if number == b"NaN" else "number outside valid range") in error.reason
+        assert error.messages == ([{"id": 1, "method": "echo", "params": [1.5]}]
+                                  if len(chunks) != 2 else [])
+
+
+@pytest.mark.parametrize("text, value", [
+    (b"1e-400", 0.0), (b"1e308", 1e308), (b"-1.7976931348623157e308", -1.7976931348623157e308),
+    (b"1" + b"0" * 308, 10**308),
+    # Beyond DBL_MAX, but rounds to it rather than to infinity.
+    (b"179769313486231580793" + b"0" * 288, 179769313486231580793 * 10**288),
+])
+def test_numbers_a_double_holds_are_accepted(text: bytes, value: float) -> None:
+    assert feed_all([b'{"a":[%s]}' % text]) == [{"a": [value]}]
+
+
+@pytest.mark.parametrize("depth", [1, 99, 100, 101, MAX_DEPTH - 2])
+def test_non_finite_numbers_are_found_at_any_depth(depth: int) -> None:
+    text = b"[" * depth + b'"s",{"k":[1,NaN]}' + b"]" * depth
+    assert "NaN" in protocol_error([text]).reason
+    assert feed_all([text.replace(b"NaN", b"2.5")])  # the same, finite, is fine

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import stat
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -630,3 +631,38 @@ def test_a_file_written_before_checksums_upgrades_in_place(tmp_path: Path) -> No
     service.close()
     assert check(copy) == ([], 0)
     assert all(line.endswith(b'"}\n') and b',"crc32":"' in line for line in lines(copy))
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+@pytest.mark.parametrize("mode", [None, 0o600, 0o664])
+def test_new_files_get_their_mode_whatever_the_umask(tmp_path: Path, umask: int,
+                                                     mode: int | None) -> None:
+    """create() gives 0640 or the mode asked for, compaction keeps the file's
+    mode (an operator's chmod too), under a permissive and a strict umask."""
+    p = str(tmp_path / "modes.db")
+    old = os.umask(umask)
+    try:
+        if mode is None:
+            create(p, Header(SCHEMA))
+            mode = 0o640
+        else:
+            create(p, Header(SCHEMA), mode)
+        assert stat.S_IMODE(os.stat(p).st_mode) == mode
+        journal, header, _ = open_all(p)
+        journal.append(txn(1))
+        journal.compact(header, snapshot(1))
+        assert stat.S_IMODE(os.stat(p).st_mode) == mode
+        os.chmod(p, 0o400)
+        journal.append(txn(2))
+        journal.compact(header, snapshot(2))
+        journal.close()
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o400
+    finally:
+        os.umask(old)
+
+
+def test_file_mode_option_values() -> None:
+    assert jmod.file_mode("0640") == jmod.file_mode("640") == 0o640
+    for bad in ("999", "1777", "rw"):
+        with pytest.raises(ValueError):
+            jmod.file_mode(bad)

@@ -70,3 +70,9 @@ def test_real_atoms_print_with_15_digits(value: float, expected: float) -> None:
     # A real atom keeps "%.15g": 1e15 stays a real, unlike a parsed number.
     result = real_json(value)
     assert result == expected and type(result) is type(expected)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_ovs_json_never_writes_nan_or_infinity(value: float) -> None:
+    with pytest.raises(ValueError, match="is not a JSON number"):
+        ovs_json({"x": [value]})

@@ -151,3 +151,4 @@ def test_notification_around_shared_body_equals_plain_encoding() -> None:
         for dialect in (OVSDB_DIALECT, JSONRPC2_DIALECT):
             assert encode_notification_around("update2", head, shared, dialect) == \
                 encode_notification("update2", [*head, body], dialect)
+
