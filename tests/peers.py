@@ -461,3 +461,30 @@ class TegadbCluster:
     def stop(self) -> None:
         for member in self.members:
             member.stop()
+
+
+def pipelined_pairs(client: RawClient, prefix: str, count: int, db: str = "Test") -> set[str]:
+    """Send ``count`` transactions of two Root rows each (``PREFIX-N-a`` and
+    ``-b``), all at once; the ``PREFIX-N`` acknowledged before the connection
+    dropped (the kill tests' load)."""
+    acked: set[str] = set()
+    try:
+        for n in range(count):
+            client.send({"method": "transact", "id": n, "params": [db, *(
+                {"op": "insert", "table": "Root", "row": {"name": f"{prefix}-{n}-{half}"}}
+                for half in "ab")]})
+        for n in range(count):
+            result = client.reply(n, timeout=10)["result"]
+            assert len(result) == 2 and all("uuid" in r for r in result), result
+            acked.add(f"{prefix}-{n}")
+    except (OSError, ConnectionError):
+        pass
+    return acked
+
+
+def assert_whole_pairs(held: list[str], acked: set[str]) -> None:
+    """Every acknowledged pair of ``pipelined_pairs`` is held, and no pair in part."""
+    pairs = {name.rsplit("-", 1)[0] for name in held}
+    for pair in pairs:
+        assert f"{pair}-a" in held and f"{pair}-b" in held, f"{pair} is there in part"
+    assert acked <= pairs, sorted(acked - pairs)[:5]

@@ -7,14 +7,23 @@ take etcd members down get an etcd cluster of their own.
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import REPO_ROOT, TEST_SCHEMA, RawClient, TegadbCluster
+from peers import (
+    REPO_ROOT,
+    TEST_SCHEMA,
+    RawClient,
+    TegadbCluster,
+    assert_whole_pairs,
+    pipelined_pairs,
+)
 
 DB = "Test"
 
@@ -239,36 +248,8 @@ def _tool(*args: str) -> None:
                    env=_env(), capture_output=True)
 
 
-def pipelined_inserts(client: RawClient, prefix: str, count: int) -> set[str]:
-    """Send ``count`` transactions of two rows each; the names acknowledged
-    before the connection dropped."""
-    acked: set[str] = set()
-    try:
-        for n in range(count):
-            client.send({"method": "transact", "id": n, "params": [
-                DB, insert(f"{prefix}-{n}-a"), insert(f"{prefix}-{n}-b")]})
-        for n in range(count):
-            result = client.reply(n, timeout=10)["result"]
-            assert len(result) == 2 and all("uuid" in r for r in result), result
-            acked.add(f"{prefix}-{n}")
-    except (OSError, ConnectionError):
-        pass
-    return acked
-
-
-def assert_holds_exactly_whole_transactions(client: RawClient, acked: set[str]) -> None:
-    held = names(client)
-    pairs = {name.rsplit("-", 1)[0] for name in held}
-    for pair in pairs:  # none in part
-        assert f"{pair}-a" in held and f"{pair}-b" in held, pair
-    assert acked <= pairs, sorted(acked - pairs)[:5]
-
-
 def test_kill_9_of_members_under_pipelined_writes_loses_nothing_acknowledged(
         etcd_cluster_module, tmp_path):
-    import random
-    import threading
-
     rng = random.Random(13)
     acked: set[str] = set()
     with TegadbCluster(tmp_path, etcd_cluster_module.endpoints_arg) as cluster:
@@ -277,7 +258,7 @@ def test_kill_9_of_members_under_pipelined_writes_loses_nothing_acknowledged(
             results: list[set[str]] = []
             client = victim.client(timeout=10)
             writer = threading.Thread(
-                target=lambda c=client, k=kill, r=results: r.append(pipelined_inserts(c, f"k{k}", 60)))
+                target=lambda c=client, k=kill, r=results: r.append(pipelined_pairs(c, f"k{k}", 60)))
             writer.start()
             time.sleep(rng.uniform(0.0, 0.15))
             victim.kill()
@@ -289,7 +270,7 @@ def test_kill_9_of_members_under_pipelined_writes_loses_nothing_acknowledged(
         for member in cluster.members:
             with member.client() as client:
                 eventually(lambda c=client: {n.rsplit("-", 1)[0] for n in names(c)} >= acked)
-                assert_holds_exactly_whole_transactions(client, acked)
+                assert_whole_pairs(names(client), acked)
 
 
 def test_writes_go_on_with_one_etcd_member_down(etcd_cluster, tmp_path):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from peers import RawClient
+from peers import RawClient, assert_whole_pairs, pipelined_pairs
 
 from tegadb.server.service import DatabaseService
 
@@ -19,23 +19,6 @@ DB = "Test"
 
 def insert(name: str) -> dict[str, Any]:
     return {"op": "insert", "table": "Root", "row": {"name": name}}
-
-
-def pipelined_pairs(client: RawClient, prefix: str, count: int) -> set[str]:
-    """Send ``count`` transactions of two rows each, all at once; the ones
-    acknowledged before the connection dropped."""
-    acked: set[str] = set()
-    try:
-        for n in range(count):
-            client.send({"method": "transact", "id": n, "params": [
-                DB, insert(f"{prefix}-{n}-a"), insert(f"{prefix}-{n}-b")]})
-        for n in range(count):
-            result = client.reply(n, timeout=10)["result"]
-            assert len(result) == 2 and all("uuid" in r for r in result), result
-            acked.add(f"{prefix}-{n}")
-    except (OSError, ConnectionError):
-        pass
-    return acked
 
 
 def stored_names(client: RawClient) -> list[str]:
@@ -75,11 +58,7 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(tegadb_peer):
     assert "compacted" in server.log_path.read_text()
     assert len(acked) > 200  # the kills came while writes were being acknowledged
     with server.client() as client:
-        held = stored_names(client)
-    pairs = {name.rsplit("-", 1)[0] for name in held}
-    for pair in pairs:  # no transaction is there in part
-        assert f"{pair}-a" in held and f"{pair}-b" in held, pair
-    assert acked <= pairs, sorted(acked - pairs)[:5]
+        assert_whole_pairs(stored_names(client), acked)
 
 
 def test_a_power_cut_keeps_every_durable_transaction(tegadb_peer, tmp_path: Path):
