@@ -304,16 +304,14 @@ class EtcdLog:
 
     # --- appending -------------------------------------------------------
     async def append(self, after: int, records: list[Record],
-                     value: bytes | None = None) -> list[Record] | None:
-        """Append ``records`` (seq after+1...) if the log is still at ``after``;
-        ``value`` is their lines, when the caller has them already.
+                     value: bytes) -> list[Record] | None:
+        """Append ``records`` (seq after+1...), whose lines joined are ``value``,
+        if the log is still at ``after``.
 
         Returns None when they are in the log, or the records that another
         member appended after ``after`` first.  Raises EtcdUnavailable.
         """
         last = records[-1].seq
-        if value is None:
-            value = encode_batch(records)
         if len(value) > MAX_REQUEST_BYTES:
             raise StorageError(f"{self.where(records[0].seq)}: a batch of {len(value)} bytes "
                                f"exceeds etcd's request limit ({MAX_REQUEST_BYTES} bytes)")
@@ -419,10 +417,6 @@ class LogTrimmed(StorageError):
 
 def encode_line(value: dict[str, Any]) -> bytes:
     return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
-
-
-def encode_batch(records: list[Record]) -> bytes:
-    return b"\n".join(encode_line(r.to_json()) for r in records)
 
 
 def _check_follows(records: list[Record], where: str) -> None:

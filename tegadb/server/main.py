@@ -403,6 +403,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         await server.close()
         if release_locks is not None:
             await release_locks()
+            await etcd.close()
         if args.pidfile:
             Path(args.pidfile).unlink(missing_ok=True)
     return 1 if server.failed else 0
