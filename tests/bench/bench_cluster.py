@@ -19,7 +19,6 @@ without etcd or aetcd.
 from __future__ import annotations
 
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from bench_cluster_workloads import (
     FLOORS,
     ClusterConfig,
 )
-from bench_workloads import fmt, run_async
+from bench_workloads import fmt, run_async, summarize
 from etcdpeers import EtcdCluster, missing_etcd_binaries
 
 KINDS = ["ovsdb-server", "tegadb"]
@@ -181,37 +180,8 @@ class ClusterBench:
                             if "other_util" in metrics else "]"))
         print(f"    rep {rep + 1} {kind:12s} " + "; ".join(parts), flush=True)
 
-    def median(self, wl: str, kind: str, key: str | None) -> float | None:
-        values = [m[key] for m in self.runs.get(wl, {}).get(kind, [])
-                  if key is not None and m.get(key) is not None]
-        return statistics.median(values) if values else None
-
-    def status(self, wl: str, kind: str) -> str:
-        failure = self.failures.get(wl, {}).get(kind)
-        if failure:
-            return failure["status"]
-        return "ok" if self.runs.get(wl, {}).get(kind) else "not run"
-
     def summary(self) -> list[dict[str, Any]]:
-        rows = []
-        for wl, key, label, unit, better, target, cpu_key, cpu_unit in CLUSTER_METRICS:
-            if wl not in self.runs:
-                continue
-            row: dict[str, Any] = {"workload": wl, "metric": key, "label": label, "unit": unit,
-                                   "better": better, "target": target, "cpu_unit": cpu_unit}
-            for kind in [*KINDS, FLOOR]:
-                row[kind] = self.median(wl, kind, key)
-                row[f"{kind}_cpu"] = self.median(wl, kind, cpu_key)
-                row[f"{kind}_status"] = self.status(wl, kind)
-                row[f"{kind}_reps"] = len(self.runs[wl].get(kind, []))
-            o, t = row["ovsdb-server"], row["tegadb"]
-            ratio = None
-            if o is not None and t is not None and o > 0 and t > 0:
-                ratio = t / o if better == "higher" else o / t
-            row["ratio"] = ratio
-            row["met"] = None if target is None or ratio is None else ratio >= target
-            rows.append(row)
-        return rows
+        return summarize(self.runs, self.failures, CLUSTER_METRICS, [*KINDS, FLOOR])
 
     def warnings(self) -> list[str]:
         out = []

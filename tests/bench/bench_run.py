@@ -58,6 +58,7 @@ from bench_workloads import (  # noqa: E402
     dispatch_overhead,
     fmt,
     run_async,
+    summarize,
     w6_restart,
     w6_setup,
 )
@@ -214,34 +215,8 @@ class Bench:
                          + (f", others {max(others):.2f}]" if others else "]"))
         return "; ".join(parts)
 
-    def median(self, wl: str, kind: str, key: str) -> float | None:
-        values = [m[key] for m in self.runs.get(wl, {}).get(kind, []) if m.get(key) is not None]
-        return statistics.median(values) if values else None
-
     def summary(self) -> list[dict[str, Any]]:
-        rows = []
-        for wl, key, label, unit, better, target, cpu_key, cpu_unit in METRICS:
-            if wl not in self.runs:
-                continue
-            row: dict[str, Any] = {"workload": wl, "metric": key, "label": label, "unit": unit,
-                                   "better": better, "target": target, "cpu_unit": cpu_unit}
-            for kind in SERVERS:
-                failure = self.failures.get(wl, {}).get(kind)
-                row[kind] = self.median(wl, kind, key)
-                row[f"{kind}_cpu"] = self.median(wl, kind, cpu_key) if cpu_key else None
-                row[f"{kind}_status"] = failure["status"] if failure else (
-                    "ok" if row[kind] is not None else "not run")
-                row[f"{kind}_reps"] = len(self.runs[wl].get(kind, []))
-            o, t = row["ovsdb-server"], row["tegadb"]
-            ratio = None
-            if o is not None and t is not None and o > 0 and t > 0:
-                ratio = t / o if better == "higher" else o / t
-            row["ratio"] = ratio
-            oc, tc = row["ovsdb-server_cpu"], row["tegadb_cpu"]
-            row["cpu_ratio"] = oc / tc if oc and tc else None
-            row["met"] = None if target is None or ratio is None else ratio >= target
-            rows.append(row)
-        return rows
+        return summarize(self.runs, self.failures, METRICS, SERVERS)
 
     def generator_check(self) -> list[dict[str, Any]]:
         out = []

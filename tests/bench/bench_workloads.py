@@ -216,6 +216,42 @@ async def bulk_load(conn: Conn, prefix: str, rows: int, batch: int, timeout: flo
         await conn.transact(DB, bulk_rows(prefix, start, min(batch, rows - start)), timeout)
 
 
+def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]],
+              failures: dict[str, dict[str, dict[str, Any]]],
+              metrics: list[tuple[Any, ...]], kinds: list[str]) -> list[dict[str, Any]]:
+    """One row per metric of each workload run: every kind's median over its
+    runs, its CPU per op, status and count of runs, the ratio tegadb vs
+    ovsdb-server (higher is better for tegadb) and whether it meets its target."""
+    def median(reps: list[dict[str, Any]], key: str | None) -> float | None:
+        values = [m[key] for m in reps if key is not None and m.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    rows = []
+    for wl, key, label, unit, better, target, cpu_key, cpu_unit in metrics:
+        if wl not in runs:
+            continue
+        row: dict[str, Any] = {"workload": wl, "metric": key, "label": label, "unit": unit,
+                               "better": better, "target": target, "cpu_unit": cpu_unit}
+        for kind in kinds:
+            reps = runs[wl].get(kind, [])
+            failure = failures.get(wl, {}).get(kind)
+            row[kind] = median(reps, key)
+            row[f"{kind}_cpu"] = median(reps, cpu_key)
+            row[f"{kind}_status"] = failure["status"] if failure else (
+                "ok" if reps else "not run")
+            row[f"{kind}_reps"] = len(reps)
+        o, t = row["ovsdb-server"], row["tegadb"]
+        ratio = None
+        if o is not None and t is not None and o > 0 and t > 0:
+            ratio = t / o if better == "higher" else o / t
+        row["ratio"] = ratio
+        oc, tc = row["ovsdb-server_cpu"], row["tegadb_cpu"]
+        row["cpu_ratio"] = oc / tc if oc and tc else None
+        row["met"] = None if target is None or ratio is None else ratio >= target
+        rows.append(row)
+    return rows
+
+
 # --- W1: latency ------------------------------------------------------------------
 
 async def w1_latency(srv: Server, cfg: Config) -> dict[str, Any]:
