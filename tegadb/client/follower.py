@@ -23,6 +23,8 @@ Rules:
   to apply an update, or a condition changed while disconnected.
 - With ``leader_only``, a source whose ``_Server`` row says ``leader: false``
   (or ``connected: false``) is left for the next remote.
+- A source that goes silent is probed with ``echo`` every ``probe_interval``
+  seconds and left when a probe gets no answer in that time.
 - Connection trouble never raises out of `run`: it is logged with the remote
   and the reason, and kept in ``last_error``.
 """
@@ -101,7 +103,8 @@ class Follower:
                  on_notification: Callable[[str, list[Any]], None] | None = None,
                  leader_only: bool = False,
                  backoff: tuple[float, float] = (0.1, 4.0),
-                 setup_timeout: float = 10.0) -> None:
+                 setup_timeout: float = 10.0,
+                 probe_interval: float | None = 5.0) -> None:
         if not remotes:
             raise ValueError("a Follower needs at least one remote")
         for remote in remotes:
@@ -125,6 +128,7 @@ class Follower:
         self._leader_only = leader_only
         self._backoff = backoff
         self._setup_timeout = setup_timeout
+        self._probe_interval = probe_interval
         self._connection: Connection | None = None
         self._end: asyncio.Future[_End] | None = None
         self._early_updates: list[list[Any]] | None = None  # update3s received before `start`
@@ -221,7 +225,7 @@ class Follower:
             if end.done():
                 return False, end.result()
             self._start(remote, found, updates)
-            return True, await end
+            return True, await self._until_end(connection, end)
         finally:
             self._connection = None
             if self.connected:
@@ -229,6 +233,23 @@ class Follower:
                 self._connected.clear()
                 self.sink.disconnected()
             await connection.close()
+
+    async def _until_end(self, connection: Connection, end: asyncio.Future[_End]) -> _End:
+        """Wait for the session's end, probing the source with ``echo`` as OVS
+        peers do: a source that stopped answering (a host gone without
+        closing its connections) is left after two probe intervals."""
+        interval = self._probe_interval
+        while not end.done():
+            done, _ = await asyncio.wait({end}, timeout=interval)
+            if done or interval is None:
+                break
+            try:
+                await asyncio.wait_for(connection.request("echo", []), interval)
+            except TimeoutError:
+                self._finish(f"no answer to an echo probe in {interval} s")
+            except (ConnectionError, OSError, ProtocolError, RPCError) as e:
+                self._finish(f"echo probe failed: {_describe(e)}")
+        return end.result()
 
     async def _subscribe(self, connection: Connection) -> tuple[bool, dict[str, Any]]:
         """The requests that set a session up; the ``monitor_cond_since`` reply's
