@@ -143,6 +143,7 @@ class Follower:
         """Follow the source until `close`, connecting again after every loss."""
         index = 0
         delay = self._backoff[0]
+        resynced = False  # the last session ended asking for a resync
         while not self._stopping.is_set():
             remote = self.remotes[index % len(self.remotes)]
             started, end = await self._follow(remote)
@@ -151,10 +152,16 @@ class Follower:
             self.last_error = f"{remote}: {end.reason}"
             log.warning("%s: database %s: %s", remote, self.database, end.reason)
             if end.resync:
-                continue  # the source is fine: follow its new contents at once
-            if started:
-                delay = self._backoff[0]
-            index += 1
+                # The source is fine: follow its new contents at once, but only
+                # once in a row, so that a sink that keeps failing does not spin.
+                if not resynced:
+                    resynced = True
+                    continue
+            else:
+                index += 1
+                if started:
+                    delay = self._backoff[0]
+            resynced = end.resync
             await self._sleep(delay)
             delay = min(delay * 2, self._backoff[1])
 
@@ -214,7 +221,7 @@ class Follower:
             return False, _End(f"cannot connect: {_describe(e)}")
         self._connection = connection
         connection.closed.add_done_callback(
-            lambda closed: self._finish(f"connection lost: {_describe(closed.result())}"))
+            lambda closed: self._finish(f"connection lost: {_describe(closed.result())}", session=end))
         try:
             try:
                 found, updates = await asyncio.wait_for(self._subscribe(connection),
@@ -381,14 +388,17 @@ class Follower:
 
     def _fail_sink(self, error: Exception) -> None:
         """The copy may be damaged: start again from nothing."""
-        self._resync_next = True
         self._finish(f"the sink could not apply what the server sent: {_describe(error)}", resync=True)
 
-    def _finish(self, reason: str, resync: bool = False) -> None:
+    def _finish(self, reason: str, resync: bool = False,
+                session: asyncio.Future[_End] | None = None) -> None:
+        """End ``session`` (by default the current one), for ``reason``."""
+        session = session or self._end
+        if session is None or session.done():
+            return
         if resync:
             self._resync_next = True
-        if self._end is not None and not self._end.done():
-            self._end.set_result(_End(reason, resync))
+        session.set_result(_End(reason, resync))
 
     async def _sleep(self, delay: float) -> None:
         try:

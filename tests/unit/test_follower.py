@@ -100,9 +100,12 @@ class Sink:
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
         self.fail_updates = 0
+        self.fail_starts = False
 
     def start(self, schema_json: dict[str, Any], found: bool, updates: dict[str, Any],
               last_id: str) -> None:
+        if self.fail_starts:
+            raise ValueError("cannot start from that")
         self.events.append(("start", found, last_id))
 
     def update(self, updates: dict[str, Any], last_id: str) -> None:
@@ -187,6 +190,24 @@ def test_a_sink_that_fails_gets_everything_again_at_once() -> None:
                 await eventually(lambda: follower.connected, "the second session")
                 assert [e[0] for e in sink.events] == ["start", "disconnected", "start"]
                 assert "could not apply" in str(follower.last_error)
+
+            await following(follower, body)
+
+    run(test)
+
+
+def test_a_sink_that_always_fails_is_retried_with_back_off() -> None:
+    async def test() -> None:
+        async with FakeSource() as source:
+            sink = Sink()
+            sink.fail_starts = True
+            follower = Follower([source.remote], "Test", sink, backoff=(0.2, 0.4))
+
+            async def body() -> None:
+                await asyncio.sleep(1.0)
+                # At once once, then after 0.2 s, 0.4 s, 0.4 s...: not a hundred sessions.
+                assert 2 <= len(monitor_since_ids(source)) <= 5
+                assert not follower.connected and sink.events == []
 
             await following(follower, body)
 
