@@ -130,6 +130,7 @@ class Follower:
         self._setup_timeout = setup_timeout
         self._probe_interval = probe_interval
         self._connection: Connection | None = None
+        self._session_task: asyncio.Task[tuple[bool, _End]] | None = None
         self._end: asyncio.Future[_End] | None = None
         self._early_updates: list[list[Any]] | None = None  # update3s received before `start`
         self._server_row: dict[str, Any] = {}
@@ -146,7 +147,13 @@ class Follower:
         resynced = False  # the last session ended asking for a resync
         while not self._stopping.is_set():
             remote = self.remotes[index % len(self.remotes)]
-            started, end = await self._follow(remote)
+            self._session_task = asyncio.create_task(self._follow(remote))
+            try:
+                started, end = await self._session_task
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    break  # `close` cut a connect or set-up short
+                raise
             if self._stopping.is_set():
                 break
             self.last_error = f"{remote}: {end.reason}"
@@ -201,6 +208,8 @@ class Follower:
         """Stop following; `run` returns."""
         self._stopping.set()
         self._finish("closed")
+        if self._session_task is not None and not self.connected:
+            self._session_task.cancel()  # connecting or setting up: that may take setup_timeout
         if self._connection is not None:
             await self._connection.close()
 

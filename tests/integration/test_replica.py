@@ -10,17 +10,20 @@ other write before the replica's transaction reaches it).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import Peer, PeerFactory
+from peers import TEST_SCHEMA, Peer, PeerFactory, free_tcp_port, make_pki, start_tegadb_server
 
 from tegadb.client import ConflictError, Replica, SyncReplica, TransactionError
 from tegadb.client.replica import Transaction
 from tegadb.client.rows import Change
+from tegadb.protocol.tls import tls_context
 
 DB = "Test"
 WAIT = 15.0
@@ -274,3 +277,25 @@ def test_the_sync_wrapper(peer: PeerFactory) -> None:
         assert row is not None and row.count == 2
         replica.cond_change({"Root": [False]})
         assert replica.rows("Root") == {}
+
+
+def test_a_replica_over_tls(tmp_path: Path) -> None:
+    if not shutil.which("openssl"):
+        pytest.skip("needs openssl (make peers)")
+    pki = make_pki(tmp_path)
+    port = free_tcp_port()
+    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA], [
+        f"--remote=pssl:{port}:127.0.0.1", f"--private-key={pki['server.key']}",
+        f"--certificate={pki['server.pem']}", f"--ca-cert={pki['ca.pem']}"])
+    try:
+        a = insert_root(server, "a")
+        context = tls_context(str(pki["client.key"]), str(pki["client.pem"]), str(pki["ca.pem"]),
+                              server=False)
+
+        async def body() -> None:
+            async with await Replica.open(f"ssl:127.0.0.1:{port}", DB, ssl_context=context) as replica:
+                assert replica.rows("Root")[a].name == "a"
+
+        run(body())
+    finally:
+        server.stop()

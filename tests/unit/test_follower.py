@@ -347,3 +347,18 @@ def test_a_condition_changed_while_disconnected_asks_for_everything() -> None:
             await following(follower, body)
 
     run(test)
+
+
+def test_close_cuts_a_set_up_short() -> None:
+    async def test() -> None:
+        async with FakeSource() as source:
+            source.silent = True  # accepts, never answers: set-up would wait setup_timeout
+            follower = Follower([source.remote], "Test", Sink(), setup_timeout=30)
+            task = asyncio.create_task(follower.run())
+            await eventually(lambda: source.methods() == ["monitor_cond"], "the first request")
+            started = time.monotonic()
+            await follower.close()
+            await asyncio.wait_for(task, 2)
+            assert time.monotonic() - started < 2
+
+    run(test)
