@@ -10,7 +10,8 @@ against tegadb and ovsdb-server alike.  On top of the copy:
   `Change` per row per update, after the whole update is in the copy (a full
   resync after a reconnect shows as the changes between the old copy and
   the new one);
-- optimistic transactions: `Replica.transact` runs a function that reads
+- optimistic transactions: `Replica.transact` runs a function (or
+  `Replica.attempts` a block) that reads
   rows of the copy and prepares changes; the transaction is sent with a
   ``wait`` on the ``_version`` of every row read, and when another writer
   changed one of them first, the function runs again on the fresh copy (the
@@ -298,31 +299,34 @@ class Replica:
 
     def transaction(self) -> Transaction:
         """One attempt: ``async with replica.transaction() as txn:`` commits at
-        the end of the block and raises ConflictError if a row read changed.
-
-        A block cannot run twice; `transact` retries a function instead.
-        """
+        the end of the block and raises ConflictError if a row read changed."""
         return Transaction(self)
+
+    def attempts(self, retries: int = DEFAULT_RETRIES) -> Attempts:
+        """The retrying form of a transaction block::
+
+            async for txn in replica.attempts():
+                async with txn:
+                    ...
+
+        Each attempt is a new transaction on the copy as it is then; the loop
+        ends when one commits, and raises ConflictError after ``retries``
+        more attempts."""
+        return Attempts(self, retries)
 
     async def transact(self, prepare: Callable[[Transaction], T | Awaitable[T]], *,
                        retries: int = DEFAULT_RETRIES) -> T:
-        """Run ``prepare(txn)`` on the copy and commit; on a conflict, again on
-        the fresh copy, up to ``retries`` more times.  Returns what ``prepare``
-        returned on the attempt that committed."""
-        conflict: ConflictError | None = None
-        for _attempt in range(retries + 1):
-            txn = Transaction(self)
-            outcome = prepare(txn)
-            if inspect.isawaitable(outcome):
-                outcome = await outcome
-            try:
-                await txn.commit()
-            except ConflictError as e:
-                conflict = e
-                continue
-            return outcome
-        raise ConflictError(f"gave up after {retries + 1} attempts: another writer got there first "
-                            f"each time (last: {conflict})")
+        """`attempts` for a function: run ``prepare(txn)`` (plain or async) on
+        the copy and commit, again on the fresh copy after a conflict.
+        Returns what ``prepare`` returned on the attempt that committed."""
+        outcome: Any = None
+        async for txn in self.attempts(retries):
+            async with txn:
+                outcome = prepare(txn)
+                if inspect.isawaitable(outcome):
+                    outcome = await outcome
+        result: T = outcome
+        return result
 
     async def request(self, method: str, params: list[Any]) -> Any:
         """A request to the source on the replica's connection (ConnectionError if none)."""
@@ -411,6 +415,34 @@ def _differences(old: dict[str, _TableCopy], new: dict[str, _TableCopy]) -> list
     return changes
 
 
+class Attempts:
+    """The transactions of `Replica.attempts`, one per attempt."""
+
+    def __init__(self, replica: Replica, retries: int) -> None:
+        self._replica = replica
+        self._allowed = retries + 1
+        self._current: Transaction | None = None
+        self._made = 0
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Transaction:
+        current = self._current
+        if current is not None:
+            if not current._committed:
+                raise RuntimeError("use each attempt as `async with txn:` (it commits at the block's end)")
+            if current.conflict is None:
+                raise StopAsyncIteration
+            if self._made == self._allowed:
+                raise ConflictError(f"gave up after {self._made} attempts: another writer got there "
+                                    f"first each time (last: {current.conflict})")
+        self._made += 1
+        self._current = Transaction(self._replica)
+        self._current._absorb_conflict = True
+        return self._current
+
+
 def _by_uuid(row_uuid: UUID) -> list[Any]:
     return [["_uuid", "==", ["uuid", str(row_uuid)]]]
 
@@ -432,6 +464,8 @@ class Transaction:
         self._inserts: dict[NewRow, tuple[int, dict[str, Any]]] = {}
         self._comment: str | None = None
         self._committed = False
+        self.conflict: ConflictError | None = None  # set instead of raised in `Replica.attempts`
+        self._absorb_conflict = False
 
     def row(self, table: str, row_uuid: UUID | str) -> Row:
         """The row of the copy (LookupError if it has none), marked as read."""
@@ -512,7 +546,12 @@ class Transaction:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         if exc_type is None:
-            await self.commit()
+            try:
+                await self.commit()
+            except ConflictError as e:
+                if not self._absorb_conflict:
+                    raise
+                self.conflict = e
 
     def _json(self, table: str, column: str, value: Any) -> Any:
         schema = self._replica.schema

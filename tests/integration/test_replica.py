@@ -150,6 +150,42 @@ def test_transact_retries_on_the_fresh_copy_when_another_writer_was_first(peer: 
     assert rows[0]["rows"] == [{"count": 11}]
 
 
+def test_a_transaction_block_is_retried_in_attempts(peer: PeerFactory) -> None:
+    server = peer()
+    insert_root(server, "a", count=1)
+
+    async def body() -> None:
+        async with await Replica.open(server.remote_unix, DB) as replica:
+            seen = []
+            async for txn in replica.attempts(retries=1):
+                async with txn:
+                    row = txn.lookup("Root", name="a")
+                    assert row is not None
+                    seen.append(row.count)
+                    if len(seen) == 1:
+                        set_count(server, "a", 10)
+                    txn.set(row, "count", row.count + 1)
+            assert seen == [1, 10]
+            assert txn.conflict is None
+            row = replica.lookup("Root", name="a")
+            assert row is not None and row.count == 11
+            with pytest.raises(ConflictError, match="gave up after 2 attempts"):
+                async for txn in replica.attempts(retries=1):
+                    async with txn:
+                        row = txn.lookup("Root", name="a")
+                        assert row is not None
+                        set_count(server, "a", row.count + 1)
+                        txn.set(row, "count", 0)
+            with pytest.raises(ConflictError, match="changed since it was read"):
+                async with replica.transaction() as txn:  # one attempt, no retry
+                    row = txn.lookup("Root", name="a")
+                    assert row is not None
+                    set_count(server, "a", 50)
+                    txn.set(row, "count", 0)
+
+    run(body())
+
+
 def test_transact_gives_up_with_a_conflict_error_after_its_retries(peer: PeerFactory) -> None:
     server = peer()
     insert_root(server, "a", count=1)
