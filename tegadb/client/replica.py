@@ -10,13 +10,12 @@ against tegadb and ovsdb-server alike.  On top of the copy:
   `Change` per row per update, after the whole update is in the copy (a full
   resync after a reconnect shows as the changes between the old copy and
   the new one);
-- optimistic transactions: `Replica.transact` runs a function (or
-  `Replica.attempts` a block) that reads
-  rows of the copy and prepares changes; the transaction is sent with a
-  ``wait`` on the ``_version`` of every row read, and when another writer
-  changed one of them first, the function runs again on the fresh copy (the
-  server sends that writer's update before our reply, PROTOCOL.md 1.6), up to
-  ``retries`` times, then `ConflictError`;
+- optimistic transactions: `Replica.transact` runs a function (and
+  `Replica.attempts` a block) that reads rows of the copy and prepares
+  changes; the transaction is sent with a ``wait`` on the ``_version`` of
+  every row read, and when another writer changed one of them first, it runs
+  again on the fresh copy (the server sends that writer's update before our
+  reply, PROTOCOL.md 1.6), up to ``retries`` times, then `ConflictError`;
 - `Replica.cond_change` narrows or widens the rows followed, without a resync.
 
 Values are plain Python (rows.py says which type is which).  Every followed
