@@ -172,6 +172,15 @@ class Follower:
             await self._sleep(delay)
             delay = min(delay * 2, self._backoff[1])
 
+    @property
+    def server_row(self) -> dict[str, Any]:
+        """The source's ``_Server`` row for the database, as last seen (``name``,
+        ``model``, ``connected``, ``leader``, ``schema``); empty when the source
+        has no ``_Server``.  A relay reports ``leader`` from it."""
+        if not self._server_row:
+            return {}
+        return {"connected": False, "leader": False, **self._server_row}
+
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Until the sink has had its ``start`` on a live connection (TimeoutError after ``timeout``)."""
         await asyncio.wait_for(self._connected.wait(), timeout)

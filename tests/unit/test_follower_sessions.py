@@ -273,6 +273,7 @@ def test_leader_only_moves_on_from_a_source_that_is_not_the_leader() -> None:
                 assert follower.remote == leader_source.remote
                 assert follower_source.methods() == ["monitor_cond"]  # left at the _Server check
                 assert sink.events == [("start", True, TXN)]
+                assert follower.server_row["leader"] is True
                 # The leader loses its leadership: on to the next remote.
                 leader_source.change_server_row(leader=False)
                 await eventually(lambda: not follower.connected, "leaving the old leader")
@@ -287,7 +288,13 @@ def test_without_leader_only_a_follower_source_is_fine() -> None:
     async def test() -> None:
         async with FakeSource(leader=False) as source:
             follower = Follower([source.remote], "Test", Sink())
-            await following(follower, lambda: follower.wait_connected(5))
+
+            async def body() -> None:
+                await follower.wait_connected(5)
+                assert follower.server_row["leader"] is False
+                assert follower.server_row["model"] == "standalone"
+
+            await following(follower, body)
 
     run(test)
 
