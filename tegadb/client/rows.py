@@ -48,6 +48,8 @@ class Row(Mapping[str, Any]):
         return version
 
     def __getattr__(self, column: str) -> Any:
+        if column.startswith("_"):  # no user column does; and copy/pickle probe before __init__
+            raise AttributeError(column)
         try:
             return self._values[column]
         except KeyError:
