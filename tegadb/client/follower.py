@@ -107,8 +107,9 @@ class Follower:
                  probe_interval: float | None = 5.0) -> None:
         if not remotes:
             raise ValueError("a Follower needs at least one remote")
-        for remote in remotes:
-            parse_active(remote)  # a bad remote is the caller's error, reported now
+        for remote in remotes:  # a bad remote is the caller's error, reported now
+            if parse_active(remote).uses_tls and ssl_context is None:
+                raise ValueError(f"{remote}: ssl: remotes need an SSL context (key, certificate, CA)")
         if tables is not None and conditions:
             unknown = sorted(set(conditions) - set(tables))
             if unknown:
@@ -322,7 +323,10 @@ class Follower:
         rows = initial.get("Database") if isinstance(initial, dict) else None
         if not rows:
             raise SourceError(f"the server does not have database {self.database}")
-        self._server_row = dict(next(iter(rows.values())).get("initial") or {})
+        row = next(iter(rows.values())) if isinstance(rows, dict) else None
+        if not isinstance(row, dict) or not isinstance(row.get("initial"), dict):
+            raise SourceError(f"the _Server monitor reply is not <table-updates2>: {initial!r:.200}")
+        self._server_row = dict(row["initial"])
         problem = self._server_problem()
         if problem:
             raise SourceError(problem)
@@ -361,18 +365,29 @@ class Follower:
         if session is not self._end or session.done():
             return  # a late message from a session already over
         method, params = notification.method, notification.params
-        if method == "update3" and params[:1] == [DATA_MONITOR]:
-            if self._early_updates is not None:
-                self._early_updates.append(params)
-            else:
-                self._apply(params)
-        elif method == "update2" and params[:1] == [SERVER_MONITOR]:
-            self._server_update(params[1] if len(params) == 2 else None)
-        elif method == "monitor_canceled":
+        monitor = params[0] if isinstance(params, list) and params else None
+        try:
+            if method == "update3" and monitor == DATA_MONITOR:
+                if self._early_updates is not None:
+                    self._early_updates.append(params)
+                else:
+                    self._apply(params)
+                return
+            if method == "update2" and monitor == SERVER_MONITOR:
+                self._server_update(params[1] if len(params) == 2 else None)
+                return
+        except Exception as e:  # a broken source must not break the connection's read loop
+            log.exception("%s notification from the source of %s", method, self.database)
+            self._finish(f"unreadable {method} notification: {_describe(e)}")
+            return
+        if method == "monitor_canceled":
             self._finish(f"the server canceled monitor {params} (schema change or database removed)",
                          resync=True)
         elif self._on_notification is not None:
-            self._on_notification(method, params)
+            try:
+                self._on_notification(method, params)
+            except Exception:
+                log.exception("the on_notification callback failed on %s %s", method, params)
 
     def _apply(self, params: list[Any]) -> None:
         if len(params) != 3 or not isinstance(params[1], str) or not isinstance(params[2], dict):

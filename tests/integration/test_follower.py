@@ -263,6 +263,8 @@ def test_bad_arguments_are_refused_at_once() -> None:
         Follower([], DB, sink)
     with pytest.raises(ValueError, match="not a valid remote"):
         Follower(["tcp:"], DB, sink)
+    with pytest.raises(ValueError, match="ssl: remotes need an SSL context"):
+        Follower(["ssl:127.0.0.1:6640"], DB, sink)
     with pytest.raises(ValueError, match="not followed: Child"):
         Follower(["unix:x"], DB, sink, tables={"Root": []}, conditions={"Child": [True]})
 

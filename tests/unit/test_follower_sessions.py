@@ -369,3 +369,25 @@ def test_close_cuts_a_set_up_short() -> None:
             assert time.monotonic() - started < 2
 
     run(test)
+
+
+def test_unreadable_notifications_end_the_session_not_the_follower() -> None:
+    async def test() -> None:
+        async with FakeSource() as source:
+            sink = Sink()
+            follower = Follower([source.remote], "Test", sink, backoff=(0.05, 0.1))
+
+            async def body() -> None:
+                for bad in ({"method": "update2", "params": [SERVER_MONITOR, {"Database": {ROW: [1]}}]},
+                            {"method": "update3", "params": [DATA_MONITOR, "id-without-updates"]}):
+                    await follower.wait_connected(5)
+                    sessions = len(source.writers)
+                    source.notify(**bad)
+                    await eventually(lambda n=sessions: len(source.writers) > n and follower.connected,
+                                     f"a new session after {bad['method']}")
+                    assert f"{bad['method']} notification" in str(follower.last_error)
+                assert [e[0] for e in sink.events] == ["start", "disconnected"] * 2 + ["start"]
+
+            await following(follower, body)
+
+    run(test)
