@@ -208,7 +208,7 @@ class Forwarder:
         except RPCError as e:
             if not session.closed:
                 session.reply_error(request_id, e.error, dialect)
-        except (ConnectionError, OSError, KeyError, TypeError, ValueError) as e:
+        except Exception as e:  # the connection broke (closed, reset, a bad answer)
             if conn is self.conn:
                 log.warning("%s: lost the writer at %s: %s", self.name, self.remote, e)
                 self.failed_at = time.monotonic()
