@@ -3,9 +3,9 @@
 Every member may append to the log, and the compare on ``head`` keeps the
 order whoever writes.  When members append at the same time, all but one
 lose the compare and run their batch again, which wastes a round trip and
-the CPU of the run.  So the first member that loses takes the *writer lease*
-(``PREFIX/NAME/writer``: its id and the remote other members reach it at,
-on an etcd lease of its own), and the others forward their write
+the CPU of the run.  So a member whose appends keep losing takes the
+*writer lease* (``PREFIX/NAME/writer``: its id and the remote other members
+reach it at, on an etcd lease of its own), and the others forward their write
 transactions to it over an ordinary OVSDB connection: one member then
 appends one batch for all.  The writer answers with the log position of
 the commit; the forwarding member replies once its own copy holds it, so a
@@ -37,6 +37,9 @@ log = logging.getLogger("tegadb.cluster")
 FORWARD_METHOD = "tegadb_forward"
 # The writer gives the lease up after this long without a forwarded write.
 QUIET_SECONDS = 10.0
+# Appends lost within the window that make a member take the lease.
+CONTENTION_CONFLICTS = 3
+CONTENTION_WINDOW = 1.0
 # After a failed connection to the writer, appends go direct for this long.
 RETRY_SECONDS = 1.0
 _WRITES = frozenset(("insert", "update", "mutate", "delete"))
@@ -63,9 +66,15 @@ class WriterLease:
         self.lease: MemberLease | None = None
         self.keeper: asyncio.Task[None] | None = None
         self.last_forwarded = time.monotonic()
+        self.conflicts: list[float] = []   # when this member's recent appends lost
 
     def contended(self) -> None:
-        """This member lost an append: take the lease unless someone has it."""
+        """This member lost an append: take the lease unless someone has it,
+        once appends keep conflicting (one conflict is a copy a little behind)."""
+        now = time.monotonic()
+        self.conflicts = [t for t in self.conflicts if now - t < CONTENTION_WINDOW] + [now]
+        if len(self.conflicts) < CONTENTION_CONFLICTS:
+            return
         if self.value and not self.holding and self.writer is None and not self.claiming:
             self.claiming = True
             asyncio.get_running_loop().create_task(self._claim())
