@@ -455,6 +455,7 @@ class ServerDatabases:
         # Told of errors replied and of transactions when --metrics is on (metrics.Metrics).
         self.observer: Any = None
         self.server_db = ServerDatabase()
+        self.stale_rows: set[DatabaseService] = set()   # their _Server rows lag
         for service in services:
             self.server_db.add(service.name, service.schema_json, service.server_state())
         self.services[SERVER_DB_NAME] = DatabaseService(
@@ -474,6 +475,8 @@ class ServerDatabases:
             service.observer = observer
 
     def get(self, name: str) -> DatabaseService | None:
+        if self.stale_rows and name == SERVER_DB_NAME:
+            self.refresh_server_rows()
         return self.services.get(name)
 
     def names(self) -> list[str]:
@@ -504,10 +507,23 @@ class ServerDatabases:
         return all(s.accepts_transactions() for s in self.shared)
 
     def state_changed(self, service: DatabaseService) -> None:
-        """Bring ``service``'s row in ``_Server`` up to date (a cluster member's state)."""
-        changes = self.server_db.set_state(service.name, service.server_state())
-        if changes:
-            self.services[SERVER_DB_NAME].publish(changes, new_txn_id())
+        """``service``'s row in ``_Server`` is out of date (a cluster member's state).
+
+        It is brought up to date at once while a monitor watches ``_Server``,
+        else when a request next names ``_Server`` (``get``): a member's
+        ``index`` moves with every commit, and updating a row nobody looks
+        at cost a follower a third of its time per commit."""
+        self.stale_rows.add(service)
+        server = self.services[SERVER_DB_NAME]
+        if server.hub.group_count:
+            self.refresh_server_rows()
+
+    def refresh_server_rows(self) -> None:
+        stale, self.stale_rows = self.stale_rows, set()
+        for service in stale:
+            changes = self.server_db.set_state(service.name, service.server_state())
+            if changes:
+                self.services[SERVER_DB_NAME].publish(changes, new_txn_id())
 
     def convert(self, service: DatabaseService, schema: DbSchema) -> list[ClientSession]:
         """Convert ``service`` to ``schema`` (PROTOCOL.md 2.10).

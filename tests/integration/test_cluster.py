@@ -168,6 +168,16 @@ def test_server_rows_describe_the_members(cluster):
     assert len({row["sid"][1] for row in rows}) == 3
 
 
+def test_a_monitor_of_server_rows_sees_the_index_move_with_each_commit(cluster):
+    with cluster[1].client() as watcher, cluster[0].client() as writer:
+        watcher.request("monitor", ["_Server", "s", {"Database": {"columns": ["name", "index"]}}])
+        for n in range(3):
+            writer.transact(DB, insert(f"i{n}"))
+            update = watcher.wait_notification("update", timeout=5)
+            rows = update["params"][1]["Database"].values()
+            assert [r["new"]["index"] for r in rows if "new" in r] == [n + 1], update
+
+
 def test_members_restart_with_everything(cluster):
     with cluster[1].client() as client:
         for n in range(20):
