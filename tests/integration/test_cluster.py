@@ -294,6 +294,30 @@ def test_writes_go_on_with_one_etcd_member_down(etcd_cluster, tmp_path):
                 assert eventually(lambda c=client: names(c) == ["after0", "after1", "after2"])
 
 
+def test_a_member_started_before_etcd_answers_within_10_s_of_etcd_being_reachable(
+        etcd_cluster, tmp_path):
+    for index in range(3):
+        etcd_cluster.kill(index)
+    started: list[TegadbCluster] = []
+    starting = threading.Thread(target=lambda: started.append(
+        TegadbCluster(tmp_path, etcd_cluster.endpoints_arg, size=1)))
+    starting.start()
+    try:
+        time.sleep(3)  # the member waits for etcd meanwhile
+        assert not started
+        etcd_cluster.restart(0, 1, 2)
+        reachable = time.monotonic()
+        starting.join(30)
+        assert started, "the member did not start once etcd was back"
+        with started[0][0].client() as client:
+            assert "uuid" in client.transact(DB, insert("first"))[0]
+        assert time.monotonic() - reachable < 10
+    finally:
+        starting.join(30)
+        for cluster in started:
+            cluster.stop()
+
+
 def test_without_etcd_writes_fail_clearly_reads_go_on_and_all_resumes(etcd_cluster, tmp_path):
     with TegadbCluster(tmp_path, etcd_cluster.endpoints_arg,
                        extra_args=["--etcd-timeout=2"]) as cluster:
