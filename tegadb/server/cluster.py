@@ -38,7 +38,6 @@ from .etcd_log import (
     Etcd,
     EtcdLog,
     EtcdUnavailable,
-    Loaded,
     LogTrimmed,
     encode_line,
 )
@@ -630,11 +629,15 @@ async def join(db_file: str, etcd: Etcd, prefix: str, history: History,
     yet, else take the cluster's contents (and write them to the file, the
     member's cache)."""
     local = journal.Journal.open(db_file)
-    seeded = DatabaseService.load(local)  # closes the file if it fails
+    seeded = ClusterService.load(local, history)  # closes the file if it fails
+    assert isinstance(seeded, ClusterService)
     local_schema = all_persistent(seeded.schema_json)
     etcd_log = EtcdLog(etcd, prefix, seeded.name)
+    # The file is the member's cache: where it ends, the log need only be
+    # read after (a file that never held the cluster's log starts from nothing).
+    cached = (seeded.seq, seeded.last_txn) if seeded.seq > 0 else None
     try:
-        loaded = await etcd_log.load()
+        loaded = await etcd_log.load(cached)
         if loaded is None:
             snapshot = Record(seeded.seq, seeded.last_txn, now_ms(),
                               changesets.snapshot_json(seeded.database, seeded.last_txn),
@@ -645,22 +648,30 @@ async def join(db_file: str, etcd: Etcd, prefix: str, history: History,
             loaded = await etcd_log.load()
             if loaded is None:
                 raise StorageError(f"etcd {etcd_log.base}: the log vanished while seeding it")
-        _check_schema(db_file, local_schema, loaded)
+        if loaded.header is not None:
+            _check_schema(db_file, local_schema, loaded.header)
     except BaseException:
         local.close()
         raise
-    service = _replay(loaded, history)
-    service.storage = local
+    if loaded.header is None:
+        service = seeded
+        log.info("%s: started from %s at position %d, then %d records from etcd",
+                 service.name, db_file, service.seq, len(loaded.records))
+    else:
+        service = _replay(loaded.header, loaded.records, history)
+        service.storage = local
     service.setup(etcd_log, loaded.revision, loaded.cid,
                   member_sid(loaded.cid, os.path.abspath(db_file), socket.gethostname()),
                   snapshot_every)
+    if loaded.header is None:
+        service.receive(loaded.records)
     service.compact()
     return service
 
 
-def _replay(loaded: Loaded, history: History) -> ClusterService:
-    memory = MemoryStorage(loaded.header.schema, f"etcd {loaded.header.name}")
-    for record in loaded.records:
+def _replay(header: Header, records: list[Record], history: History) -> ClusterService:
+    memory = MemoryStorage(header.schema, f"etcd {header.name}")
+    for record in records:
         memory.append(record)
     memory.flush(sync=False)
     service = ClusterService.load(memory, history)
@@ -668,8 +679,8 @@ def _replay(loaded: Loaded, history: History) -> ClusterService:
     return service
 
 
-def _check_schema(db_file: str, local: dict[str, Any], loaded: Loaded) -> None:
-    cluster = loaded.header.schema
+def _check_schema(db_file: str, local: dict[str, Any], header: Header) -> None:
+    cluster = header.schema
     if cluster != local:
         raise StorageError(
             f"{db_file}: schema {local.get('name')} version {local.get('version', '?')} "

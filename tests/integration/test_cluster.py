@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from peers import (
     TegadbCluster,
     assert_whole_pairs,
     pipelined_pairs,
+    start_tegadb_server,
 )
 
 DB = "Test"
@@ -189,6 +191,51 @@ def test_members_restart_with_everything(cluster):
     for member in cluster.members:
         with member.client() as client:
             assert names(client) == sorted(f"r{n}" for n in range(20))
+
+
+def test_a_restarted_member_starts_from_its_file_and_reads_only_what_followed(cluster):
+    with cluster[0].client() as client:
+        for n in range(5):
+            client.transact(DB, insert(f"f{n}"))
+    member = cluster[1]
+    assert eventually(lambda: len(names(member.client())) == 5)
+    member.stop()  # its file now ends at position 5
+    with cluster[0].client() as client:
+        for n in range(5, 8):
+            client.transact(DB, insert(f"f{n}"))
+    member.start(member.tcp_port)
+    assert "started from" in member.log_path.read_text()
+    assert "at position 5, then 3 records from etcd" in member.log_path.read_text()
+    with member.client() as client:
+        assert names(client) == sorted(f"f{n}" for n in range(8))
+        # It follows on from there.
+        client.transact(DB, insert("f8"))
+    with cluster[2].client() as client:
+        assert eventually(lambda: len(names(client)) == 9)
+
+
+def test_a_file_that_is_not_the_clusters_history_is_not_used_as_its_cache(
+        etcd_cluster_module, tmp_path):
+    with TegadbCluster(tmp_path / "c", etcd_cluster_module.endpoints_arg, size=1) as cluster:
+        with cluster[0].client() as client:
+            for n in range(3):
+                client.transact(DB, insert(f"c{n}"))
+        # A file of the same schema at position 2, with other transactions.
+        stray = start_tegadb_server(tmp_path / "stray", [TEST_SCHEMA])
+        with stray.client() as client:
+            client.transact(DB, insert("x0"))
+            client.transact(DB, insert("x1"))
+        stray.stop()
+        joining = start_tegadb_server(tmp_path / "j", [TEST_SCHEMA], extra_args=cluster.args)
+        try:
+            joining.stop()
+            shutil.copy(tmp_path / "stray" / "Test.db", tmp_path / "j" / "Test.db")
+            joining.start(joining.tcp_port)
+            assert "started from" not in joining.log_path.read_text()
+            with joining.client() as client:
+                assert names(client) == ["c0", "c1", "c2"]
+        finally:
+            joining.stop()
 
 
 def test_a_member_down_while_10k_transactions_commit_catches_up_from_the_snapshot(
