@@ -802,6 +802,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["appctl"]:
             return appctl(argv[1:])
+        from .extensions import dispatch  # database commands, watch, completion
+        status = dispatch(argv)
+        if status is not None:
+            return status
         return _write(run(argv))
     except Fatal as e:
         sys.stdout.flush()
