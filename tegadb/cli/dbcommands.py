@@ -31,6 +31,7 @@ from __future__ import annotations
 import getopt
 import shlex
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -111,14 +112,19 @@ GLOBAL_OPTIONS = ["db=", "database=", "timeout=", "format=", "data=", "no-headin
 COMMAND_OPTIONS = ["if-exists", "columns=", "id=", "all"]
 
 
-def command_name(argv: list[str]) -> str | None:
-    """The command a line runs (its first word after the global options), if
-    the line parses with this module's options; else None."""
+# Options no ovsdb-client command takes: a line with one is for this module.
+OWN_OPTIONS = {"--db", "--database", "--oneline", "--no-wait", "--if-exists", "--columns",
+               "--id", "--all"}
+
+
+def owns(argv: list[str]) -> bool:
+    """Whether ``argv`` is a line of database commands: its first word after
+    the global options names one, or it has an option only they take."""
     try:
-        _, args = getopt.getopt(argv, SHORT_OPTIONS, GLOBAL_OPTIONS + COMMAND_OPTIONS)
+        pairs, args = getopt.getopt(argv, SHORT_OPTIONS, GLOBAL_OPTIONS + COMMAND_OPTIONS)
     except getopt.GetoptError:
-        return None
-    return args[0] if args else None
+        return False
+    return bool(args and args[0] in COMMANDS) or any(o in OWN_OPTIONS for o, _ in pairs)
 
 
 def parse_command_line(argv: list[str]) -> tuple[Settings, list[Invocation]]:
@@ -232,6 +238,7 @@ class Context:
     symbols: Symbols = field(default_factory=Symbols)
     outputs: list[str | Table] = field(default_factory=list)
     created: dict[int, str] = field(default_factory=dict)  # command index -> new row's uuid
+    warnings: list[str] = field(default_factory=list)
     try_again: bool = False
 
     @classmethod
@@ -400,7 +407,8 @@ def cmd_get(ctx: Context, inv: Invocation) -> None:
         if not new:
             raise CommandError(f'row id "{symbol_name}" specified on "get" command was used '
                                "before it was defined")
-        symbol.uuid, symbol.existing = row.uuid, True
+        # The row exists: no reference is needed to keep it.
+        symbol.uuid, symbol.strong_ref = row.uuid, True
     out = []
     for arg in inv.args[2:]:
         if arg.lower() in ("_uuid", "-uuid"):
@@ -554,7 +562,12 @@ def cmd_create(ctx: Context, inv: Invocation) -> None:
     symbol_name = inv.options.get("--id")
     uuid = None
     if symbol_name is not None:
-        uuid = _create_symbol(ctx, symbol_name).uuid
+        symbol = _create_symbol(ctx, symbol_name)
+        symbol.strong_ref |= table.is_root  # a root row stays without references
+        uuid = symbol.uuid
+    elif not table.is_root:
+        ctx.warnings.append(f'applying "create" command to table {table.name} without --id '
+                            "option will have no effect")
     row = Row(uuid or new_uuid(),
               {name: values.default(c.type) for name, c in table.user_columns.items()})
     ctx.rows.setdefault(table.name, {})[row.uuid] = row
@@ -571,6 +584,9 @@ def cmd_destroy(ctx: Context, inv: Invocation) -> None:
         raise CommandError("--all and records argument should not be specified together")
     if delete_all and not must_exist:
         raise CommandError("--all and --if-exists should not be specified together")
+    if not delete_all and len(inv.args) == 1:
+        ctx.warnings.append("either --all or records argument should be specified")
+        return
     if delete_all:
         rows = ctx.table_rows(table)
     else:
@@ -749,9 +765,15 @@ def _resolve(step: Callable[[], Any]) -> Any:
 
 def _check_symbols(ctx: Context) -> None:
     for name in ovs_member_order(ctx.symbols):
-        if not ctx.symbols[name].created:
+        symbol = ctx.symbols[name]
+        if not symbol.created:
             raise Fatal(f'row id "{name}" is referenced but never created (e.g. with '
                         f'"-- --id={name} create ...")')
+        if not symbol.strong_ref:
+            ctx.warnings.append(
+                f'row id "{name}" was created but '
+                + ("only a weak reference" if symbol.weak_ref else "no reference")
+                + " to it was inserted, so it will not actually appear in the database")
 
 
 def _catch_up(conn: SyncConnection, snapshot: Snapshot, options: Options) -> None:
@@ -769,6 +791,8 @@ def _catch_up(conn: SyncConnection, snapshot: Snapshot, options: Options) -> Non
 
 def _output(ctx: Context, settings: Settings, results: list[Any], inserted: dict[str, int]
             ) -> str:
+    for warning in ctx.warnings:
+        print(f"{PROGRAM}: {warning}", file=sys.stderr)
     printer = formats.Printer(settings.style)
     out = []
     for i, output in enumerate(ctx.outputs):

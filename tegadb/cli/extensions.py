@@ -11,7 +11,6 @@ def dispatch(argv: list[str]) -> int | None:
     """Run ``argv`` if one of these commands owns it: its exit status; else None."""
     from . import dbcommands
 
-    name = dbcommands.command_name(argv)
-    if name in dbcommands.COMMANDS:
+    if dbcommands.owns(argv):
         return _write(dbcommands.run(argv))
     return None

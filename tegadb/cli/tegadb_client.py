@@ -820,4 +820,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The imported module's main, not this __main__ copy's: the command modules
+    # (dbcommands, watch) raise the imported module's Fatal.
+    from tegadb.cli.tegadb_client import main as imported_main
+
+    sys.exit(imported_main())

@@ -42,18 +42,20 @@ class Symbol:
     name: str
     uuid: str = field(default_factory=new_uuid)
     created: bool = False  # by ``--id=@name create`` (or ``get``): defined
-    existing: bool = False  # by ``--id=@name get``: an existing row's uuid
-    referenced: bool = False
+    strong_ref: bool = False  # something holds a strong reference to it (or it needs none)
+    weak_ref: bool = False
 
 
 class Symbols(dict[str, Symbol]):
     """The ``@name`` symbol table of one run of the commands."""
 
-    def reference(self, name: str) -> Symbol:
+    def reference(self, name: str, base: BaseType) -> Symbol:
+        """``name`` used where ``base`` (a uuid type) is wanted."""
         symbol = self.get(name)
         if symbol is None:
             symbol = self[name] = Symbol(name)
-        symbol.referenced = True
+        symbol.strong_ref |= base.is_strong_ref
+        symbol.weak_ref |= base.is_weak_ref
         return symbol
 
     def create(self, name: str) -> Symbol:
@@ -133,7 +135,7 @@ def _atom(base: BaseType, text: str, symbols: Symbols | None) -> Any:
     if kind == "string":
         return _string(text)
     if text.startswith("@") and symbols is not None:
-        return symbols.reference(text).uuid
+        return symbols.reference(text, base).uuid
     if not UUID_RE.match(text):
         raise ValueSyntaxError(f'"{text}" is not a valid UUID')
     return text.lower()
