@@ -16,7 +16,7 @@ closest name, and there is no ovs-vswitchd to wait for (``--no-wait`` is
 accepted and changes nothing).
 
 How a run goes, as ovs-vsctl's: the commands run in order on a local copy of
-the tables they name (one ``monitor`` of all their columns); reads see the
+the tables they name (one ``monitor_cond_since`` of all their columns); reads see the
 writes of earlier commands; then one transaction carries every change, with
 a ``wait`` on the ``_version`` of each existing row changed, so that a row
 changed meanwhile by someone else makes the whole run start again on fresh
@@ -28,11 +28,12 @@ Exit status: 0 success; 1 any error (message on stderr, nothing on stdout).
 
 from __future__ import annotations
 
+import contextlib
 import getopt
 import shlex
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,7 +43,7 @@ from ..core.hashorder import ovs_member_order
 from ..core.ids import new_uuid
 from ..core.jsonfmt import ovs_json
 from ..core.schema import ColumnSchema, DbSchema, TableSchema
-from ..core.types import UNLIMITED, UUID_TYPE, Type
+from ..core.types import UNLIMITED, UUID_TYPE, ZERO_UUID, Type
 from . import formats
 from .dbrecords import NotFound, Row, Snapshot, get_column, get_table
 from .formats import JsonCell, Style, Table
@@ -132,12 +133,12 @@ def parse_command_line(argv: list[str]) -> tuple[Settings, list[Invocation]]:
         pairs, args = getopt.getopt(argv, SHORT_OPTIONS, GLOBAL_OPTIONS + COMMAND_OPTIONS)
     except getopt.GetoptError as e:
         raise Fatal(_getopt_message(e)) from None
+    if "--help" in args:  # also after the command name: "list --help"
+        raise SystemExit(_write(USAGE))
     settings = Settings(remote=default_remote())
     first_options: dict[str, str | None] = {}
     for option, value in pairs:
         if option[2:] in ("if-exists", "columns", "id", "all"):
-            if option in first_options:
-                raise Fatal(f"'{option[2:]}' option specified multiple times")
             first_options[option] = value if option in ("--columns", "--id") else None
         else:
             _global_option(settings, option, value)
@@ -211,13 +212,13 @@ def _parse_invocation(words: list[str], options: dict[str, str | None]) -> Invoc
     if syntax is None:
         raise Fatal(f"unknown command '{name}'; use --help for help")
     allowed = {o.rstrip("="): o.endswith("=") for o in syntax.options.split(",") if o}
-    for key, value in options.items():
-        if key not in allowed:
-            raise Fatal(f"'{name}' command has no '{key}' option")
-        if allowed[key] and value is None:
-            raise Fatal(f"missing argument to '{key}' option on '{name}' command")
-        if not allowed[key] and value is not None:
-            raise Fatal(f"'{key}' option on '{name}' does not accept an argument")
+    for option, argument in options.items():
+        if option not in allowed:
+            raise Fatal(f"'{name}' command has no '{option}' option")
+        if allowed[option] and argument is None:
+            raise Fatal(f"missing argument to '{option}' option on '{name}' command")
+        if not allowed[option] and argument is not None:
+            raise Fatal(f"'{option}' option on '{name}' does not accept an argument")
     if len(args) < syntax.min_args:
         raise Fatal(f"'{name}' command requires at least {syntax.min_args} arguments")
     if len(args) > syntax.max_args:
@@ -238,7 +239,6 @@ class Context:
     symbols: Symbols = field(default_factory=Symbols)
     outputs: list[str | Table] = field(default_factory=list)
     created: dict[int, str] = field(default_factory=dict)  # command index -> new row's uuid
-    warnings: list[str] = field(default_factory=list)
     try_again: bool = False
 
     @classmethod
@@ -270,6 +270,11 @@ class Context:
             return parse_atom(base, text, self.symbols)
         except ValueSyntaxError as e:
             raise CommandError(str(e)) from None
+
+
+def warn(message: str) -> None:
+    """A doubtful command: said on stderr at once (ovs-vsctl logs a warning)."""
+    print(f"{PROGRAM}: {message}", file=sys.stderr, flush=True)
 
 
 def _must_exist(invocation: Invocation) -> bool:
@@ -565,9 +570,6 @@ def cmd_create(ctx: Context, inv: Invocation) -> None:
         symbol = _create_symbol(ctx, symbol_name)
         symbol.strong_ref |= table.is_root  # a root row stays without references
         uuid = symbol.uuid
-    elif not table.is_root:
-        ctx.warnings.append(f'applying "create" command to table {table.name} without --id '
-                            "option will have no effect")
     row = Row(uuid or new_uuid(),
               {name: values.default(c.type) for name, c in table.user_columns.items()})
     ctx.rows.setdefault(table.name, {})[row.uuid] = row
@@ -585,7 +587,7 @@ def cmd_destroy(ctx: Context, inv: Invocation) -> None:
     if delete_all and not must_exist:
         raise CommandError("--all and --if-exists should not be specified together")
     if not delete_all and len(inv.args) == 1:
-        ctx.warnings.append("either --all or records argument should be specified")
+        warn("either --all or records argument should be specified")
         return
     if delete_all:
         rows = ctx.table_rows(table)
@@ -659,7 +661,11 @@ def transaction_ops(ctx: Context, snapshot: Snapshot, comment: str
                 ops.append({"op": "insert", "table": table_name, "uuid-name": names[row.uuid],
                             "row": _row_json(table, row, row.written, names)})
             elif row.deleted:
-                ops.append({"op": "delete", "table": table_name, "where": where})
+                # As OVS's IDL: a row of a non-root table goes when nothing refers
+                # to it, which the server sees to; deleting it would fail while
+                # references remain.
+                if table.is_root:
+                    ops.append({"op": "delete", "table": table_name, "where": where})
             else:
                 before = snapshot.rows[table_name][row.uuid].data
                 changed = {c for c in row.written if row.data[c] != before[c]}
@@ -731,16 +737,25 @@ def run(argv: list[str]) -> str:
         tables: dict[str, None] = {}
         for inv in invocations:
             if inv.args and inv.name != "comment":
-                inv.table = _resolve(lambda: get_table(schema, inv.args[0]))
+                with errors_are_fatal():
+                    inv.table = get_table(schema, inv.args[0])
                 tables[inv.table.name] = None
+                if inv.name == "create" and "--id" not in inv.options and not inv.table.is_root:
+                    warn(f'applying "create" command to table {inv.table.name} without --id '
+                         "option will have no effect")
         snapshot = Snapshot(schema, tables)
-        snapshot.apply(call(conn, "monitor", [database, None, snapshot.monitor_requests()],
-                            options))
+        reply = call(conn, "monitor_cond_since",
+                     [database, None, snapshot.monitor_requests(), ZERO_UUID], options)
+        if not (isinstance(reply, list) and len(reply) == 3):
+            raise Fatal(f"{settings.remote}: monitor_cond_since reply is not an array of 3 "
+                        f"elements: {ovs_json(reply)}")
+        snapshot.apply(reply[2])
         comment = f"{PROGRAM}: {shlex.join(argv)}"
         while True:
             ctx = Context.on(snapshot)
             for inv in invocations:
-                _resolve(lambda: COMMANDS[inv.name].run(ctx, inv))
+                with errors_are_fatal():
+                    COMMANDS[inv.name].run(ctx, inv)
                 if ctx.try_again:
                     break
             if not ctx.try_again:
@@ -755,10 +770,11 @@ def run(argv: list[str]) -> str:
             _catch_up(conn, snapshot, options)
 
 
-def _resolve(step: Callable[[], Any]) -> Any:
-    """Run one step; a name not found or a command error ends the run (exit 1)."""
+@contextlib.contextmanager
+def errors_are_fatal() -> Iterator[None]:
+    """A name not found or a command that cannot run ends the run (exit 1)."""
     try:
-        return step()
+        yield
     except (NotFound, CommandError, ValueSyntaxError) as e:
         raise Fatal(str(e)) from None
 
@@ -770,8 +786,7 @@ def _check_symbols(ctx: Context) -> None:
             raise Fatal(f'row id "{name}" is referenced but never created (e.g. with '
                         f'"-- --id={name} create ...")')
         if not symbol.strong_ref:
-            ctx.warnings.append(
-                f'row id "{name}" was created but '
+            warn(f'row id "{name}" was created but '
                 + ("only a weak reference" if symbol.weak_ref else "no reference")
                 + " to it was inserted, so it will not actually appear in the database")
 
@@ -785,14 +800,12 @@ def _catch_up(conn: SyncConnection, snapshot: Snapshot, options: Options) -> Non
     except (OSError, ProtocolError, RPCError) as e:
         raise Fatal(f"{options.server}: receive failed ({e})") from None
     for note in pending:
-        if note.method == "update" and isinstance(note.params, list) and len(note.params) == 2:
-            snapshot.apply(note.params[1])
+        if note.method == "update3" and isinstance(note.params, list) and len(note.params) == 3:
+            snapshot.apply(note.params[2])
 
 
 def _output(ctx: Context, settings: Settings, results: list[Any], inserted: dict[str, int]
             ) -> str:
-    for warning in ctx.warnings:
-        print(f"{PROGRAM}: {warning}", file=sys.stderr)
     printer = formats.Printer(settings.style)
     out = []
     for i, output in enumerate(ctx.outputs):
@@ -810,12 +823,14 @@ def _output(ctx: Context, settings: Settings, results: list[Any], inserted: dict
     return "".join(out)
 
 
+USAGE_HINT = f"{PROGRAM} list --help"
+COMMAND_LIST = ", ".join(name for name in COMMANDS if name != "comment")
 USAGE = f"""\
 {PROGRAM}: database commands, as in ovs-vsctl(8), for any schema
 usage: {PROGRAM} [OPTIONS] [CMD-OPTIONS] COMMAND ARG... [-- [CMD-OPTIONS] COMMAND ARG...]...
 
 Database commands:
-""" + "".join(f"  {name} {syntax.arguments}\n" for name, syntax in COMMANDS.items()) + f"""
+""" + "".join(f"  {name} {syntax.arguments}\n" for name, syntax in COMMANDS.items()) + """
 Records are named by UUID (or a prefix of 4 or more digits), by "." when the
 table has one row, or by the value of the table's first index column.
 Command options: --if-exists, --columns=COLUMN,..., --id=@NAME, --all.

@@ -1,7 +1,7 @@
 """Naming tables, columns and records as ovs-vsctl does, for any schema.
 
 A local copy of the tables the commands touch (`Snapshot`, filled from a
-``monitor`` reply and kept up to date by its updates), and the lookups of
+``monitor_cond_since`` reply and kept up to date by its updates), and the lookups of
 OVS's lib/db-ctl-base.c on it: a table or column by a unique abbreviation
 (``get_table``, ``get_column``), a record by UUID, by UUID prefix, by ``.``
 (the only row), or by the value of the table's name column.  ovs-vsctl knows
@@ -25,6 +25,7 @@ from ..core import values
 from ..core.atoms import UUID_RE
 from ..core.hashorder import ovs_member_order
 from ..core.schema import ColumnSchema, DbSchema, TableSchema
+from ..core.types import UNLIMITED
 
 _PARTIAL_UUID_RE = re.compile(r"[0-9a-fA-F]{1,8}(?:-[0-9a-fA-F]{0,4}){0,3}(?:-[0-9a-fA-F]{0,12})?\Z")
 
@@ -128,15 +129,14 @@ class Row:
     written: set[str] = field(default_factory=set)  # columns the commands changed
 
 
-def ovs_uuid_order(uuids: Iterable[str]) -> list[str]:
-    """Rows in the order the OVS IDL visits them: its hmap keyed by the first
-    32 bits of the uuid, filled in the order the reply's JSON object (an
-    shash) gives them.  The same bucket walk as hashorder.ovs_member_order,
-    with the IDL's hash."""
+def idl_row_order(uuids: Iterable[str]) -> list[str]:
+    """Rows, given in the order the OVS IDL inserted them, in the order it
+    visits them: its hmap keyed by the first 32 bits of the uuid.  The same
+    bucket walk as hashorder.ovs_member_order, with the IDL's hash."""
     mask = 0
     buckets: list[list[str]] = [[]]
     count = 0
-    for uuid in ovs_member_order(uuids):
+    for uuid in uuids:
         buckets[int(uuid[:8], 16) & mask].insert(0, uuid)
         count += 1
         if count // 2 > mask:
@@ -157,35 +157,54 @@ def _grown_mask(n: int) -> int:
 
 
 class Snapshot:
-    """The rows of some tables, as a ``monitor`` of all their columns shows them."""
+    """The rows of some tables, as a ``monitor_cond_since`` of all their
+    columns shows them (the request ovs-vsctl's IDL makes, so rows come in
+    the order it sees them)."""
 
     def __init__(self, schema: DbSchema, tables: Iterable[str]) -> None:
         self.schema = schema
         self.rows: dict[str, dict[str, Row]] = {name: {} for name in tables}
+        self._inserted: dict[str, list[str]] = {name: [] for name in self.rows}
 
     def monitor_requests(self) -> dict[str, Any]:
-        return {name: {"columns": [*sorted(self.schema.tables[name].user_columns), "_version"]}
+        return {name: [{"columns": [*sorted(self.schema.tables[name].user_columns),
+                                    "_version"]}]
                 for name in self.rows}
 
     def apply(self, updates: Any) -> None:
-        """A monitor reply or ``update``: rows in, changed and out (version 1 form)."""
+        """<table-updates2>: rows in (initial, insert), changed (modify) and out."""
         for table_name, rows in (updates or {}).items():
             if table_name not in self.rows:
                 continue
             table = self.schema.tables[table_name]
             known = self.rows[table_name]
-            for uuid in rows:
-                new = rows[uuid].get("new")
-                if new is None:
+            # The IDL reads the rows into a JSON object (an shash), then its hmap.
+            for uuid in ovs_member_order(rows):
+                change = rows[uuid]
+                if "delete" in change:
                     known.pop(uuid, None)
-                    continue
-                data = {name: values.parse_unchecked(column.type, new[name])
-                        if name in new else values.default(column.type)
-                        for name, column in table.user_columns.items()}
-                known[uuid] = Row(uuid, data, str(new.get("_version", ["uuid", ""])[1]))
-            # New rows go where the IDL puts them; changed rows keep their place.
-            order = ovs_uuid_order(known)
-            self.rows[table_name] = {uuid: known[uuid] for uuid in order}
+                elif "modify" in change:
+                    self._modify(table, known[uuid], change["modify"])
+                else:
+                    new = change.get("initial") or change.get("insert") or {}
+                    data = {name: values.parse_unchecked(column.type, new[name])
+                            if name in new else values.default(column.type)
+                            for name, column in table.user_columns.items()}
+                    known[uuid] = Row(uuid, data, new["_version"][1])
+                    self._inserted[table_name].append(uuid)
+            self._inserted[table_name] = [u for u in self._inserted[table_name] if u in known]
+            self.rows[table_name] = {uuid: known[uuid]
+                                     for uuid in idl_row_order(self._inserted[table_name])}
+
+    @staticmethod
+    def _modify(table: TableSchema, row: Row, diffs: dict[str, Any]) -> None:
+        for name, diff in diffs.items():
+            if name == "_version":
+                row.version = diff[1]
+                continue
+            type_ = table.columns[name].type
+            change = values.parse_unchecked(type_.relaxed(0, UNLIMITED), diff)
+            row.data[name] = values.apply_diff(type_, row.data[name], change)
 
     def table_rows(self, table: str) -> Iterator[Row]:
         return (row for row in self.rows[table].values() if not row.deleted)
@@ -256,5 +275,14 @@ def _names_equal(name: Any, kind: str, record: str) -> bool:
     return bool(name == int(record))
 
 
-__all__ = ["NotFound", "Row", "Snapshot", "best_match", "get_column", "get_table",
-           "name_column", "ovs_uuid_order", "suggestion"]
+__all__ = [
+    "NotFound",
+    "Row",
+    "Snapshot",
+    "best_match",
+    "get_column",
+    "get_table",
+    "idl_row_order",
+    "name_column",
+    "suggestion",
+]

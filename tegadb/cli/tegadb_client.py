@@ -799,14 +799,16 @@ def _check_arg_count(name: str, command: Command, args: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (0, or 1 after an error)."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["appctl"]:
+        return reporting_errors(lambda: appctl(argv[1:]))
+    return reporting_errors(lambda: _write(run(argv)))
+
+
+def reporting_errors(command: Callable[[], int]) -> int:
+    """Run ``command``; a Fatal error or a closed stdout ends it with status 1
+    (also for the commands of client_main.py)."""
     try:
-        if argv[:1] == ["appctl"]:
-            return appctl(argv[1:])
-        from .extensions import dispatch  # database commands, watch, completion
-        status = dispatch(argv)
-        if status is not None:
-            return status
-        return _write(run(argv))
+        return command()
     except Fatal as e:
         sys.stdout.flush()
         print(f"{PROGRAM}: {e}", file=sys.stderr)
@@ -820,8 +822,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # The imported module's main, not this __main__ copy's: the command modules
-    # (dbcommands, watch) raise the imported module's Fatal.
-    from tegadb.cli.tegadb_client import main as imported_main
-
-    sys.exit(imported_main())
+    sys.exit(main())

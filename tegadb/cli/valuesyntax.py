@@ -182,13 +182,12 @@ def _atoms_or_range(base: BaseType, token: str, symbols: Symbols | None) -> list
     if end < start:
         raise ValueSyntaxError(f'"{token}" is not a valid range. '
                                "Range end cannot be before start.")
+    for atom in range(start, end + 1) if base.enum is not None else (start, end):
+        _check(base, atom)
     if end - start >= MAX_RANGE_SIZE:
         raise ValueSyntaxError(f'constraint violation: Range "{start}-{end}" is too big. '
                                f"Maximum allowed size is {MAX_RANGE_SIZE}.")
-    atoms = list(range(start, end + 1))
-    for atom in atoms if base.enum is not None else (start, end):
-        _check(base, atom)
-    return atoms
+    return list(range(start, end + 1))
 
 
 def _skip_spaces(text: str, i: int) -> int:

@@ -1,0 +1,38 @@
+"""The ``tegadb-client`` command: one line, routed to the module that owns it.
+
+- ovs-vsctl's database commands (``list``, ``get``, ``set``...: dbcommands.py),
+  recognized by their name or their options (``--db``, ``--if-exists``...);
+- ``watch`` (watch.py) and ``completion`` / ``--complete`` (completion.py);
+- everything else: ovsdb-client's commands (tegadb_client.py).
+
+The console script and bin/tegadb-client run this module's ``main``; the
+modules it routes to depend on tegadb_client.py, never the other way round.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import dbcommands, tegadb_client
+from .tegadb_client import _write, reporting_errors
+
+HELP_OPTIONS = (["--help"], ["-h"])
+MORE_USAGE = f"""
+Database commands (as ovs-vsctl's, for any schema; "{dbcommands.USAGE_HINT}"
+for more):
+  {dbcommands.COMMAND_LIST}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one tegadb-client line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv in HELP_OPTIONS:
+        return _write(tegadb_client.USAGE + MORE_USAGE)
+    if dbcommands.owns(argv):
+        return reporting_errors(lambda: _write(dbcommands.run(argv)))
+    return tegadb_client.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
