@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         return _write(tegadb_client.USAGE + MORE_USAGE)
     if dbcommands.owns(argv):
         return reporting_errors(lambda: _write(dbcommands.run(argv)))
+    if argv[:1] == ["watch"]:
+        from . import watch  # imports rich on a terminal only
+
+        return reporting_errors(lambda: watch.main(argv[1:]))
     return tegadb_client.main(argv)
 
 

@@ -1,0 +1,394 @@
+"""``tegadb-client watch``: one line per row change, as it happens.
+
+``tegadb-client watch [SERVER] [DATABASE] TABLE [COLUMN...] [--where COND]...
+[--since ID] [--format=json]``
+
+Each line: the time (UTC), the transaction id (its first 8 digits), the
+table, the row (its name, from the table's first index column, else its
+UUID's first 8 digits), and what changed: ``+`` and the columns of an
+inserted row, ``-`` for a deleted one, ``mtu: 1500 -> 9000`` for a change.
+On a terminal, inserts are green and deletes red (rich); elsewhere the text
+is plain.  ``--format=json`` prints one JSON object per change instead.
+
+COND is ``COLUMN OP VALUE`` (OP one of ``= != < > <= >=``, the value in the
+database commands' syntax; ``COLUMN:KEY=VALUE`` for a map's key) or an
+OVSDB condition in JSON (``["mtu", ">", 1500]``); several ``--where`` must
+all hold.  ``--since ID`` first shows what changed after transaction ID, when
+the server still has it.
+
+The watch follows the server with ``monitor_cond_since``: when the
+connection drops it reconnects (with back-off) and resumes after the last
+transaction shown, so nothing is shown twice; a server that cannot resume
+(ovsdb-server, or history gone) sends the whole table, and only its
+differences from what was shown are printed.  The server sends no writer in
+its updates, so lines name none.
+
+Exit status: 130 after Ctrl-C, 1 after an error (a bad argument, a server
+that cannot be reached at the start), 0 if stdout closes (``| head``).
+"""
+
+from __future__ import annotations
+
+import getopt
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..client.connection import ProtocolError, RPCError, SyncConnection
+from ..core import values
+from ..core.errors import OVSDBError
+from ..core.jsonfmt import ovs_json
+from ..core.schema import DbSchema, TableSchema
+from ..core.types import UNLIMITED, ZERO_UUID
+from . import formats
+from .dbcommands import choose_database
+from .dbrecords import NotFound, get_column, get_table, name_column
+from .tegadb_client import (
+    PROGRAM,
+    Fatal,
+    Options,
+    _getopt_message,
+    connect,
+    default_remote,
+    fetch_schema,
+    list_dbs,
+    looks_like_remote,
+)
+from .valuesyntax import ValueSyntaxError, parse_atom, parse_datum, parse_token
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)  # seconds between reconnection attempts
+CONDITION_OPERATORS = {"=": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
+MONITOR_ID = "watch"
+
+
+@dataclass
+class WatchSettings:
+    remote: str = ""
+    database: str | None = None
+    arguments: list[str] = field(default_factory=list)  # [DATABASE] TABLE [COLUMN...]
+    where: list[str] = field(default_factory=list)
+    since: str = ZERO_UUID
+    json: bool = False
+
+
+def parse_arguments(argv: list[str]) -> WatchSettings:
+    try:
+        pairs, args = getopt.gnu_getopt(argv, "f:", ["where=", "since=", "format=", "db=",
+                                                     "database="])
+    except getopt.GetoptError as e:
+        raise Fatal(_getopt_message(e)) from None
+    settings = WatchSettings(remote=default_remote())
+    for option, value in pairs:
+        if option == "--where":
+            settings.where.append(value)
+        elif option == "--since":
+            settings.since = value
+        elif option in ("-f", "--format"):
+            if value not in ("text", "json"):
+                raise Fatal(f'unknown watch format "{value}" (use "text" or "json")')
+            settings.json = value == "json"
+        elif option == "--db":
+            settings.remote = value
+        else:
+            settings.database = value
+    if args and looks_like_remote(args[0]) and len(args) > 1:
+        settings.remote, args = args[0], args[1:]
+    if not args:
+        raise Fatal("watch needs a TABLE (use --help for help)")
+    settings.arguments = args
+    return settings
+
+
+def condition(table: TableSchema, text: str) -> list[Any]:
+    """One ``--where``: an OVSDB condition (a JSON array) or ``COLUMN OP VALUE``."""
+    if text.lstrip().startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError as e:
+            raise Fatal(f'--where "{text}": {e}') from None
+        return [parsed]
+    column_name, i = parse_token(text)
+    column = get_column(table, column_name)
+    key = None
+    if text[i:i + 1] == ":":
+        key, i = parse_token(text, i + 1)
+    operator = max((op for op in CONDITION_OPERATORS if text.startswith(op, i)), key=len,
+                   default=None)
+    if operator is None:
+        raise Fatal(f'--where "{text}": expected COLUMN OP VALUE with OP one of '
+                    + " ".join(CONDITION_OPERATORS))
+    value = text[i + len(operator):]
+    if key is None:
+        datum = parse_datum(column.type, value, None)
+        return [[column.name, CONDITION_OPERATORS[operator], values.to_json(column.type, datum)]]
+    if column.type.value is None or operator not in ("=", "!="):
+        raise Fatal(f'--where "{text}": a key needs a map column and "=" or "!="')
+    pair = (parse_atom(column.type.key, key, None), parse_atom(column.type.value, value, None))
+    json_pair = values.to_json(column.type.relaxed(0, UNLIMITED), (pair,))
+    return [[column.name, "includes" if operator == "=" else "excludes", json_pair]]
+
+
+# --- what changed --------------------------------------------------------------
+
+@dataclass
+class Change:
+    table: str
+    uuid: str
+    label: str
+    op: str  # insert, modify, delete
+    columns: dict[str, tuple[Any, Any]]  # column -> (old datum or None, new datum or None)
+
+
+class RowCache:
+    """The watched rows as last shown, to word each change."""
+
+    def __init__(self, table: TableSchema, columns: list[str]) -> None:
+        self.table = table
+        self.columns = columns
+        self.rows: dict[str, dict[str, values.Datum]] = {}
+        self.names = name_column(table)
+
+    def label(self, uuid: str, row: dict[str, values.Datum]) -> str:
+        if self.names is not None and row.get(self.names.name):
+            atom = row[self.names.name][0]
+            return values.atom_to_string(self.names.type.key.type, atom)
+        return uuid[:8]
+
+    def _row(self, json_row: dict[str, Any]) -> dict[str, values.Datum]:
+        return {c: values.parse_unchecked(self.table.columns[c].type, json_row[c])
+                if c in json_row else values.default(self.table.columns[c].type)
+                for c in self.columns}
+
+    def update(self, updates: dict[str, Any]) -> Iterator[Change]:
+        """Changes from a <table-updates2> (insert, modify, delete)."""
+        for uuid, update in updates.get(self.table.name, {}).items():
+            old = self.rows.get(uuid)
+            if "delete" in update:
+                if old is not None:
+                    del self.rows[uuid]
+                    yield self._change(uuid, old, None)
+            elif "modify" in update and old is not None:
+                new = dict(old)
+                for c, diff in update["modify"].items():
+                    if c in new:
+                        type_ = self.table.columns[c].type
+                        change = values.parse_unchecked(type_.relaxed(0, UNLIMITED), diff)
+                        new[c] = values.apply_diff(type_, old[c], change)
+                self.rows[uuid] = new
+                yield self._change(uuid, old, new)
+            else:
+                new = self._row(update.get("insert") or update.get("initial") or {})
+                self.rows[uuid] = new
+                yield self._change(uuid, old, new)
+
+    def replace_all(self, updates: dict[str, Any]) -> Iterator[Change]:
+        """A full copy (initial rows): the differences from what was shown."""
+        fresh = {uuid: self._row(u.get("initial") or {})
+                 for uuid, u in updates.get(self.table.name, {}).items()}
+        for uuid in [u for u in self.rows if u not in fresh]:
+            yield self._change(uuid, self.rows.pop(uuid), None)
+        for uuid, new in fresh.items():
+            old = self.rows.get(uuid)
+            self.rows[uuid] = new
+            if old != new:
+                yield self._change(uuid, old, new)
+
+    def _change(self, uuid: str, old: dict[str, values.Datum] | None,
+                new: dict[str, values.Datum] | None) -> Change:
+        row = new if new is not None else old
+        assert row is not None
+        op = "insert" if old is None else "delete" if new is None else "modify"
+        columns = {}
+        for c in self.columns:
+            before = None if old is None else old[c]
+            after = None if new is None else new[c]
+            default = values.default(self.table.columns[c].type)
+            if before != after and not (op == "insert" and after == default):
+                columns[c] = (before, after)
+        return Change(self.table.name, uuid, self.label(uuid, row), op, columns)
+
+
+# --- printing ------------------------------------------------------------------
+
+class Printer:
+    """Lines on stdout: coloured through rich on a terminal, plain elsewhere."""
+
+    def __init__(self, table: TableSchema, as_json: bool, out: TextIO) -> None:
+        self.table = table
+        self.as_json = as_json
+        self.out = out
+        self.console = None
+        if not as_json and out.isatty():
+            from rich.console import Console  # only on a terminal: it costs start-up time
+
+            self.console = Console(file=out, highlight=False, soft_wrap=True)
+
+    def show(self, change: Change, txn: str) -> None:
+        now = time.time()
+        if self.as_json:
+            self._write(json.dumps(self._json(change, txn, now), ensure_ascii=False) + "\n")
+            return
+        line = f"{formats.timestamp(now)} {txn[:8]} {change.table} {change.label} "
+        line += {"insert": "+ ", "delete": "- ", "modify": ""}[change.op] + self._diff(change)
+        if self.console is None:
+            self._write(line.rstrip() + "\n")
+        else:
+            from rich.text import Text
+
+            style = {"insert": "green", "delete": "red", "modify": ""}[change.op]
+            self.console.print(Text(line.rstrip(), style=style))
+
+    def _write(self, text: str) -> None:
+        # Bytes, not the locale's encoding: data may hold any Unicode text.
+        self.out.buffer.write(text.encode())
+        self.out.flush()
+
+    def _text(self, column: str, datum: values.Datum | None) -> str:
+        return formats.datum_to_string(self.table.columns[column].type, datum or ())
+
+    def _diff(self, change: Change) -> str:
+        if change.op == "insert":
+            return ", ".join(f"{c}={self._text(c, new)}" for c, (_, new) in change.columns.items())
+        if change.op == "delete":
+            return ""
+        return ", ".join(f"{c}: {self._text(c, old)} -> {self._text(c, new)}"
+                         for c, (old, new) in change.columns.items())
+
+    def _json(self, change: Change, txn: str, now: float) -> dict[str, Any]:
+        def value(column: str, datum: values.Datum | None) -> Any:
+            return None if datum is None else values.to_json(self.table.columns[column].type,
+                                                             datum)
+        return {"time": formats.timestamp(now), "txn": txn, "table": change.table,
+                "uuid": change.uuid, "row": change.label, "op": change.op,
+                "changes": {c: {"old": value(c, old), "new": value(c, new)}
+                            for c, (old, new) in change.columns.items()}}
+
+
+# --- following the server ------------------------------------------------------------
+
+class Watch:
+    """One watch: connect, ask from the last transaction shown, print, repeat."""
+
+    def __init__(self, settings: WatchSettings, options: Options) -> None:
+        self.settings = settings
+        self.options = options
+        self.last_id = settings.since
+        self.shown_before = False  # a connection has already shown the rows
+        self.cache: RowCache | None = None
+        self.printer: Printer | None = None
+        self.requests: dict[str, Any] = {}
+
+    def start(self) -> SyncConnection:
+        """The first connection: errors here (names, conditions) end the command."""
+        conn = connect(self.settings.remote, self.options)
+        self.options.server = self.settings.remote
+        try:
+            args = self.settings.arguments
+            if self.settings.database is None and len(args) > 1 \
+                    and args[0] in list_dbs(conn, self.options):
+                self.settings.database, args = args[0], args[1:]
+            database = choose_database(conn, self.settings.database, self.options)
+            self.settings.database = database
+            schema = fetch_schema(conn, database, self.options).schema
+            self._prepare(schema, args[0], args[1:])
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, schema: DbSchema, table_name: str, column_names: list[str]) -> None:
+        try:
+            table = get_table(schema, table_name)
+            columns = [get_column(table, c).name for c in column_names]
+            where = [part for text in self.settings.where for part in condition(table, text)]
+        except (NotFound, ValueSyntaxError) as e:
+            raise Fatal(str(e)) from None
+        if not columns:
+            columns = sorted(table.user_columns)
+        self.cache = RowCache(table, columns)
+        label = self.cache.names
+        request: dict[str, Any] = {
+            "columns": sorted({*columns, *([label.name] if label else [])})}
+        if where:
+            request["where"] = where
+        self.requests = {table.name: [request]}
+        self.printer = Printer(table, self.settings.json, sys.stdout)
+
+    def follow(self, conn: SyncConnection) -> None:
+        """Print changes until the connection ends (then the caller reconnects)."""
+        assert self.cache is not None and self.printer is not None
+        params = [self.settings.database, MONITOR_ID, self.requests, self.last_id]
+        try:
+            reply = conn.request("monitor_cond_since", params)
+        except RPCError as e:  # a bad --where shows up here, in the server's words
+            raise Fatal(f"watch refused: {ovs_json(e.error)}") from None
+        if not (isinstance(reply, list) and len(reply) == 3):
+            raise Fatal(f"monitor_cond_since reply is not an array of 3 elements: {reply}")
+        found, last_id, updates = reply
+        if found:
+            changes = list(self.cache.update(updates or {}))
+        else:
+            if not self.shown_before and self.last_id != ZERO_UUID:
+                print(f"{PROGRAM}: transaction {self.last_id} is not in the server's history; "
+                      "watching from now", file=sys.stderr, flush=True)
+            changes = list(self.cache.replace_all(updates or {}))
+        # The first copy of the rows is the starting point, not a change.
+        if found or self.shown_before:
+            for change in changes:
+                self.printer.show(change, last_id)
+        self.last_id, self.shown_before = last_id, True
+        while True:
+            note = conn.wait_notification()
+            params: list[Any] = note.params if isinstance(note.params, list) else []
+            if note.method == "update3" and len(params) == 3 and params[0] == MONITOR_ID:
+                self.last_id = params[1]
+                for change in self.cache.update(params[2] or {}):
+                    self.printer.show(change, params[1])
+            elif note.method == "monitor_canceled":
+                raise Fatal(f"{self.settings.remote}: the database {self.settings.database} "
+                            "was removed")
+
+
+def run(argv: list[str]) -> int:
+    settings = parse_arguments(argv)
+    watch = Watch(settings, Options())
+    conn = watch.start()
+    while True:
+        try:
+            with conn:
+                watch.follow(conn)
+        except (OSError, ProtocolError, OVSDBError) as e:
+            print(f"{PROGRAM}: {settings.remote}: connection lost ({e}); reconnecting",
+                  file=sys.stderr, flush=True)
+        conn = _reconnect(watch)
+
+
+def _reconnect(watch: Watch) -> SyncConnection:
+    """A new connection, trying again after each failure with growing delays."""
+    for attempt in itertools.count():
+        time.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+        try:
+            conn = connect(watch.settings.remote, watch.options)
+        except Fatal:
+            continue
+        print(f"{PROGRAM}: {watch.settings.remote}: reconnected", file=sys.stderr, flush=True)
+        return conn
+    raise AssertionError("unreachable")
+
+
+def main(argv: list[str]) -> int:
+    """Run a watch until Ctrl-C (status 130) or stdout closes (status 0)."""
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader has gone (`| head`): that is how a watch in a pipe ends.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
