@@ -3,7 +3,7 @@
 ``tegadb-client watch [SERVER] [DATABASE] TABLE [COLUMN...] [--where COND]...
 [--since ID] [--format=json]``
 
-Each line: the time (UTC), the transaction id (its first 8 digits), the
+Each line: the time (UTC), the transaction id (for ``--since``), the
 table, the row (its name, from the table's first index column, else its
 UUID's first 8 digits), and what changed: ``+`` and the columns of an
 inserted row, ``-`` for a deleted one, ``mtu: 1500 -> 9000`` for a change.
@@ -33,6 +33,7 @@ import getopt
 import itertools
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -234,7 +235,7 @@ class Printer:
         if self.as_json:
             self._write(json.dumps(self._json(change, txn, now), ensure_ascii=False) + "\n")
             return
-        line = f"{formats.timestamp(now)} {txn[:8]} {change.table} {change.label} "
+        line = f"{formats.timestamp(now)} {txn} {change.table} {change.label} "
         line += {"insert": "+ ", "delete": "- ", "modify": ""}[change.op] + self._diff(change)
         if self.console is None:
             self._write(line.rstrip() + "\n")
@@ -345,17 +346,19 @@ class Watch:
         self.last_id, self.shown_before = last_id, True
         while True:
             note = conn.wait_notification()
-            params: list[Any] = note.params if isinstance(note.params, list) else []
-            if note.method == "update3" and len(params) == 3 and params[0] == MONITOR_ID:
-                self.last_id = params[1]
-                for change in self.cache.update(params[2] or {}):
-                    self.printer.show(change, params[1])
+            got: list[Any] = note.params if isinstance(note.params, list) else []
+            if note.method == "update3" and len(got) == 3 and got[0] == MONITOR_ID:
+                self.last_id = got[1]
+                for change in self.cache.update(got[2] or {}):
+                    self.printer.show(change, got[1])
             elif note.method == "monitor_canceled":
                 raise Fatal(f"{self.settings.remote}: the database {self.settings.database} "
                             "was removed")
 
 
 def run(argv: list[str]) -> int:
+    # Ctrl-C ends the watch even where the shell started it with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = parse_arguments(argv)
     watch = Watch(settings, Options())
     conn = watch.start()
