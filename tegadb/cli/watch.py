@@ -137,6 +137,9 @@ def condition(table: TableSchema, text: str) -> list[Any]:
 
 # --- what changed --------------------------------------------------------------
 
+UNKNOWN = ("?",)  # a value --since cannot know (shown as "?", null in JSON)
+
+
 @dataclass
 class Change:
     table: str
@@ -151,20 +154,23 @@ class RowCache:
 
     def __init__(self, table: TableSchema, columns: list[str]) -> None:
         self.table = table
-        self.columns = columns
+        self.columns = columns  # shown
         self.rows: dict[str, dict[str, values.Datum]] = {}
         self.names = name_column(table)
+        self.labels: dict[str, str] = {}  # uuid -> name, also of rows no longer kept
+        # Kept: the shown columns and the one that names a row.
+        self.kept = sorted({*columns, *([self.names.name] if self.names else [])})
 
     def label(self, uuid: str, row: dict[str, values.Datum]) -> str:
         if self.names is not None and row.get(self.names.name):
             atom = row[self.names.name][0]
-            return values.atom_to_string(self.names.type.key.type, atom)
-        return uuid[:8]
+            self.labels[uuid] = values.atom_to_string(self.names.type.key.type, atom)
+        return self.labels.get(uuid, uuid[:8])
 
     def _row(self, json_row: dict[str, Any]) -> dict[str, values.Datum]:
         return {c: values.parse_unchecked(self.table.columns[c].type, json_row[c])
                 if c in json_row else values.default(self.table.columns[c].type)
-                for c in self.columns}
+                for c in self.kept}
 
     def update(self, updates: dict[str, Any]) -> Iterator[Change]:
         """Changes from a <table-updates2> (insert, modify, delete)."""
@@ -174,6 +180,8 @@ class RowCache:
                 if old is not None:
                     del self.rows[uuid]
                     yield self._change(uuid, old, None)
+            elif "modify" in update and old is None:
+                yield self._replayed(uuid, update["modify"])
             elif "modify" in update and old is not None:
                 new = dict(old)
                 for c, diff in update["modify"].items():
@@ -187,6 +195,20 @@ class RowCache:
                 new = self._row(update.get("insert") or update.get("initial") or {})
                 self.rows[uuid] = new
                 yield self._change(uuid, old, new)
+
+    def _replayed(self, uuid: str, diffs: dict[str, Any]) -> Change:
+        """A change replayed by ``--since`` to a row this watch has not seen: its
+        old values are unknown, and so are the new ones of sets and maps (the
+        server sends what changed in them)."""
+        columns: dict[str, tuple[Any, Any]] = {}
+        for c in self.columns:
+            if c in diffs:
+                type_ = self.table.columns[c].type
+                new = (None if type_.is_composite
+                       else values.parse_unchecked(type_.relaxed(0, UNLIMITED), diffs[c]))
+                columns[c] = (UNKNOWN, UNKNOWN if new is None else new)
+        label = self.labels.get(uuid, uuid[:8])
+        return Change(self.table.name, uuid, label, "modify", columns)
 
     def replace_all(self, updates: dict[str, Any]) -> Iterator[Change]:
         """A full copy (initial rows): the differences from what was shown."""
@@ -217,6 +239,10 @@ class RowCache:
 
 # --- printing ------------------------------------------------------------------
 
+class ReaderGone(Exception):
+    """Stdout was closed (``| head`` has all it wanted)."""
+
+
 class Printer:
     """Lines on stdout: coloured through rich on a terminal, plain elsewhere."""
 
@@ -231,6 +257,12 @@ class Printer:
             self.console = Console(file=out, highlight=False, soft_wrap=True)
 
     def show(self, change: Change, txn: str) -> None:
+        try:
+            self._show(change, txn)
+        except BrokenPipeError:  # not the server's socket: stdout
+            raise ReaderGone from None
+
+    def _show(self, change: Change, txn: str) -> None:
         now = time.time()
         if self.as_json:
             self._write(json.dumps(self._json(change, txn, now), ensure_ascii=False) + "\n")
@@ -251,6 +283,8 @@ class Printer:
         self.out.flush()
 
     def _text(self, column: str, datum: values.Datum | None) -> str:
+        if datum is UNKNOWN:
+            return "?"
         return formats.datum_to_string(self.table.columns[column].type, datum or ())
 
     def _diff(self, change: Change) -> str:
@@ -263,8 +297,9 @@ class Printer:
 
     def _json(self, change: Change, txn: str, now: float) -> dict[str, Any]:
         def value(column: str, datum: values.Datum | None) -> Any:
-            return None if datum is None else values.to_json(self.table.columns[column].type,
-                                                             datum)
+            if datum is None or datum is UNKNOWN:
+                return None
+            return values.to_json(self.table.columns[column].type, datum)
         return {"time": formats.timestamp(now), "txn": txn, "table": change.table,
                 "uuid": change.uuid, "row": change.label, "op": change.op,
                 "changes": {c: {"old": value(c, old), "new": value(c, new)}
@@ -313,13 +348,24 @@ class Watch:
         if not columns:
             columns = sorted(table.user_columns)
         self.cache = RowCache(table, columns)
-        label = self.cache.names
-        request: dict[str, Any] = {
-            "columns": sorted({*columns, *([label.name] if label else [])})}
+        request: dict[str, Any] = {"columns": self.cache.kept}
         if where:
             request["where"] = where
         self.requests = {table.name: [request]}
         self.printer = Printer(table, self.settings.json, sys.stdout)
+
+    def _learn_names(self, conn: SyncConnection) -> None:
+        """The rows' names now, for the changes ``--since`` replays."""
+        assert self.cache is not None
+        names = self.cache.names
+        if names is None:
+            return
+        select = {"op": "select", "table": self.cache.table.name, "where": [],
+                  "columns": ["_uuid", names.name]}
+        result = conn.request("transact", [self.settings.database, select])
+        for row in result[0].get("rows", []):
+            self.cache.label(row["_uuid"][1], {names.name: values.parse_unchecked(
+                names.type, row[names.name])})
 
     def follow(self, conn: SyncConnection) -> None:
         """Print changes until the connection ends (then the caller reconnects)."""
@@ -332,6 +378,8 @@ class Watch:
         if not (isinstance(reply, list) and len(reply) == 3):
             raise Fatal(f"monitor_cond_since reply is not an array of 3 elements: {reply}")
         found, last_id, updates = reply
+        if found and not self.shown_before:
+            self._learn_names(conn)
         if found:
             changes = list(self.cache.update(updates or {}))
         else:
@@ -339,6 +387,9 @@ class Watch:
                 print(f"{PROGRAM}: transaction {self.last_id} is not in the server's history; "
                       "watching from now", file=sys.stderr, flush=True)
             changes = list(self.cache.replace_all(updates or {}))
+        if not self.shown_before:
+            print(f"{PROGRAM}: watching {self.cache.table.name} in {self.settings.database} on "
+                  f"{self.settings.remote} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         # The first copy of the rows is the starting point, not a change.
         if found or self.shown_before:
             for change in changes:
@@ -391,7 +442,8 @@ def main(argv: list[str]) -> int:
         return run(argv)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader has gone (`| head`): that is how a watch in a pipe ends.
+    except ReaderGone:
+        # That is how a watch in a pipe ends.  Stdout goes to /dev/null so
+        # that Python does not fail again flushing it at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
