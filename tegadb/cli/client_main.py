@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from . import dbcommands, tegadb_client
+from . import completion, dbcommands, tegadb_client
 from .tegadb_client import _write, reporting_errors
 
 HELP_OPTIONS = (["--help"], ["-h"])
@@ -21,6 +21,12 @@ MORE_USAGE = f"""
 Database commands (as ovs-vsctl's, for any schema; "{dbcommands.USAGE_HINT}"
 for more):
   {dbcommands.COMMAND_LIST}
+
+  watch [SERVER] [DATABASE] TABLE [COLUMN...] [--where=COND]... [--since=ID] [--format=json]
+    print each change to TABLE as it happens (see the README)
+
+  completion bash|zsh
+    print a shell completion script: source <(tegadb-client completion bash)
 """
 
 
@@ -31,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         return _write(tegadb_client.USAGE + MORE_USAGE)
     if dbcommands.owns(argv):
         return reporting_errors(lambda: _write(dbcommands.run(argv)))
+    if argv[:1] == ["completion"]:
+        return reporting_errors(lambda: completion.script(argv[1:]))
+    if argv[:1] == ["--complete"]:
+        return reporting_errors(lambda: completion.complete(argv[1:]))
     if argv[:1] == ["watch"]:
         from . import watch  # imports rich on a terminal only
 
