@@ -364,3 +364,31 @@ def test_wait_until_waits_for_another_clients_change(router: Peer) -> None:
         if waiter.poll() is None:
             waiter.kill()
             waiter.wait()
+
+
+def test_a_row_changed_meanwhile_runs_the_commands_again(router: Peer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transaction waits on the _version of each row it changes: another
+    client's change in between makes the commands run again on fresh data,
+    so neither change is lost (in-process, to step in between)."""
+    from tegadb.cli import dbcommands
+
+    db = [f"--db={router.remote_unix}", "--database=Router"]
+    assert tegadb_client(*db, "create", "Interface", "name=lan", "type=ethernet",
+                         "addressing=static", "addresses=10.0.0.1/24").returncode == 0
+    real_commit = dbcommands.commit
+    attempts: list[list[dict[str, object]]] = []
+
+    def commit_after_another_client(*args: object) -> list[object]:
+        if not attempts:
+            other = tegadb_client(*db, "add", "Interface", "lan", "addresses", "10.0.0.2/24")
+            assert other.returncode == 0, other.stderr
+        attempts.append(args[2])  # type: ignore[arg-type]
+        return real_commit(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dbcommands, "commit", commit_after_another_client)
+    assert dbcommands.run([*db, "add", "Interface", "lan", "addresses", "10.0.0.3/24"]) == ""
+    assert len(attempts) == 2
+    assert attempts[0][0]["op"] == "wait"
+    got = tegadb_client(*db, "get", "Interface", "lan", "addresses")
+    assert got.stdout == '["10.0.0.1/24", "10.0.0.2/24", "10.0.0.3/24"]\n'
