@@ -42,8 +42,8 @@ from ..core import values
 from ..core.hashorder import ovs_member_order
 from ..core.ids import new_uuid
 from ..core.jsonfmt import ovs_json
-from ..core.schema import ColumnSchema, DbSchema, TableSchema
-from ..core.types import UNLIMITED, UUID_TYPE, ZERO_UUID, Type
+from ..core.schema import ColumnSchema, TableSchema
+from ..core.types import UNLIMITED, UUID_TYPE, ZERO_UUID, BaseType, Type
 from . import formats
 from .dbrecords import NotFound, Row, Snapshot, get_column, get_table
 from .formats import JsonCell, Style, Table
@@ -81,7 +81,6 @@ class Syntax:
     arguments: str  # for --help
     options: str  # "--a,--b=": the options it takes ("=": with a value)
     run: Callable[[Context, Invocation], None]
-    writes: bool = False
 
 
 @dataclass
@@ -234,30 +233,17 @@ def _parse_invocation(words: list[str], options: dict[str, str | None]) -> Invoc
 class Context:
     """One run of all the commands on a working copy of the snapshot."""
 
-    schema: DbSchema
-    rows: dict[str, dict[str, Row]]
+    db: Snapshot  # a copy: the commands change it as they go
     symbols: Symbols = field(default_factory=Symbols)
     outputs: list[str | Table] = field(default_factory=list)
     created: dict[int, str] = field(default_factory=dict)  # command index -> new row's uuid
     try_again: bool = False
 
-    @classmethod
-    def on(cls, snapshot: Snapshot) -> Context:
-        copy = {table: {uuid: replace(row, data=dict(row.data), written=set())
-                        for uuid, row in rows.items()}
-                for table, rows in snapshot.rows.items()}
-        return cls(snapshot.schema, copy)
-
-    def view(self) -> Snapshot:
-        snapshot = Snapshot(self.schema, ())
-        snapshot.rows = self.rows
-        return snapshot
-
     def get_row(self, table: TableSchema, record: str, must_exist: bool) -> Row | None:
-        return self.view().get_row(table, record, must_exist)
+        return self.db.get_row(table, record, must_exist)
 
     def table_rows(self, table: TableSchema) -> list[Row]:
-        return list(self.view().table_rows(table.name))
+        return list(self.db.table_rows(table.name))
 
     def datum(self, type_: Type, text: str) -> values.Datum:
         try:
@@ -265,7 +251,7 @@ class Context:
         except ValueSyntaxError as e:
             raise CommandError(str(e)) from None
 
-    def atom(self, base: Any, text: str) -> Any:
+    def atom(self, base: BaseType, text: str) -> Any:
         try:
             return parse_atom(base, text, self.symbols)
         except ValueSyntaxError as e:
@@ -572,7 +558,7 @@ def cmd_create(ctx: Context, inv: Invocation) -> None:
         uuid = symbol.uuid
     row = Row(uuid or new_uuid(),
               {name: values.default(c.type) for name, c in table.user_columns.items()})
-    ctx.rows.setdefault(table.name, {})[row.uuid] = row
+    ctx.db.rows[table.name][row.uuid] = row
     for arg in inv.args[1:]:
         set_column(ctx, table, row, arg)
     ctx.created[len(ctx.outputs)] = row.uuid
@@ -614,18 +600,13 @@ COMMANDS: dict[str, Syntax] = {
     "get": Syntax(2, UNLIMITED, "TABLE RECORD [COLUMN[:KEY]]...", "--if-exists,--id=", cmd_get),
     "list": Syntax(1, UNLIMITED, "TABLE [RECORD]...", "--if-exists,--columns=", cmd_list),
     "find": Syntax(1, UNLIMITED, "TABLE [COLUMN[:KEY]=VALUE]...", "--columns=", cmd_find),
-    "set": Syntax(3, UNLIMITED, "TABLE RECORD COLUMN[:KEY]=VALUE...", "--if-exists", cmd_set,
-                  writes=True),
-    "add": Syntax(4, UNLIMITED, "TABLE RECORD COLUMN [KEY=]VALUE...", "--if-exists", cmd_add,
-                  writes=True),
+    "set": Syntax(3, UNLIMITED, "TABLE RECORD COLUMN[:KEY]=VALUE...", "--if-exists", cmd_set),
+    "add": Syntax(4, UNLIMITED, "TABLE RECORD COLUMN [KEY=]VALUE...", "--if-exists", cmd_add),
     "remove": Syntax(4, UNLIMITED, "TABLE RECORD COLUMN KEY|VALUE|KEY=VALUE...", "--if-exists",
-                     cmd_remove, writes=True),
-    "clear": Syntax(3, UNLIMITED, "TABLE RECORD COLUMN...", "--if-exists", cmd_clear,
-                    writes=True),
-    "create": Syntax(2, UNLIMITED, "TABLE COLUMN[:KEY]=VALUE...", "--id=", cmd_create,
-                     writes=True),
-    "destroy": Syntax(1, UNLIMITED, "TABLE [RECORD]...", "--if-exists,--all", cmd_destroy,
-                      writes=True),
+                     cmd_remove),
+    "clear": Syntax(3, UNLIMITED, "TABLE RECORD COLUMN...", "--if-exists", cmd_clear),
+    "create": Syntax(2, UNLIMITED, "TABLE COLUMN[:KEY]=VALUE...", "--id=", cmd_create),
+    "destroy": Syntax(1, UNLIMITED, "TABLE [RECORD]...", "--if-exists,--all", cmd_destroy),
     "wait-until": Syntax(2, UNLIMITED, "TABLE RECORD [COLUMN[:KEY]=VALUE]...", "",
                          cmd_wait_until),
 }
@@ -645,13 +626,13 @@ def _named(json: Any, names: dict[str, str]) -> Any:
 def transaction_ops(ctx: Context, snapshot: Snapshot, comment: str
                     ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The ops that make the changes; also where each inserted row's result is."""
-    new_rows = {row.uuid: row for rows in ctx.rows.values() for row in rows.values()
+    new_rows = {row.uuid: row for rows in ctx.db.rows.values() for row in rows.values()
                 if row.version is None}
     names = {uuid: f"row{i}" for i, uuid in enumerate(new_rows)}
     ops: list[dict[str, Any]] = []
     insert_index: dict[str, int] = {}
-    for table_name, rows in ctx.rows.items():
-        table = ctx.schema.tables[table_name]
+    for table_name, rows in ctx.db.rows.items():
+        table = ctx.db.schema.tables[table_name]
         for row in rows.values():
             where = [["_uuid", "==", ["uuid", row.uuid]]]
             if row.version is None:
@@ -752,7 +733,7 @@ def run(argv: list[str]) -> str:
         snapshot.apply(reply[2])
         comment = f"{PROGRAM}: {shlex.join(argv)}"
         while True:
-            ctx = Context.on(snapshot)
+            ctx = Context(snapshot.copy())
             for inv in invocations:
                 with errors_are_fatal():
                     COMMANDS[inv.name].run(ctx, inv)

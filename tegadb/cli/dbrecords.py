@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..core import values
@@ -165,6 +165,14 @@ class Snapshot:
         self.schema = schema
         self.rows: dict[str, dict[str, Row]] = {name: {} for name in tables}
         self._inserted: dict[str, list[str]] = {name: [] for name in self.rows}
+
+    def copy(self) -> Snapshot:
+        """A working copy: its rows can change without changing these."""
+        copy = Snapshot(self.schema, ())
+        copy.rows = {table: {uuid: replace(row, data=dict(row.data), written=set())
+                             for uuid, row in rows.items()}
+                     for table, rows in self.rows.items()}
+        return copy
 
     def monitor_requests(self) -> dict[str, Any]:
         return {name: [{"columns": [*sorted(self.schema.tables[name].user_columns),
