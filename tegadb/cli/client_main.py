@@ -35,16 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv in HELP_OPTIONS:
         return _write(tegadb_client.USAGE + MORE_USAGE)
-    if dbcommands.owns(argv):
-        return reporting_errors(lambda: _write(dbcommands.run(argv)))
-    if argv[:1] == ["completion"]:
-        return reporting_errors(lambda: completion.script(argv[1:]))
     if argv[:1] == ["--complete"]:
         return reporting_errors(lambda: completion.complete(argv[1:]))
-    if argv[:1] == ["watch"]:
+    index, _ = dbcommands.command_word(argv)
+    word = None if index is None else argv[index]
+    rest = argv[:index] + argv[index + 1:] if index is not None else argv
+    if word == "watch":  # its options may come before or after the word
         from . import watch  # imports rich on a terminal only
 
-        return reporting_errors(lambda: watch.main(argv[1:]))
+        return reporting_errors(lambda: watch.main(rest))
+    if word == "completion":
+        return reporting_errors(lambda: completion.script(rest))
+    if dbcommands.owns(argv):
+        return reporting_errors(lambda: _write(dbcommands.run(argv)))
     return tegadb_client.main(argv)
 
 

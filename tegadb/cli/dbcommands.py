@@ -117,14 +117,23 @@ OWN_OPTIONS = {"--db", "--database", "--oneline", "--no-wait", "--if-exists", "-
                "--id", "--all"}
 
 
-def owns(argv: list[str]) -> bool:
-    """Whether ``argv`` is a line of database commands: its first word after
-    the global options names one, or it has an option only they take."""
+def command_word(argv: list[str]) -> tuple[int | None, bool]:
+    """Where the first word after the global options is (None if there is
+    none, or the options do not parse here), and whether the options include
+    one only the database commands take."""
     try:
         pairs, args = getopt.getopt(argv, SHORT_OPTIONS, GLOBAL_OPTIONS + COMMAND_OPTIONS)
     except getopt.GetoptError:
-        return False
-    return bool(args and args[0] in COMMANDS) or any(o in OWN_OPTIONS for o, _ in pairs)
+        return None, False
+    own_options = any(o in OWN_OPTIONS for o, _ in pairs)
+    return (len(argv) - len(args) if args else None), own_options
+
+
+def owns(argv: list[str]) -> bool:
+    """Whether ``argv`` is a line of database commands: its first word after
+    the global options names one, or it has an option only they take."""
+    index, own_options = command_word(argv)
+    return (index is not None and argv[index] in COMMANDS) or own_options
 
 
 def parse_command_line(argv: list[str]) -> tuple[Settings, list[Invocation]]:
