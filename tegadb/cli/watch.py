@@ -3,7 +3,8 @@
 ``tegadb-client watch [SERVER] [DATABASE] TABLE [COLUMN...] [--where COND]...
 [--since ID] [--format=json]``
 
-Each line: the time (UTC), the transaction id (for ``--since``), the
+Each line: the time (UTC), the transaction id (for ``--since``; ``-`` from
+a server that gives none, as a standalone ovsdb-server), the
 table, the row (its name, from the table's first index column, else its
 UUID's first 8 digits), and what changed: ``+`` and the columns of an
 inserted row, ``-`` for a deleted one, ``mtu: 1500 -> 9000`` for a change.
@@ -267,7 +268,9 @@ class Printer:
         if self.as_json:
             self._write(json.dumps(self._json(change, txn, now), ensure_ascii=False) + "\n")
             return
-        line = f"{formats.timestamp(now)} {txn} {change.table} {change.label} "
+        # A standalone ovsdb-server gives no transaction ids (all zeros).
+        shown_txn = "-" if txn == ZERO_UUID else txn
+        line = f"{formats.timestamp(now)} {shown_txn} {change.table} {change.label} "
         line += {"insert": "+ ", "delete": "- ", "modify": ""}[change.op] + self._diff(change)
         if self.console is None:
             self._write(line.rstrip() + "\n")
@@ -300,7 +303,8 @@ class Printer:
             if datum is None or datum is UNKNOWN:
                 return None
             return values.to_json(self.table.columns[column].type, datum)
-        return {"time": formats.timestamp(now), "txn": txn, "table": change.table,
+        return {"time": formats.timestamp(now), "txn": None if txn == ZERO_UUID else txn,
+                "table": change.table,
                 "uuid": change.uuid, "row": change.label, "op": change.op,
                 "changes": {c: {"old": value(c, old), "new": value(c, new)}
                             for c, (old, new) in change.columns.items()}}
