@@ -33,7 +33,7 @@ import getopt
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,7 +45,7 @@ from ..core.jsonfmt import ovs_json
 from ..core.schema import ColumnSchema, TableSchema
 from ..core.types import UNLIMITED, UUID_TYPE, ZERO_UUID, BaseType, Type
 from . import formats
-from .dbrecords import NotFound, Row, Snapshot, get_column, get_table
+from .dbrecords import NotFound, Row, Snapshot, best_match, get_column, get_table
 from .formats import JsonCell, Style, Table
 from .tegadb_client import (
     PROGRAM,
@@ -696,18 +696,33 @@ def commit(conn: SyncConnection, database: str, ops: list[dict[str, Any]],
 
 # --- the whole run ---------------------------------------------------------------------
 
-def choose_database(conn: SyncConnection, wanted: str | None, options: Options) -> str:
+def choose_database(conn: SyncConnection, wanted: str | None, options: Options,
+                    tables: Iterable[str] = ()) -> str:
+    """``--database``; else the only database served that has ``tables``;
+    else Open_vSwitch if served."""
     dbs = list_dbs(conn, options)
     if wanted is not None:
         if wanted not in dbs:
             raise Fatal(f'{options.server}: no database "{wanted}" (served: {", ".join(dbs)})')
         return wanted
-    if "Open_vSwitch" in dbs:
-        return "Open_vSwitch"
     candidates = [db for db in dbs if not db.startswith("_")]
+    named = set(tables)
+    if len(candidates) > 1 and named:
+        having = [db for db in candidates
+                  if all(best_match(fetch_schema(conn, db, options).schema.tables, table)
+                         for table in named)]
+        if not having:
+            raise Fatal(f"{options.server}: no database served ({', '.join(candidates)}) has "
+                        + ("table " if len(named) == 1 else "tables ")
+                        + ", ".join(sorted(named)))
+        candidates = having
+    if len(candidates) > 1 and "Open_vSwitch" in candidates:
+        return "Open_vSwitch"
     if len(candidates) != 1:
         raise Fatal(f"{options.server} serves {len(candidates)} databases "
-                    f"({', '.join(candidates)}): choose one with --database=NAME")
+                    f"({', '.join(candidates)}) with "
+                    + ("those tables" if named else "tables")
+                    + ": choose one with --database=NAME")
     return candidates[0]
 
 
@@ -722,7 +737,8 @@ def run(argv: list[str]) -> str:
     conn = connect(settings.remote, options)
     options.server = settings.remote
     with conn:
-        database = choose_database(conn, settings.database, options)
+        named = [inv.args[0] for inv in invocations if inv.args and inv.name != "comment"]
+        database = choose_database(conn, settings.database, options, named)
         schema = fetch_schema(conn, database, options).schema
         tables: dict[str, None] = {}
         for inv in invocations:

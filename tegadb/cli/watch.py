@@ -333,7 +333,7 @@ class Watch:
             if self.settings.database is None and len(args) > 1 \
                     and args[0] in list_dbs(conn, self.options):
                 self.settings.database, args = args[0], args[1:]
-            database = choose_database(conn, self.settings.database, self.options)
+            database = choose_database(conn, self.settings.database, self.options, args[:1])
             self.settings.database = database
             schema = fetch_schema(conn, database, self.options).schema
             self._prepare(schema, args[0], args[1:])

@@ -15,6 +15,7 @@ does not make, and ``wait-until`` waiting for another client's change.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -324,15 +325,29 @@ def test_any_schema_errors_name_what_was_wrong(router: Peer, args: list[str],
     assert (result.returncode, result.stdout, result.stderr) == (1, "", f"tegadb-client: {message}\n")
 
 
-def test_database_is_needed_only_with_several(router: Peer, tegadb_peer) -> None:  # type: ignore[no-untyped-def]
-    several = tegadb_client(f"--db={router.remote_unix}", "list", "Interface")
-    assert several.returncode == 1
-    assert "serves 2 databases (IoT, Router): choose one with --database=NAME" in several.stderr
-    single = tegadb_peer(ROUTER)
-    env = dict(os.environ, TEGADB_REMOTE=single.remote_unix)  # the default server
-    assert tegadb_client("list", "Interface", env=env).returncode == 0
-    wrong = tegadb_client(f"--db={router.remote_unix}", "--database=Nope", "list", "X")
+def test_database_is_found_by_its_tables(router: Peer, tegadb_peer,  # type: ignore[no-untyped-def]
+                                         tmp_path: Path) -> None:
+    # Router and IoT served: only Router has Interface.
+    listed = tegadb_client(f"--db={router.remote_unix}", "--columns=name", "list", "Interface")
+    assert listed.returncode == 0, listed.stderr
+    missing = tegadb_client(f"--db={router.remote_unix}", "list", "Nope")
+    assert (missing.returncode, missing.stderr) == (
+        1, f"tegadb-client: {router.remote_unix}: no database served (IoT, Router) has table "
+           "Nope\n")
+    wrong = tegadb_client(f"--db={router.remote_unix}", "--database=Nope", "list", "Interface")
     assert 'no database "Nope"' in wrong.stderr and wrong.returncode == 1
+    # Two databases with the table: --database says which.
+    twin = tmp_path / "router2.ovsschema"
+    twin.write_text(json.dumps({**json.loads(ROUTER.read_text()), "name": "Router2"}))
+    both = tegadb_peer(ROUTER, twin)
+    ambiguous = tegadb_client(f"--db={both.remote_unix}", "list", "Interface")
+    assert (ambiguous.returncode, ambiguous.stderr) == (
+        1, f"tegadb-client: {both.remote_unix} serves 2 databases (Router, Router2) with those "
+           "tables: choose one with --database=NAME\n")
+    chosen = tegadb_client(f"--db={both.remote_unix}", "--database=Router2", "list", "Interface")
+    assert (chosen.returncode, chosen.stdout) == (0, "")
+    env = dict(os.environ, TEGADB_REMOTE=both.remote_unix)  # the default server
+    assert tegadb_client("--database=Router", "list", "Interface", env=env).returncode == 0
 
 
 def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
