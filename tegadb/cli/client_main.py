@@ -23,7 +23,7 @@ for more):
   {dbcommands.COMMAND_LIST}
 
   watch [SERVER] [DATABASE] TABLE [COLUMN...] [--where=COND]... [--since=ID] [--format=json]
-    print each change to TABLE as it happens (see the README)
+    print each change to TABLE as it happens ("tegadb-client watch --help" for more)
 
   completion bash|zsh
     print a shell completion script: source <(tegadb-client completion bash)

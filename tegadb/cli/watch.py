@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 from ..client.connection import ProtocolError, RPCError, SyncConnection
 from ..core import values
+from ..core.atoms import UUID_RE
 from ..core.errors import OVSDBError
 from ..core.jsonfmt import ovs_json
 from ..core.schema import DbSchema, TableSchema
@@ -55,6 +56,7 @@ from .tegadb_client import (
     Fatal,
     Options,
     _getopt_message,
+    _write,
     connect,
     default_remote,
     fetch_schema,
@@ -63,6 +65,17 @@ from .tegadb_client import (
 )
 from .valuesyntax import ValueSyntaxError, parse_atom, parse_datum, parse_token
 
+USAGE = f"""\
+usage: {PROGRAM} watch [SERVER] [DATABASE] TABLE [COLUMN...] [OPTIONS]
+Print one line per change to TABLE's rows (COLUMNs only, if given), as it happens.
+
+  --where=COND      only rows where COND holds: COLUMN OP VALUE (OP: = != < > <= >=,
+                    COLUMN:KEY=VALUE for a map) or a JSON condition; repeatable
+  --since=TXN       first, what changed after transaction TXN
+  -f, --format=json one JSON object per change (default: text)
+  --db=SERVER, --database=NAME   as for the database commands
+Ctrl-C stops it (status 130).
+"""
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)  # seconds between reconnection attempts
 CONDITION_OPERATORS = {"=": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
@@ -81,8 +94,8 @@ class WatchSettings:
 
 def parse_arguments(argv: list[str]) -> WatchSettings:
     try:
-        pairs, args = getopt.gnu_getopt(argv, "f:", ["where=", "since=", "format=", "db=",
-                                                     "database="])
+        pairs, args = getopt.gnu_getopt(argv, "f:h", ["where=", "since=", "format=", "db=",
+                                                      "database=", "help"])
     except getopt.GetoptError as e:
         raise Fatal(_getopt_message(e)) from None
     settings = WatchSettings(remote=default_remote())
@@ -90,15 +103,19 @@ def parse_arguments(argv: list[str]) -> WatchSettings:
         if option == "--where":
             settings.where.append(value)
         elif option == "--since":
-            settings.since = value
+            if not UUID_RE.match(value):
+                raise Fatal(f'--since "{value}" is not a transaction id (a UUID)')
+            settings.since = value.lower()
         elif option in ("-f", "--format"):
             if value not in ("text", "json"):
                 raise Fatal(f'unknown watch format "{value}" (use "text" or "json")')
             settings.json = value == "json"
         elif option == "--db":
             settings.remote = value
-        else:
+        elif option == "--database":
             settings.database = value
+        else:
+            raise SystemExit(_write(USAGE))
     if args and looks_like_remote(args[0]) and len(args) > 1:
         settings.remote, args = args[0], args[1:]
     if not args:

@@ -230,5 +230,8 @@ def test_watch_errors(router: Peer, tmp_path: Path) -> None:
         'did you mean "mtu"?\n')
     bad_where = watch(db, "Interface", "--where", "mtu")
     assert bad_where.returncode == 1 and "OP one of" in bad_where.stderr
+    assert watch(db, "Interface", "--since", "yesterday").stderr == (
+        'tegadb-client: --since "yesterday" is not a transaction id (a UUID)\n')
+    assert "--where=COND" in watch("--help").stdout
     gone = watch(f"--db=unix:{tmp_path}/none.sock", "Interface")
     assert gone.returncode == 1 and gone.stderr.count("\n") == 1
