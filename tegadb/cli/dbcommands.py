@@ -39,6 +39,7 @@ from typing import Any
 
 from ..client.connection import ProtocolError, RPCError, SyncConnection
 from ..core import values
+from ..core.atoms import UUID_RE
 from ..core.hashorder import ovs_member_order
 from ..core.ids import new_uuid
 from ..core.jsonfmt import ovs_json
@@ -559,14 +560,16 @@ def cmd_clear(ctx: Context, inv: Invocation) -> None:
 
 def cmd_create(ctx: Context, inv: Invocation) -> None:
     table = _table(inv)
-    symbol_name = inv.options.get("--id")
-    uuid = None
-    if symbol_name is not None:
-        symbol = _create_symbol(ctx, symbol_name)
+    row_id = inv.options.get("--id")
+    uuid, chosen = new_uuid(), False
+    if row_id is not None and UUID_RE.match(row_id):
+        uuid, chosen = row_id.lower(), True  # --id=UUID: the new row's own UUID
+    elif row_id is not None:
+        symbol = _create_symbol(ctx, row_id)
         symbol.strong_ref |= table.is_root  # a root row stays without references
         uuid = symbol.uuid
-    row = Row(uuid or new_uuid(),
-              {name: values.default(c.type) for name, c in table.user_columns.items()})
+    row = Row(uuid, {name: values.default(c.type) for name, c in table.user_columns.items()},
+              uuid_chosen=chosen)
     ctx.db.rows[table.name][row.uuid] = row
     for arg in inv.args[1:]:
         set_column(ctx, table, row, arg)
@@ -648,8 +651,11 @@ def transaction_ops(ctx: Context, snapshot: Snapshot, comment: str
                 if row.deleted:
                     continue
                 insert_index[row.uuid] = len(ops)
-                ops.append({"op": "insert", "table": table_name, "uuid-name": names[row.uuid],
-                            "row": _row_json(table, row, row.written, names)})
+                insert = {"op": "insert", "table": table_name, "uuid-name": names[row.uuid],
+                          "row": _row_json(table, row, row.written, names)}
+                if row.uuid_chosen:
+                    insert["uuid"] = row.uuid
+                ops.append(insert)
             elif row.deleted:
                 # As OVS's IDL: a row of a non-root table goes when nothing refers
                 # to it, which the server sees to; deleting it would fail while

@@ -127,6 +127,7 @@ class Row:
     version: str | None = None  # None: inserted by these commands
     deleted: bool = False
     written: set[str] = field(default_factory=set)  # columns the commands changed
+    uuid_chosen: bool = False  # inserted with the UUID ``--id=UUID`` gave
 
 
 def idl_row_order(uuids: Iterable[str]) -> list[str]:

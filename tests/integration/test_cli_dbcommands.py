@@ -157,6 +157,9 @@ WRITES = [
      "--if-exists", "destroy", "Bridge", "nope", "--", "destroy", "Bridge", "br1", "--",
      "remove", "Open_vSwitch", ".", "bridges", "br1"],
     ["--all", "destroy", "Manager"],
+    ["--id=01234567-89ab-cdef-0123-456789abcdef", "create", "Bridge", "name=b9", "--",
+     "add", "Open_vSwitch", ".", "bridges", "01234567-89ab-cdef-0123-456789abcdef", "--",
+     "get", "Bridge", "b9", "_uuid"],
 ]
 
 
