@@ -9,15 +9,15 @@ the Open_vSwitch schema ``tegadb-client --db=unix:S list Bridge`` prints what
 ``ovs-vsctl --no-wait --db=unix:S list Bridge`` prints
 (tests/integration/test_cli_dbcommands.py compares them).  Differences: the
 server is ``--db`` (default ``$TEGADB_REMOTE``, then tegadb-client's local
-socket), ``--database`` picks the database when the server serves several,
-records are named by the table's first index column (the schema says which;
+socket), the database is the one served that has the tables named (else
+``--database=NAME`` says which), records are named by the table's first index column (the schema says which;
 ovs-vsctl has its own list for the Open_vSwitch tables), errors suggest the
 closest name, and there is no ovs-vswitchd to wait for (``--no-wait`` is
 accepted and changes nothing).
 
 How a run goes, as ovs-vsctl's: the commands run in order on a local copy of
-the tables they name (one ``monitor_cond_since`` of all their columns); reads see the
-writes of earlier commands; then one transaction carries every change, with
+the tables they name (one ``monitor_cond_since`` of all their columns);
+reads see the writes of earlier commands; then one transaction carries every change, with
 a ``wait`` on the ``_version`` of each existing row changed, so that a row
 changed meanwhile by someone else makes the whole run start again on fresh
 data.  ``wait-until`` also starts the run again, at each change, until it holds.
@@ -147,8 +147,10 @@ def parse_command_line(argv: list[str]) -> tuple[Settings, list[Invocation]]:
     settings = Settings(remote=default_remote())
     first_options: dict[str, str | None] = {}
     for option, value in pairs:
-        if option[2:] in ("if-exists", "columns", "id", "all"):
-            first_options[option] = value if option in ("--columns", "--id") else None
+        if option[2:] + "=" in COMMAND_OPTIONS:
+            first_options[option] = value
+        elif option[2:] in COMMAND_OPTIONS:
+            first_options[option] = None
         else:
             _global_option(settings, option, value)
     invocations = []
