@@ -43,10 +43,18 @@ from ..core.atoms import UUID_RE
 from ..core.hashorder import ovs_member_order
 from ..core.ids import new_uuid
 from ..core.jsonfmt import ovs_json
-from ..core.schema import ColumnSchema, TableSchema
+from ..core.schema import ColumnSchema, DbSchema, TableSchema
 from ..core.types import UNLIMITED, UUID_TYPE, ZERO_UUID, BaseType, Type
 from . import formats
-from .dbrecords import NotFound, Row, Snapshot, best_match, get_column, get_table
+from .dbrecords import (
+    NotFound,
+    Row,
+    Snapshot,
+    best_match,
+    get_column,
+    get_table,
+    name_column,
+)
 from .formats import JsonCell, Style, Table
 from .tegadb_client import (
     PROGRAM,
@@ -639,12 +647,17 @@ def _named(json: Any, names: dict[str, str]) -> Any:
 
 def transaction_ops(ctx: Context, snapshot: Snapshot, comment: str
                     ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The ops that make the changes; also where each inserted row's result is."""
+    """The ops that make the changes; also where each inserted row's result is.
+
+    Inserts come first: a row inserted with its own UUID (``--id=UUID``)
+    must be declared before the ops that refer to it by name.
+    """
     new_rows = {row.uuid: row for rows in ctx.db.rows.values() for row in rows.values()
                 if row.version is None}
     names = {uuid: f"row{i}" for i, uuid in enumerate(new_rows)}
-    ops: list[dict[str, Any]] = []
-    insert_index: dict[str, int] = {}
+    inserts: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    insert_index: dict[str, int] = {}  # (the inserts come first in the ops)
     for table_name, rows in ctx.db.rows.items():
         table = ctx.db.schema.tables[table_name]
         for row in rows.values():
@@ -652,28 +665,29 @@ def transaction_ops(ctx: Context, snapshot: Snapshot, comment: str
             if row.version is None:
                 if row.deleted:
                     continue
-                insert_index[row.uuid] = len(ops)
                 insert = {"op": "insert", "table": table_name, "uuid-name": names[row.uuid],
                           "row": _row_json(table, row, row.written, names)}
                 if row.uuid_chosen:
                     insert["uuid"] = row.uuid
-                ops.append(insert)
+                insert_index[row.uuid] = len(inserts)
+                inserts.append(insert)
             elif row.deleted:
                 # As OVS's IDL: a row of a non-root table goes when nothing refers
                 # to it, which the server sees to; deleting it would fail while
                 # references remain.
                 if table.is_root:
-                    ops.append({"op": "delete", "table": table_name, "where": where})
+                    changes.append({"op": "delete", "table": table_name, "where": where})
             else:
                 before = snapshot.rows[table_name][row.uuid].data
                 changed = {c for c in row.written if row.data[c] != before[c]}
                 if not changed:
                     continue
-                ops.append({"op": "wait", "timeout": 0, "table": table_name, "where": where,
-                            "columns": ["_version"], "until": "==",
-                            "rows": [{"_version": ["uuid", row.version]}]})
-                ops.append({"op": "update", "table": table_name, "where": where,
-                            "row": _row_json(table, row, changed, names)})
+                changes.append({"op": "wait", "timeout": 0, "table": table_name, "where": where,
+                                "columns": ["_version"], "until": "==",
+                                "rows": [{"_version": ["uuid", row.version]}]})
+                changes.append({"op": "update", "table": table_name, "where": where,
+                                "row": _row_json(table, row, changed, names)})
+    ops = inserts + changes
     if ops:
         ops.append({"op": "comment", "comment": comment})
     return ops, insert_index
@@ -748,16 +762,14 @@ def run(argv: list[str]) -> str:
         named = [inv.args[0] for inv in invocations if inv.args and inv.name != "comment"]
         database = choose_database(conn, settings.database, options, named)
         schema = fetch_schema(conn, database, options).schema
-        tables: dict[str, None] = {}
         for inv in invocations:
             if inv.args and inv.name != "comment":
                 with errors_are_fatal():
                     inv.table = get_table(schema, inv.args[0])
-                tables[inv.table.name] = None
                 if inv.name == "create" and "--id" not in inv.options and not inv.table.is_root:
                     warn(f'applying "create" command to table {inv.table.name} without --id '
                          "option will have no effect")
-        snapshot = Snapshot(schema, tables)
+        snapshot = Snapshot(schema, idl_columns(schema, invocations))
         reply = call(conn, "monitor_cond_since",
                      [database, None, snapshot.monitor_requests(), ZERO_UUID], options)
         if not (isinstance(reply, list) and len(reply) == 3):
@@ -782,6 +794,46 @@ def run(argv: list[str]) -> str:
                 else:
                     return _output(ctx, settings, results, inserted)
             _catch_up(conn, snapshot, options)
+
+
+def idl_columns(schema: DbSchema, invocations: list[Invocation]) -> dict[str, set[str]]:
+    """The tables the commands name, each with the columns ovs-vsctl's IDL
+    would read for them (its commands' "prerequisites"): the name column,
+    and the columns the arguments name (all of them for list and find)."""
+    read: dict[str, set[str]] = {}
+    if schema.name == "Open_vSwitch":
+        # ovs-vsctl always reads this table (no columns): its place among the
+        # tables of an update changes the order the IDL reads the others in.
+        read["Open_vSwitch"] = set()
+    for inv in invocations:
+        table = inv.table
+        if table is None:
+            continue
+        columns = read.setdefault(table.name, set())
+        names = name_column(table)
+        if names is not None:
+            columns.add(names.name)
+        if inv.name in ("list", "find"):
+            given = inv.options.get("--columns")
+            words = table.user_columns if given is None else given.replace(",", " ").split()
+            columns |= _columns_named(table, words)
+        first = {"get": 2, "find": 1, "set": 2, "wait-until": 2, "add": 2, "remove": 2,
+                 "clear": 2}.get(inv.name)
+        if first is not None:
+            last = first + 1 if inv.name in ("add", "remove") else len(inv.args)
+            columns |= _columns_named(table, inv.args[first:last])
+    return read
+
+
+def _columns_named(table: TableSchema, words: Iterable[str]) -> set[str]:
+    """The columns ``COLUMN[:KEY][OP VALUE]`` words name (errors are left for later)."""
+    found = set()
+    for word in words:
+        try:
+            found.add(get_column(table, parse_token(word)[0]).name)
+        except (NotFound, ValueSyntaxError):
+            continue
+    return found
 
 
 @contextlib.contextmanager

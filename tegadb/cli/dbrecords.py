@@ -159,17 +159,26 @@ def _grown_mask(n: int) -> int:
 
 class Snapshot:
     """The rows of some tables, as a ``monitor_cond_since`` of all their
-    columns shows them (the request ovs-vsctl's IDL makes, so rows come in
-    the order it sees them)."""
+    columns shows them (the request ovs-vsctl's IDL makes).
 
-    def __init__(self, schema: DbSchema, tables: Iterable[str]) -> None:
+    Rows are kept in the order ovs-vsctl's IDL lists them, which depends on
+    the order it put them in its hash map: it reads the tables and rows of
+    an update in JSON-object (shash) order, and reading a row that refers
+    to another, not yet seen, puts that one in first (an "orphan").  A
+    reference column the IDL does not read counts as its default: one
+    all-zero UUID when the column may not be empty.  ``idl_columns`` says
+    which columns it reads, by table (the tables to keep).
+    """
+
+    def __init__(self, schema: DbSchema, idl_columns: dict[str, set[str]]) -> None:
         self.schema = schema
-        self.rows: dict[str, dict[str, Row]] = {name: {} for name in tables}
-        self._inserted: dict[str, list[str]] = {name: [] for name in self.rows}
+        self.idl_columns = idl_columns
+        self.rows: dict[str, dict[str, Row]] = {name: {} for name in idl_columns}
+        self._placed: dict[str, dict[str, None]] = {name: {} for name in idl_columns}
 
     def copy(self) -> Snapshot:
         """A working copy: its rows can change without changing these."""
-        copy = Snapshot(self.schema, ())
+        copy = Snapshot(self.schema, {})
         copy.rows = {table: {uuid: replace(row, data=dict(row.data), written=set())
                              for uuid, row in rows.items()}
                      for table, rows in self.rows.items()}
@@ -182,16 +191,16 @@ class Snapshot:
 
     def apply(self, updates: Any) -> None:
         """<table-updates2>: rows in (initial, insert), changed (modify) and out."""
-        for table_name, rows in (updates or {}).items():
-            if table_name not in self.rows:
-                continue
+        updates = {name: rows for name, rows in (updates or {}).items() if name in self.rows}
+        for table_name in ovs_member_order(updates):
             table = self.schema.tables[table_name]
             known = self.rows[table_name]
-            # The IDL reads the rows into a JSON object (an shash), then its hmap.
+            rows = updates[table_name]
             for uuid in ovs_member_order(rows):
                 change = rows[uuid]
                 if "delete" in change:
                     known.pop(uuid, None)
+                    self._placed[table_name].pop(uuid, None)
                 elif "modify" in change:
                     self._modify(table, known[uuid], change["modify"])
                 else:
@@ -200,10 +209,28 @@ class Snapshot:
                             if name in new else values.default(column.type)
                             for name, column in table.user_columns.items()}
                     known[uuid] = Row(uuid, data, new["_version"][1])
-                    self._inserted[table_name].append(uuid)
-            self._inserted[table_name] = [u for u in self._inserted[table_name] if u in known]
+                    self._place(table_name, uuid)
+                    self._place_references(table, data)
+        for table_name in updates:
+            known = self.rows[table_name]
             self.rows[table_name] = {uuid: known[uuid]
-                                     for uuid in idl_row_order(self._inserted[table_name])}
+                                     for uuid in idl_row_order(self._placed[table_name])
+                                     if uuid in known}
+
+    def _place(self, table: str, uuid: str) -> None:
+        self._placed[table].setdefault(uuid, None)
+
+    def _place_references(self, table: TableSchema, data: dict[str, values.Datum]) -> None:
+        """The rows ``data`` refers to, in the order the IDL parses its columns."""
+        read = self.idl_columns[table.name]
+        for name in sorted(table.user_columns):
+            type_ = table.columns[name].type
+            datum = data[name] if name in read else values.default(type_)
+            pairs = datum if type_.is_map else [(atom, None) for atom in datum]
+            for key, value in pairs:
+                for base, atom in ((type_.key, key), (type_.value, value)):
+                    if base is not None and base.ref_table in self._placed and atom:
+                        self._place(base.ref_table, atom)
 
     @staticmethod
     def _modify(table: TableSchema, row: Row, diffs: dict[str, Any]) -> None:

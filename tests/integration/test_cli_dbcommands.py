@@ -43,6 +43,8 @@ SETUP = [
     ["add-br", "br1", "--", "set", "Bridge", "br1", "flood_vlans=[5]",
      'other_config={k="needs, quotes", e=""}'],
     ["add-port", "br1", "eth-3"],
+    # Enough rows for the IDL's hash order to matter (buckets holding several).
+    [*(word for n in range(12) for word in ("--", "add-port", f"br{n % 2}", f"q{n}"))][1:],
 ]
 
 READS = [
@@ -80,6 +82,12 @@ READS = [
     ["comment", "nothing", "--", "get", "Bridge", "br0", "name"],
     ["--id=@b", "get", "Bridge", "br0"],
     ["destroy", "Bridge"],  # a warning, and nothing done
+    # Several tables: the IDL's order depends on the references between them.
+    ["--columns=name", "list", "Port", "--", "--columns=name", "list", "Interface"],
+    ["list", "Bridge", "--", "list", "Port", "--", "list", "Interface"],
+    ["--columns=name,ports", "list", "Bridge", "--", "--columns=name", "list", "Port"],
+    ["--columns=name", "find", "Port", "name!=x", "--", "--columns=name", "list", "Interface"],
+    ["get", "Port", "q3", "name", "--", "--columns=_uuid", "list", "Interface"],
 ]
 
 ERRORS = [
