@@ -11,7 +11,9 @@ the Open_vSwitch schema ``tegadb-client --db=unix:S list Bridge`` prints what
 server is ``--db`` (default ``$TEGADB_REMOTE``, then tegadb-client's local
 socket), the database is the one served that has the tables named (else
 ``--database=NAME`` says which), records are named by the table's first index column (the schema says which;
-ovs-vsctl has its own list for the Open_vSwitch tables), errors suggest the
+ovs-vsctl has its own list for the Open_vSwitch tables, and names a few of
+them through another table, as a Controller by its bridge's name, which
+here takes the UUID), ``create --id=UUID`` as in ovs-vsctl 3.1, errors suggest the
 closest name, and there is no ovs-vswitchd to wait for (``--no-wait`` is
 accepted and changes nothing).
 

@@ -97,6 +97,23 @@ def test_bash_script_fills_compreply(server: Peer) -> None:
         result.stderr
 
 
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_script_registers_and_adds_candidates(server: Peer) -> None:
+    script = subprocess.run([*CLIENT, "completion", "zsh"], capture_output=True, text=True,
+                            env=environment(server), timeout=30).stdout
+    # compadd stands in for zsh's own (which works only inside completion).
+    probe = (script + 'compadd() { print -r -- "compadd $*" }\n'
+             'LBUFFER="tegadb-client --database=Router set Interface lan mt"; _tegadb_client\n'
+             'LBUFFER="tegadb-client --database=Router get Interface l"; _tegadb_client\n'
+             'print -r -- "${_comps[tegadb-client]}"\n')
+    result = subprocess.run(["zsh", "-c", probe], capture_output=True, text=True,
+                            env=environment(server), timeout=30)
+    assert result.stdout.splitlines() == [
+        "compadd -S  -- mtu=", "compadd --",  # "=": no space after it
+        "compadd -S  --", "compadd -- lan lo",
+        "_tegadb_client"], result.stderr
+
+
 def test_zsh_script_is_printed() -> None:
     result = subprocess.run([*CLIENT, "completion", "zsh"], capture_output=True, text=True,
                             env=environment(None), timeout=30)
