@@ -7,23 +7,24 @@ The conventions are those of "Database Commands" in ovs-vsctl(8), and the
 output and error messages are ovs-vsctl's (lib/db-ctl-base.c), so that for
 the Open_vSwitch schema ``tegadb-client --db=unix:S list Bridge`` prints what
 ``ovs-vsctl --no-wait --db=unix:S list Bridge`` prints
-(tests/integration/test_cli_dbcommands.py compares them).  Differences: the
-server is ``--db`` (default ``$TEGADB_REMOTE``, then tegadb-client's local
-socket), the database is the one served that has the tables named (else
-``--database=NAME`` says which), records are named by the table's first index column (the schema says which;
-ovs-vsctl has its own list for the Open_vSwitch tables, and names a few of
-them through another table, as a Controller by its bridge's name, which
-here takes the UUID), ``create --id=UUID`` as in ovs-vsctl 3.1, errors suggest the
-closest name, and there is no ovs-vswitchd to wait for (``--no-wait`` is
-accepted and changes nothing).
+(tests/integration/test_cli_dbcommands.py compares them).  Differences:
+the server is ``--db`` (default ``$TEGADB_REMOTE``, then tegadb-client's
+local socket); the database is the one served that has the tables named
+(else ``--database=NAME`` says which); records are named by the first
+column of the table's first index, as the schema says (ovs-vsctl has its
+own list for the Open_vSwitch tables, and names a few of them through
+another table, a Controller by its bridge's name, which here takes the
+UUID); errors suggest the closest name; and there is no ovs-vswitchd to
+wait for (``--no-wait`` is accepted and changes nothing).
 
-How a run goes, as ovs-vsctl's: the commands run in order on a local copy of
-the tables they name (one ``monitor_cond_since`` of all their columns);
-reads see the writes of earlier commands; then one transaction carries every change, with
-a ``wait`` on the ``_version`` of each existing row changed, so that a row
-changed meanwhile by someone else makes the whole run start again on fresh
-data.  ``wait-until`` also starts the run again, at each change, until it holds.
-Nothing is printed before the transaction commits.
+How a run goes, as ovs-vsctl's: the commands run in order on a local copy
+of the tables they name (one ``monitor_cond_since`` of all their columns);
+reads see the writes of earlier commands; then one transaction carries
+every change, with a ``wait`` on the ``_version`` of each existing row
+changed, so that a row changed meanwhile by someone else makes the whole
+run start again on fresh data.  ``wait-until`` also starts the run again,
+at each change, until it holds.  Nothing is printed before the
+transaction commits.
 
 Exit status: 0 success; 1 any error (message on stderr, nothing on stdout).
 """
