@@ -26,7 +26,8 @@ run start again on fresh data.  ``wait-until`` also starts the run again,
 at each change, until it holds.  Nothing is printed before the
 transaction commits.
 
-Exit status: 0 success; 1 any error (message on stderr, nothing on stdout).
+Exit status: 0 success; 1 any error (message on stderr, nothing on stdout);
+Ctrl-C (say in ``wait-until``) kills it quietly, as ovs-vsctl (130 in a shell).
 """
 
 from __future__ import annotations
@@ -754,6 +755,7 @@ def choose_database(conn: SyncConnection, wanted: str | None, options: Options,
 def run(argv: list[str]) -> str:
     """Run a line of database commands; returns what it prints."""
     settings, invocations = parse_command_line(argv)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C (in wait-until): die quietly, as ovs-vsctl
     options = settings.client
     if options.timeout is not None:  # bounds the whole run, as ovs-vsctl's --timeout
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
