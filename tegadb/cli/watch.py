@@ -17,11 +17,12 @@ OVSDB condition in JSON (``["mtu", ">", 1500]``); several ``--where`` must
 all hold.  ``--since ID`` first shows what changed after transaction ID, when
 the server still has it.
 
-The watch follows the server with ``monitor_cond_since``: when the
-connection drops it reconnects (with back-off) and resumes after the last
-transaction shown, so nothing is shown twice; a server that cannot resume
-(ovsdb-server, or history gone) sends the whole table, and only its
-differences from what was shown are printed.  The server sends no writer in
+The watch follows the server with the client library's `Follower`
+(``monitor_cond_since``): when the connection drops it says why on stderr,
+reconnects (with back-off) and resumes after the last transaction shown, so
+nothing is shown twice; a server that cannot resume (ovsdb-server, or
+history gone) sends the whole table, and only its differences from what was
+shown are printed.  The server sends no writer in
 its updates, so lines name none.
 
 Exit status: 130 after Ctrl-C, 1 after an error (a bad argument, a server
@@ -30,9 +31,10 @@ that cannot be reached at the start), 0 if stdout closes (``| head``).
 
 from __future__ import annotations
 
+import asyncio
 import getopt
-import itertools
 import json
+import logging
 import os
 import signal
 import sys
@@ -41,11 +43,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..client.connection import ProtocolError, RPCError, SyncConnection
-from ..core import values
+from ..client.connection import SyncConnection
+from ..client.follower import Follower
+from ..core import conditions, values
 from ..core.atoms import UUID_RE
 from ..core.errors import OVSDBError
-from ..core.jsonfmt import ovs_json
 from ..core.schema import DbSchema, TableSchema
 from ..core.types import UNLIMITED, ZERO_UUID
 from . import formats
@@ -57,6 +59,7 @@ from .tegadb_client import (
     Options,
     _getopt_message,
     _write,
+    call,
     connect,
     default_remote,
     fetch_schema,
@@ -77,9 +80,8 @@ Print one line per change to TABLE's rows (COLUMNs only, if given), as it happen
 Ctrl-C stops it (status 130).
 """
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
-RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)  # seconds between reconnection attempts
+FOLLOWER_LOGGER = Follower.__module__
 CONDITION_OPERATORS = {"=": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
-MONITOR_ID = "watch"
 
 
 @dataclass
@@ -330,22 +332,25 @@ class Printer:
 # --- following the server ------------------------------------------------------------
 
 class Watch:
-    """One watch: connect, ask from the last transaction shown, print, repeat."""
+    """One watch: the names checked on a first connection, then a `Follower`
+    (tegadb/client/follower.py) that keeps following across reconnections,
+    with this as its sink."""
 
     def __init__(self, settings: WatchSettings, options: Options) -> None:
         self.settings = settings
         self.options = options
-        self.last_id = settings.since
         self.shown_before = False  # a connection has already shown the rows
+        self.reader_gone = False
         self.cache: RowCache | None = None
         self.printer: Printer | None = None
-        self.requests: dict[str, Any] = {}
+        self.where: list[Any] = []
+        self.follower: Follower | None = None
 
-    def start(self) -> SyncConnection:
-        """The first connection: errors here (names, conditions) end the command."""
-        conn = connect(self.settings.remote, self.options)
-        self.options.server = self.settings.remote
-        try:
+    def check(self) -> None:
+        """Connect once: the database, table, columns and condition must be
+        right (else the command ends), and ``--since`` rows get their names."""
+        with connect(self.settings.remote, self.options) as conn:
+            self.options.server = self.settings.remote
             args = self.settings.arguments
             if self.settings.database is None and len(args) > 1 \
                     and args[0] in list_dbs(conn, self.options):
@@ -354,25 +359,20 @@ class Watch:
             self.settings.database = database
             schema = fetch_schema(conn, database, self.options).schema
             self._prepare(schema, args[0], args[1:])
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+            if self.settings.since != ZERO_UUID:
+                self._learn_names(conn)
 
     def _prepare(self, schema: DbSchema, table_name: str, column_names: list[str]) -> None:
         try:
             table = get_table(schema, table_name)
             columns = [get_column(table, c).name for c in column_names]
-            where = [part for text in self.settings.where for part in condition(table, text)]
+            self.where = [part for text in self.settings.where for part in condition(table, text)]
+            conditions.parse(table, self.where)
         except (NotFound, ValueSyntaxError) as e:
             raise Fatal(str(e)) from None
-        if not columns:
-            columns = sorted(table.user_columns)
-        self.cache = RowCache(table, columns)
-        request: dict[str, Any] = {"columns": self.cache.kept}
-        if where:
-            request["where"] = where
-        self.requests = {table.name: [request]}
+        except OVSDBError as e:
+            raise Fatal(f"--where: {e}") from None
+        self.cache = RowCache(table, columns or sorted(table.user_columns))
         self.printer = Printer(table, self.settings.json, sys.stdout)
 
     def _learn_names(self, conn: SyncConnection) -> None:
@@ -383,49 +383,64 @@ class Watch:
             return
         select = {"op": "select", "table": self.cache.table.name, "where": [],
                   "columns": ["_uuid", names.name]}
-        result = conn.request("transact", [self.settings.database, select])
+        result = call(conn, "transact", [self.settings.database, select], self.options)
         for row in result[0].get("rows", []):
             self.cache.label(row["_uuid"][1], {names.name: values.parse_unchecked(
                 names.type, row[names.name])})
 
-    def follow(self, conn: SyncConnection) -> None:
-        """Print changes until the connection ends (then the caller reconnects)."""
-        assert self.cache is not None and self.printer is not None
-        params = [self.settings.database, MONITOR_ID, self.requests, self.last_id]
-        try:
-            reply = conn.request("monitor_cond_since", params)
-        except RPCError as e:  # a bad --where shows up here, in the server's words
-            raise Fatal(f"watch refused: {ovs_json(e.error)}") from None
-        if not (isinstance(reply, list) and len(reply) == 3):
-            raise Fatal(f"monitor_cond_since reply is not an array of 3 elements: {reply}")
-        found, last_id, updates = reply
-        if found and not self.shown_before:
-            self._learn_names(conn)
+    async def follow(self) -> None:
+        """Follow the server until Ctrl-C or stdout closes."""
+        assert self.cache is not None and self.settings.database is not None
+        table = self.cache.table.name
+        self.follower = Follower(
+            [self.settings.remote], self.settings.database, self,
+            tables={table: self.cache.kept},
+            conditions={table: self.where} if self.where else None)
+        self.follower.last_id = self.settings.since
+        await self.follower.run()
+
+    # --- the follower's sink ---
+
+    def start(self, schema_json: dict[str, Any], found: bool, updates: dict[str, Any],
+              last_id: str) -> None:
+        assert self.cache is not None
         if found:
-            changes = list(self.cache.update(updates or {}))
+            changes = list(self.cache.update(updates))
         else:
-            if not self.shown_before and self.last_id != ZERO_UUID:
-                print(f"{PROGRAM}: transaction {self.last_id} is not in the server's history; "
-                      "watching from now", file=sys.stderr, flush=True)
-            changes = list(self.cache.replace_all(updates or {}))
-        if not self.shown_before:
-            print(f"{PROGRAM}: watching {self.cache.table.name} in {self.settings.database} on "
-                  f"{self.settings.remote} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            if not self.shown_before and self.settings.since != ZERO_UUID:
+                say(f"transaction {self.settings.since} is not in the server's history; "
+                    "watching from now")
+            changes = list(self.cache.replace_all(updates))
+        if self.shown_before:
+            say(f"{self.settings.remote}: reconnected")
+        else:
+            say(f"watching {self.cache.table.name} in {self.settings.database} on "
+                f"{self.settings.remote} (Ctrl-C to stop)")
         # The first copy of the rows is the starting point, not a change.
         if found or self.shown_before:
+            self._show(changes, last_id)
+        self.shown_before = True
+
+    def update(self, updates: dict[str, Any], last_id: str) -> None:
+        assert self.cache is not None
+        self._show(list(self.cache.update(updates)), last_id)
+
+    def disconnected(self) -> None:
+        """The follower says why (a warning on stderr) and reconnects."""
+
+    def _show(self, changes: list[Change], txn: str) -> None:
+        assert self.printer is not None and self.follower is not None
+        try:
             for change in changes:
-                self.printer.show(change, last_id)
-        self.last_id, self.shown_before = last_id, True
-        while True:
-            note = conn.wait_notification()
-            got: list[Any] = note.params if isinstance(note.params, list) else []
-            if note.method == "update3" and len(got) == 3 and got[0] == MONITOR_ID:
-                self.last_id = got[1]
-                for change in self.cache.update(got[2] or {}):
-                    self.printer.show(change, got[1])
-            elif note.method == "monitor_canceled":
-                raise Fatal(f"{self.settings.remote}: the database {self.settings.database} "
-                            "was removed")
+                if not self.reader_gone:
+                    self.printer.show(change, txn)
+        except ReaderGone:
+            self.reader_gone = True
+            asyncio.get_running_loop().create_task(self.follower.close())
+
+
+def say(message: str) -> None:
+    print(f"{PROGRAM}: {message}", file=sys.stderr, flush=True)
 
 
 def run(argv: list[str]) -> int:
@@ -433,28 +448,18 @@ def run(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     settings = parse_arguments(argv)
     watch = Watch(settings, Options())
-    conn = watch.start()
-    while True:
-        try:
-            with conn:
-                watch.follow(conn)
-        except (OSError, ProtocolError, OVSDBError) as e:
-            print(f"{PROGRAM}: {settings.remote}: connection lost ({e}); reconnecting",
-                  file=sys.stderr, flush=True)
-        conn = _reconnect(watch)
-
-
-def _reconnect(watch: Watch) -> SyncConnection:
-    """A new connection, trying again after each failure with growing delays."""
-    for attempt in itertools.count():
-        time.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
-        try:
-            conn = connect(watch.settings.remote, watch.options)
-        except Fatal:
-            continue
-        print(f"{PROGRAM}: {watch.settings.remote}: reconnected", file=sys.stderr, flush=True)
-        return conn
-    raise AssertionError("unreachable")
+    watch.check()
+    # The follower's warnings (a lost connection and why) are the watch's.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROGRAM}: %(message)s"))
+    follower_log = logging.getLogger(FOLLOWER_LOGGER)
+    follower_log.addHandler(handler)
+    follower_log.setLevel(logging.WARNING)
+    follower_log.propagate = False
+    asyncio.run(watch.follow())
+    if watch.reader_gone:
+        raise ReaderGone
+    return 0
 
 
 def main(argv: list[str]) -> int:
