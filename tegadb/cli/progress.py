@@ -20,14 +20,14 @@ if TYPE_CHECKING:
 class Bar(Protocol):
     def advance(self, amount: float = 1) -> None: ...
 
-    def set_total(self, total: float | None, description: str | None = None) -> None: ...
+    def next_phase(self, description: str, total: float | None = None) -> None: ...
 
 
 class _Silent:
     def advance(self, amount: float = 1) -> None:
         pass
 
-    def set_total(self, total: float | None, description: str | None = None) -> None:
+    def next_phase(self, description: str, total: float | None = None) -> None:
         pass
 
 
@@ -39,8 +39,10 @@ class _RichBar:
     def advance(self, amount: float = 1) -> None:
         self._progress.advance(self._task, amount)
 
-    def set_total(self, total: float | None, description: str | None = None) -> None:
-        self._progress.update(self._task, total=total, completed=0, description=description)
+    def next_phase(self, description: str, total: float | None = None) -> None:
+        """Replace the bar by a new one (rich cannot make a bar's total unknown again)."""
+        self._progress.remove_task(self._task)
+        self._task = self._progress.add_task(description, total=total)
 
 
 def shown(quiet: bool) -> bool:

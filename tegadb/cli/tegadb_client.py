@@ -629,7 +629,7 @@ def do_backup(conn: SyncConnection, database: str, args: list[str],
                 raise Fatal(f'{name} table reply is not an object with a "rows" member array: '
                             f"{ovs_json(result)}")
             tables[name] = dict(_backup_row(name, row) for row in rows)
-        bar.set_total(len(names), f"backup of {database}: writing")
+        bar.next_phase(f"backup of {database}: writing", len(names))
         out = sys.stdout.buffer
         out.write(ovsdb_file.compose_record(schema.to_json()))
         out.write(ovsdb_file.compose_record(ovsdb_file.transaction_record(
@@ -692,7 +692,7 @@ def do_restore(conn: SyncConnection, database: str, args: list[str],
         missing = [name for name in rows if name not in schema.tables]
         if missing:
             raise Fatal(f'{database} has no table "{missing[0]}", which the backup has')
-        bar.set_total(None, f"restore of {database}: writing")
+        bar.next_phase(f"restore of {database}: writing")
         _restore(conn, database, schema, rows, options)
     return ""
 

@@ -199,7 +199,7 @@ def cmd_compact(args: argparse.Namespace) -> None:
     with progress.bar(f"compact {args.dbfile}: reading", None, args.quiet) as bar:
         service = DatabaseService.open(Path(args.dbfile))
         try:
-            bar.set_total(None, f"compact {args.dbfile}: writing")
+            bar.next_phase(f"compact {args.dbfile}: writing")
             service.compact()
         finally:
             service.close()
@@ -214,9 +214,9 @@ def cmd_convert(args: argparse.Namespace) -> None:
     with progress.bar(f"convert {args.dbfile}: reading", None, args.quiet) as bar:
         service = DatabaseService.open(Path(args.dbfile))
         try:
-            bar.set_total(None, f"convert {args.dbfile}: converting")
+            bar.next_phase(f"convert {args.dbfile}: converting")
             database = service.converted(schema)
-            bar.set_total(None, f"convert {args.dbfile}: writing")
+            bar.next_phase(f"convert {args.dbfile}: writing")
             if args.target is None:
                 service.replace_schema(schema, database)
                 return
