@@ -29,13 +29,14 @@ from typing import Any
 from ..client.connection import Notification, ProtocolError, RPCError, SyncConnection
 from ..core import conditions
 from ..core.atoms import UUID_RE
-from ..core.errors import OVSDBError, syntax_error, syntax_text
+from ..core.errors import OVSDBError, syntax_error
 from ..core.hashorder import ovs_member_order
 from ..core.jsonfmt import ovs_json, ovs_parsed
 from ..core.schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
 from ..core.types import ZERO_UUID
-from . import exits, formats, ovsdb_file, progress, restore
+from . import exits, formats, ovsdb_file, progress, restore, schema_files
 from .formats import JsonCell, Monitored, Style, Table
+from .schema_files import error_text
 
 PROGRAM = "tegadb-client"
 DEFAULT_REMOTE = "unix:var/tegadb.sock"
@@ -437,14 +438,6 @@ def monitor(conn: SyncConnection, database: str, args: list[str], options: Optio
     return ""
 
 
-def condition_error(error: OVSDBError) -> str:
-    """An error as OVS's ``ovsdb_error_to_string`` words it."""
-    syntax = error.quoted_syntax
-    if syntax is None and error.has_syntax:
-        syntax = syntax_text(error.syntax)
-    return ("" if syntax is None else f'syntax "{syntax}": ') + str(error)
-
-
 def monitor_cond(conn: SyncConnection, database: str, args: list[str], options: Options,
                  version: int, last_id: str = ZERO_UUID) -> Output:
     """``CONDITION TABLE [COLUMN,...]``: the condition is checked here first."""
@@ -461,7 +454,7 @@ def monitor_cond(conn: SyncConnection, database: str, args: list[str], options: 
             raise syntax_error("Parse error in condition.", condition)
         conditions.parse(table, condition)
     except OVSDBError as e:
-        raise Fatal(condition_error(e)) from None
+        raise Fatal(error_text(e)) from None
     return monitor(conn, database, args[1:], options, version, condition, last_id)
 
 
@@ -497,21 +490,10 @@ def lock_command(method: str) -> Handler:
 # --- schema files: needs-conversion, convert -------------------------------------
 
 def read_schema(path: str) -> DbSchema:
-    """A schema file; Fatal worded as ovsdb-client's "failed to read schema"."""
-    unreadable = f'failed to read schema: "{path}" could not be read as JSON'
     try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except OSError as e:
-        raise Fatal(f'{unreadable} (error opening "{path}": {e.strerror or e})') from None
-    try:
-        parsed = json.loads(text)
-    except ValueError as e:
-        raise Fatal(f"{unreadable} ({e})") from None
-    try:
-        return DbSchema.from_json(ovs_parsed(parsed))
-    except OVSDBError as e:
-        raise Fatal(f"failed to read schema: {condition_error(e)}") from None
+        return schema_files.read_schema(path)
+    except schema_files.SchemaFileError as e:
+        raise Fatal(str(e)) from None
 
 
 def do_needs_conversion(args: list[str], options: Options) -> Output:

@@ -27,9 +27,10 @@ from ..core.monitor import Monitor
 from ..core.schema import DbSchema
 from ..server import journal
 from ..server.records import Header, Record
-from ..server.service import DatabaseService, create_database_file, read_schema_file
+from ..server.service import DatabaseService, create_database_file
 from ..server.storage import StorageError
 from . import exits, formats, progress
+from .schema_files import read_schema
 
 PROGRAM = "tegadb-tool"
 WRITER = PROGRAM  # the writer that `transact` records in the journal
@@ -68,7 +69,7 @@ def file_schema(path: str) -> DbSchema:
 
 
 def schema_file(path: str) -> DbSchema:
-    return read_schema_file(Path(path))
+    return read_schema(path)
 
 
 def parse_transaction(text: str) -> list[Any]:
