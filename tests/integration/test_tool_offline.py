@@ -209,8 +209,8 @@ def _row_lines(log: str) -> list[str]:
     records, current = [], []
     for line in log.splitlines():
         if line.startswith("  "):
-            current.append(re.sub(r"\b[0-9a-f]{8}\b", "U",
-                                  line.removesuffix(":").removesuffix(" diff")))
+            line = UUID.sub("U", line.removesuffix(":").removesuffix(" diff"))
+            current.append(re.sub(r"\b[0-9a-f]{8}\b", "U", line))
         elif current:
             records.append(sorted(current))
             current = []
