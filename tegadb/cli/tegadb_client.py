@@ -1003,6 +1003,9 @@ Other options:
                               (for monitor, lock and wait: after SECS seconds)
   -h, --help                  display this help message
   -V, --version               display version information
+
+Exit status: 0 done, 1 error (one line on stderr), 2 appctl: the command
+failed; Ctrl-C ends it by SIGINT (130 in a shell).  See docs/cli.md.
 """
 
 LONG_OPTIONS = ["format=", "data=", "no-headings", "pretty", "bare", "timestamp", "timeout=",
