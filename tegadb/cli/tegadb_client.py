@@ -10,7 +10,10 @@ else the only database whose name does not start with ``_``.
 Most commands print their output once, at the end.  ``monitor``,
 ``monitor-cond``, ``monitor-cond-since``, ``lock``, ``steal`` and ``unlock``
 print as replies and notifications arrive, until the connection ends or the
-program is killed.
+program is killed.  ``backup`` writes a database file on stdout and
+``restore`` reads one on stdin (``ovsdb_file``, ``restore``); long commands
+draw a progress bar on a terminal (``progress``).  docs/cli.md describes
+every command and the exit statuses (``exits``).
 """
 
 from __future__ import annotations
