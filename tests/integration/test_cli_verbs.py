@@ -340,6 +340,34 @@ def test_wait_for_a_server_not_started_yet(tmp_path: Path) -> None:
             server.stop()
 
 
+def test_wait_reconnects_until_the_state_holds(tmp_path: Path) -> None:
+    """A server without the database goes away; one with it comes up on the same port."""
+    _require_peers()
+    other_schema = tmp_path / "other.ovsschema"
+    other_schema.write_text(json.dumps(json.loads(TEST_SCHEMA.read_text()) | {"name": "Other"}))
+    without = start_tegadb_server(tmp_path / "without", [TEST_SCHEMA])
+    with_other = start_tegadb_server(tmp_path / "with", [TEST_SCHEMA, other_schema])
+    with_other.stop()
+    remote = without.remote_tcp
+    waiting = subprocess.Popen([*TEGADB_CLIENT, "wait", remote, "Other", "added"],
+                               env=tegadb_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1)
+        assert waiting.poll() is None
+        without.stop()
+        time.sleep(0.5)
+        assert waiting.poll() is None
+        with_other.start(without.tcp_port)
+        assert waiting.wait(30) == 0
+        assert waiting.communicate() == (b"", b"")
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+        without.stop()
+        with_other.stop()
+
+
 def test_wait_for_a_database_added_and_removed(tmp_path: Path) -> None:
     """ovsdb-server adds and removes databases at run time (ovs-appctl)."""
     other_schema = tmp_path / "other.ovsschema"

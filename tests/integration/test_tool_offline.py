@@ -9,6 +9,8 @@ and runs the same command on both; outputs must be the same, once UUIDs
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
 import subprocess
 import sys
@@ -258,3 +260,28 @@ def test_reader_gone(files: tuple[Path, Path]) -> None:
                            cwd=REPO_ROOT, timeout=60, check=False)
     assert shell.stdout.splitlines()[1] == "1"
     assert shell.stderr == "tegadb-tool: write to stdout failed\n"
+
+
+def test_compact_shows_progress_only_on_a_terminal(files: tuple[Path, Path]) -> None:
+    ours, _ = files
+    assert tool("transact", ours, json.dumps(TRANSACTIONS[0]))[0] == 0
+
+    def compact_with_terminal(*options: str) -> bytes:
+        controller, terminal = pty.openpty()
+        try:
+            proc = subprocess.run([*TOOL, "compact", *options, str(ours)], stdout=terminal,
+                                  stderr=terminal, cwd=REPO_ROOT, timeout=60, check=False)
+            assert proc.returncode == 0
+            os.set_blocking(controller, False)
+            try:
+                return os.read(controller, 1 << 16)
+            except BlockingIOError:
+                return b""
+        finally:
+            os.close(controller)
+            os.close(terminal)
+
+    assert f"compact {ours}".encode() in compact_with_terminal()
+    assert compact_with_terminal("--quiet") == b""
+    assert tool("compact", ours) == (0, "", "")  # not a terminal: silent
+    assert len(ours.read_text().splitlines()) == 2  # header and snapshot
