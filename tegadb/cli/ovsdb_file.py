@@ -60,14 +60,16 @@ def transaction_record(tables: Rows, comment: str, date_ms: int) -> dict[str, An
     return record
 
 
-def read_records(stream: ByteSource, name: str) -> Iterator[Any]:
+def read_records(stream: ByteSource, name: str, first: bytes = b"") -> Iterator[Any]:
     """The records of a standalone database file, each checked against its SHA-1.
 
-    ``name`` says which file in error messages.
+    ``name`` says which file in error messages; ``first`` is the first
+    record's header line if the caller has read it already.
     """
     offset = 0
+    header = first
     while True:
-        header = stream.readline()
+        header = header or stream.readline()
         if not header:
             return
         where = f"{name}: record at offset {offset}"
@@ -89,19 +91,21 @@ def read_records(stream: ByteSource, name: str) -> Iterator[Any]:
         except ValueError as e:
             raise FileError(f"{where}: not valid JSON ({e})") from None
         offset += len(header) + length
+        header = b""
 
 
-def read_database(stream: ByteSource, name: str) -> tuple[DbSchema, Rows]:
+def read_database(stream: ByteSource, name: str, first: bytes = b"") -> tuple[DbSchema, Rows]:
     """The schema of a standalone database file and its rows after every transaction.
 
     Rows hold the columns the file gives (others have their default values).
+    ``first`` is as for ``read_records``.
     """
-    records = read_records(stream, name)
-    first = next(records, None)
-    if first is None:
+    records = read_records(stream, name, first)
+    schema_json = next(records, None)
+    if schema_json is None:
         raise FileError(f"{name}: empty file, not an OVSDB database")
     try:
-        schema = DbSchema.from_json(first)
+        schema = DbSchema.from_json(schema_json)
     except OVSDBError as e:
         raise FileError(f"{name}: the first record is not a valid schema: {e}") from None
     rows: Rows = {table: {} for table in schema.tables}

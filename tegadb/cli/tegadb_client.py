@@ -37,7 +37,7 @@ from ..core.hashorder import ovs_member_order
 from ..core.jsonfmt import ovs_json, ovs_parsed
 from ..core.schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
 from ..core.types import ZERO_UUID
-from . import exits, formats, ovsdb_file, progress, restore, schema_files
+from . import backups, exits, formats, ovsdb_file, progress, restore, schema_files
 from .formats import JsonCell, Monitored, Style, Table
 from .schema_files import error_text
 
@@ -668,7 +668,7 @@ def do_restore(conn: SyncConnection, database: str, args: list[str],
     size = info.st_size if stat.S_ISREG(info.st_mode) else None
     with progress.bar("restore: reading the backup", size, options.quiet) as bar:
         try:
-            backup_schema, rows = ovsdb_file.read_database(
+            backup_schema, rows = backups.read_backup(
                 _CountingReader(sys.stdin.buffer, bar), "/dev/stdin")
         except ovsdb_file.FileError as e:
             raise Fatal(str(e)) from None

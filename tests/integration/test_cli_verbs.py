@@ -484,3 +484,26 @@ def test_reader_gone_during_monitor(loaded: Peer) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_restore_of_a_tegadb_database_file(tmp_path: Path) -> None:
+    """A copy of a tegadb server's file (its journal) is a backup too, for either server."""
+    with serving("tegadb", tmp_path / "source", [TEST_SCHEMA]) as source:
+        transact(source.remote_unix, DATA)
+        transact(source.remote_unix, CHANGES)
+        expected = dump(source.remote_unix)
+        copy = tmp_path / "copy.db"
+        copy.write_bytes((source.directory / "Test.db").read_bytes())
+    # A last line cut short by a crash is dropped, as the server drops it.
+    with open(copy, "ab") as f:
+        f.write(b'{"seq":99,"txn":"x","date":0,"changes":{"Weak":{')
+    for kind in sorted(STARTERS):
+        with serving(kind, tmp_path / kind, [TEST_SCHEMA]) as target:
+            assert restore("tegadb-client", target.remote_unix, copy) == (0, "", "")
+            assert dump(target.remote_unix) == expected, kind
+    lines = copy.read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"name"', b'"nome"')
+    copy.write_bytes(b"".join(lines[:-1]))
+    with serving("tegadb", tmp_path / "damaged", [TEST_SCHEMA]) as target:
+        status, out, err = restore("tegadb-client", target.remote_unix, copy)
+        assert (status, out) == (1, "") and err.startswith("PROG: /dev/stdin: line 3: ")
