@@ -16,12 +16,11 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import TEST_SCHEMA, Peer, free_tcp_port, start_tegadb_server
+from peers import TEST_SCHEMA, Peer, PeerFactory, free_tcp_port, start_tegadb_server
 from test_cli_client import (
     DATA,
     STARTERS,
@@ -79,12 +78,14 @@ def transact(remote: str, transaction: list[Any]) -> str:
     return out
 
 
-@pytest.fixture(params=sorted(STARTERS))
-def loaded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Peer]:
-    """A server (each kind in turn) holding the Test database with DATA in it."""
-    with serving(request.param, tmp_path / "server", [TEST_SCHEMA]) as server:
-        transact(server.remote_unix, DATA)
-        yield server
+@pytest.fixture
+def loaded(peer: PeerFactory) -> Peer:
+    """A server (ovsdb-server, then tegadb: conftest's ``peer``) holding the
+    Test database with DATA in it."""
+    _require_peers()  # ovsdb-client too
+    server = peer()
+    transact(server.remote_unix, DATA)
+    return server
 
 
 def backup(name: str, remote: str, path: Path, *options: str) -> tuple[int, str, str]:
