@@ -499,11 +499,47 @@ def read_schema(path: str) -> DbSchema:
         raise Fatal(str(e)) from None
 
 
+def is_clustered(conn: SyncConnection, database: str, options: Options) -> bool:
+    """Whether the server's _Server says ``database`` is clustered."""
+    result = call(conn, "transact", ["_Server", {"op": "select", "table": "Database",
+                                                "where": [["name", "==", database]]}], options)
+    rows = result[0].get("rows") if isinstance(result, list) and result and isinstance(
+        result[0], dict) else None
+    return isinstance(rows, list) and any(
+        isinstance(row, dict) and row.get("model") == "clustered" for row in rows)
+
+
+def persist_ephemeral_columns(schema: DbSchema, path: str) -> DbSchema:
+    """SCHEMA as a cluster keeps it: no ephemeral columns (with ovsdb-client's warning)."""
+    ephemeral = [(table.name, column.name) for table in schema.tables.values()
+                 for column in table.user_columns.values() if column.ephemeral]
+    if not ephemeral:
+        return schema
+    table, column = ephemeral[-1]
+    emit("", [f"{path}: changed {len(ephemeral)} columns in '{schema.name}' database from"
+              f" ephemeral to persistent, including '{column}' column in '{table}' table,"
+              " because clusters do not support ephemeral columns"])
+    schema_json = schema.to_json()
+    for table_json in schema_json["tables"].values():
+        for column_json in table_json["columns"].values():
+            column_json.pop("ephemeral", None)
+    return DbSchema.from_json(schema_json)
+
+
+def schema_for_server(conn: SyncConnection, path: str, schema: DbSchema,
+                      options: Options) -> DbSchema:
+    """SCHEMA as the server will hold it (a cluster persists ephemeral columns)."""
+    if is_clustered(conn, schema.name, options):
+        return persist_ephemeral_columns(schema, path)
+    return schema
+
+
 def do_needs_conversion(args: list[str], options: Options) -> Output:
     """``[SERVER] SCHEMA``: "yes" if the database SCHEMA names differs from it."""
     schema = read_schema(args[-1])
     conn, _, _ = open_rpc(args, 1, True, options, database=schema.name)
     with conn:
+        schema = schema_for_server(conn, args[-1], schema, options)
         online = fetch_schema(conn, schema.name, options).schema
     return ("no" if online.to_json() == schema.to_json() else "yes") + "\n"
 
@@ -523,6 +559,7 @@ def do_convert(args: list[str], options: Options) -> Output:
     schema = read_schema(args[-1])
     conn, _, _ = open_rpc(args, 1, True, options, database=schema.name)
     with conn:
+        schema = schema_for_server(conn, args[-1], schema, options)
         set_change_aware(conn, options)
         with progress.bar(f"converting {schema.name}", None, options.quiet):
             call(conn, "convert", [schema.name, schema.to_json()], options)
