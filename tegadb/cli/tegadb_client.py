@@ -623,6 +623,8 @@ def do_wait(args: list[str], options: Options) -> Output:
         except (OSError, ProtocolError):
             time.sleep(pause)  # the server is not up, or went away: try again
             pause = min(pause * 2, RECONNECT_BACKOFF[1])
+        except ValueError as e:  # a SERVER that is not a remote: no use trying again
+            raise Fatal(str(e)) from None
 
 
 # --- backup, restore ----------------------------------------------------------------
