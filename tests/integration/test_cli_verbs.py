@@ -15,12 +15,20 @@ import pty
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import TEST_SCHEMA, Peer, PeerFactory, free_tcp_port, start_tegadb_server
+from peers import (
+    REPO_ROOT,
+    TEST_SCHEMA,
+    Peer,
+    PeerFactory,
+    free_tcp_port,
+    start_tegadb_server,
+)
 from test_cli_client import (
     DATA,
     STARTERS,
@@ -145,29 +153,51 @@ def test_backup_and_restore_refuse_a_terminal(loaded: Peer, tmp_path: Path) -> N
             os.close(terminal)
 
 
+def on_a_terminal(argv: list[str], stdin: Any = None, stdout: Any = None) -> tuple[int, bytes]:
+    """Run ``argv`` with stderr on a pseudo-terminal: its status, and what it drew there.
+
+    A thread drains the terminal as the command runs, so that a bar drawn
+    often cannot fill it and stall the command.
+    """
+    controller, terminal = pty.openpty()
+    drawn: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(controller, 1 << 16)
+            except OSError:  # EIO: the command has exited and nothing holds the terminal
+                return
+            if not data:
+                return
+            drawn.append(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        proc = subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=terminal, env=tegadb_env(),
+                              cwd=REPO_ROOT, timeout=60, check=False)
+    finally:
+        os.close(terminal)
+        reader.join(30)
+        os.close(controller)
+    return proc.returncode, b"".join(drawn)
+
+
 def test_progress_only_on_a_terminal(loaded: Peer, tmp_path: Path) -> None:
     """The bar goes to stderr when it is a terminal, never into the data; --quiet stops it."""
-    def backup_with_terminal(*options: str) -> bytes:
-        controller, terminal = pty.openpty()
-        try:
-            with open(tmp_path / "b.db", "wb") as out:
-                proc = subprocess.run([*TEGADB_CLIENT, *options, "backup", loaded.remote_unix],
-                                      stdout=out, stderr=terminal, env=tegadb_env(), timeout=60,
-                                      check=False)
-            assert proc.returncode == 0
-            os.set_blocking(controller, False)
-            try:
-                return os.read(controller, 1 << 16)
-            except BlockingIOError:
-                return b""
-        finally:
-            os.close(controller)
-            os.close(terminal)
-
-    shown = backup_with_terminal()
-    assert b"backup of Test" in shown
-    assert records(tmp_path / "b.db")[0]["name"] == "Test"
-    assert backup_with_terminal("--quiet") == b""
+    backup_file = tmp_path / "b.db"
+    with open(backup_file, "wb") as out:
+        status, drawn = on_a_terminal([*TEGADB_CLIENT, "backup", loaded.remote_unix], stdout=out)
+    assert status == 0 and b"backup of Test" in drawn
+    assert records(backup_file)[0]["name"] == "Test"
+    with open(backup_file, "wb") as out:
+        assert on_a_terminal([*TEGADB_CLIENT, "--quiet", "backup", loaded.remote_unix],
+                             stdout=out) == (0, b"")
+    with open(backup_file, "rb") as backup_data:
+        status, drawn = on_a_terminal([*TEGADB_CLIENT, "restore", loaded.remote_unix],
+                                      stdin=backup_data)
+    assert status == 0 and b"restore" in drawn
 
 
 # --- restore -----------------------------------------------------------------------
