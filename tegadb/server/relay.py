@@ -33,19 +33,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import ujson
 
+from ..client.connection import Connection, Notification, RPCError
+from ..client.follower import Follower
 from ..core import changesets, values
 from ..core.database import Database
-from ..core.errors import OVSDBError
+from ..core.errors import OVSDBError, syntax_error
 from ..core.history import History
 from ..core.ids import new_txn_id
 from ..core.schema import DbSchema
 from ..core.tables import Row, Table
 from ..core.types import UNLIMITED, ZERO_UUID
+from ..protocol.remotes import parse_active
 from .service import ClientSession, DatabaseService, ServerDatabases
 from .storage import MemoryStorage
 
@@ -67,7 +71,13 @@ def parse_relay(text: str) -> tuple[str, list[str]]:
         raise ValueError(f"{text}: expected relay:DBNAME:REMOTE[,REMOTE...]")
     if name.startswith("_"):
         raise ValueError(f'{text}: database names beginning with "_" are reserved')
-    return name, [r for r in remotes.split(",") if r]
+    sources = [r for r in remotes.split(",") if r]
+    for source in sources:
+        try:
+            parse_active(source)
+        except ValueError as e:
+            raise ValueError(f"{text}: {e}") from None
+    return name, sources
 
 
 def placeholder_schema(name: str) -> DbSchema:
@@ -84,16 +94,6 @@ def _stored_row(row_json: dict[str, Any]) -> dict[str, Any]:
     if version is None:
         return row_json
     return {**row_json, "_version": version[1]}
-
-
-def _diff_parser(table: Table, column: str) -> Callable[[Any], Any]:
-    """How to read a ``modify`` member: a diff for a set or map that may hold
-    several elements (it can hold more than the column may), else the value."""
-    type_ = table.types[column]
-    if not type_.is_composite:
-        return lambda json: values.parse_unchecked(type_, json)
-    relaxed = type_.relaxed(0, UNLIMITED)
-    return lambda json: values.apply_diff(type_, (), values.parse_unchecked(relaxed, json))
 
 
 def _modified(table: Table, old: Row, change: dict[str, Any]) -> dict[str, Any]:
@@ -176,9 +176,18 @@ def record_of_resync(database: Database, contents: dict[str, Any]) -> dict[str, 
 # --- the service ------------------------------------------------------------------
 
 class RelayService(DatabaseService):
-    """One database served as a relay: the copy, and the source's UpdateSink."""
+    """One database served as a relay: the copy, and the follower's UpdateSink."""
 
+    # Set by create (not __init__, which DatabaseService's constructors call).
     remotes: list[str]
+    synced: bool                  # the copy holds the source's contents
+    connected: bool               # the follower is connected to the source
+    databases: ServerDatabases | None
+    follower: Follower | None
+    following: asyncio.Task[None] | None
+    first_sync: asyncio.Event
+    forwarded: dict[tuple[int, str], asyncio.Task[None]]
+    locks: RelayLocks | None
 
     @classmethod
     def create(cls, name: str, remotes: list[str], history: History | None = None,
@@ -188,32 +197,37 @@ class RelayService(DatabaseService):
         service = cls(schema, Database(schema), MemoryStorage(schema.to_json(), f"relay {name}"),
                       history)
         service.remotes = remotes
-        service.synced = False             # the copy holds the source's contents
-        service.connected = False          # the follower is connected to the source
+        service.synced = False
+        service.connected = False
         service.databases = None
         service.follower = None
+        service.following = None
         service.first_sync = asyncio.Event()
         service.forwarded = {}
         service.locks = None
         return service
 
-    # Attributes set by create (declared for mypy).
-    synced: bool
-    connected: bool
-    databases: ServerDatabases | None
-    follower: Any
-    first_sync: asyncio.Event
-    forwarded: dict[tuple[int, str], asyncio.Task[None]]
-    locks: RelayLocks | None
-
     @property
     def source(self) -> str:
         return ",".join(self.remotes)
 
+    def follow(self, databases: ServerDatabases, ssl_context: ssl.SSLContext | None) -> None:
+        """Start following the source; ``databases`` serves this relay."""
+        self.databases = databases
+        self.follower = Follower(self.remotes, self.name, self, ssl_context=ssl_context)
+        self.following = asyncio.get_running_loop().create_task(self.follower.run())
+
+    async def stop(self) -> None:
+        if self.follower is not None:
+            await self.follower.close()
+        if self.following is not None:
+            await self.following
+
     def server_state(self) -> dict[str, Any]:
         # Every source forwards writes (a cluster's follower to its leader, a
-        # relay to its source), so the relay takes writes while it follows:
-        # it is a "leader" to leader-only clients (ovs-vsctl, ovn-nbctl, IDLs).
+        # relay to its source), and the follower leaves a source that says
+        # it is not connected: the relay takes writes while it follows, and
+        # is a "leader" to leader-only clients (ovs-vsctl, ovn-nbctl, IDLs).
         state: dict[str, Any] = {"model": "relay", "connected": self.connected,
                                  "leader": self.connected}
         if not self.synced:
@@ -221,6 +235,8 @@ class RelayService(DatabaseService):
         return state
 
     # --- UpdateSink: what the follower reports ---------------------------------------
+    # A failure to apply raises: the follower then starts again from nothing,
+    # and the resync's diff repairs the copy (each row applies whole or not).
     def start(self, schema_json: dict[str, Any], found: bool, updates: dict[str, Any],
               last_id: str) -> None:
         """A (re)connection's ``monitor_cond_since`` reply."""
@@ -250,9 +266,8 @@ class RelayService(DatabaseService):
         return last_id
 
     def _apply(self, record: dict[str, Any], last_id: str) -> None:
-        if not any(record.values()):
-            return
-        self.apply_committed(self.seq + 1, self._txn_id(last_id), record)
+        if any(record.values()):
+            self.apply_committed(self.seq + 1, self._txn_id(last_id), record)
 
     def _adopt(self, schema: DbSchema, contents: dict[str, Any], last_id: str) -> None:
         """The source's schema (first contact, or a conversion there) and contents."""
@@ -284,9 +299,9 @@ class RelayService(DatabaseService):
         """Run a read on the copy; forward anything else (None: answered later)."""
         if all(type(op) is dict and op.get("op") in LOCAL_OPS for op in ops):
             return super().transact(session, request_id, dialect, ops)
-        key = (id(session), ujson.dumps(request_id, sort_keys=True))
+        key = (id(session), _id_key(request_id))
         if key in self.forwarded:
-            return super().transact(session, request_id, dialect, ops)  # its duplicate-id error
+            raise syntax_error("transact: duplicate request ID", [self.name, *ops])
         task = asyncio.get_running_loop().create_task(
             self._forward(session, request_id, dialect, ops))
         self.forwarded[key] = task
@@ -301,23 +316,23 @@ class RelayService(DatabaseService):
 
     async def _forward(self, session: ClientSession, request_id: Any, dialect: int,
                        ops: list[Any]) -> None:
-        from ..client.connection import RPCError
-
-        link = self.locks.link_of(session) if self.locks is not None else None
+        link = self.locks.links.get(session) if self.locks is not None else None
+        params = [self.name, *ops]
         try:
-            if not self.connected:
+            if self.follower is None or not self.connected:
                 raise ConnectionError
             if link is None:
-                result = await self.follower.request("transact", [self.name, *ops])
+                result = await self.follower.request("transact", params)
             else:
-                result = await link.request("transact", [self.name, *ops])
-                # The update came to the follower's connection, maybe not yet:
-                # the source answers this after sending it.
+                # A lock holder's transaction goes where its locks are (its
+                # asserts); its update comes on the follower's connection,
+                # before the source answers this there.
+                result = await link.request("transact", params)
                 await self.follower.request("transact", [self.name])
         except RPCError as e:
-            error: Any = e.error       # the source's error, unchanged
+            error: Any = e.error       # the source's own error, unchanged
         except (ConnectionError, OSError):
-            error = self.not_connected("the transaction")
+            error = self.not_connected("a transaction that writes, waits or asserts")
         else:
             if not session.closed:
                 session.reply(request_id, result, dialect)
@@ -326,13 +341,13 @@ class RelayService(DatabaseService):
             session.reply_error(request_id, error, dialect)
 
     def not_connected(self, what: str) -> dict[str, Any]:
-        """The error for ``what`` when the source cannot be reached."""
+        """The error for ``what`` while the source cannot be reached."""
         return {"error": "not connected",
                 "details": f"{what} on {self.name} needs its source ({self.source}), "
                            "and the relay is not connected to it"}
 
     def cancel(self, session: ClientSession, request_id: Any) -> bool:
-        task = self.forwarded.pop((id(session), ujson.dumps(request_id, sort_keys=True)), None)
+        task = self.forwarded.pop((id(session), _id_key(request_id)), None)
         if task is None:
             return super().cancel(session, request_id)
         task.cancel()
@@ -353,3 +368,214 @@ class RelayService(DatabaseService):
         for task in list(self.forwarded.values()):
             task.cancel()
         super().close()
+
+
+# --- locks ------------------------------------------------------------------------
+
+class _LockLink:
+    """One locking client's own connection to the source.  Notices that come
+    while a lock request is in flight wait until its reply went out."""
+
+    def __init__(self, remote: str, ssl_context: ssl.SSLContext | None,
+                 on_notice: Callable[[str, str], None], on_lost: Callable[[], None]) -> None:
+        self.remote = remote
+        self.on_notice = on_notice
+        self.on_lost = on_lost
+        self.in_flight = 0
+        self.held: list[tuple[str, str]] = []
+        self.closing = False
+        self.opened = asyncio.get_running_loop().create_task(
+            Connection.open(remote, ssl_context, self._received))
+        self.opened.add_done_callback(self._watch)
+
+    async def request(self, method: str, params: list[Any]) -> Any:
+        connection = await self.opened
+        return await connection.request(method, params)
+
+    def _watch(self, opened: asyncio.Task[Connection]) -> None:
+        if opened.cancelled() or opened.exception() is not None:
+            self._lost()
+        else:
+            opened.result().closed.add_done_callback(lambda _: self._lost())
+
+    def _lost(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.on_lost()
+
+    def _received(self, notification: Notification) -> None:
+        params = notification.params
+        if notification.method not in ("locked", "stolen") or len(params) != 1:
+            return
+        if self.in_flight:
+            self.held.append((notification.method, params[0]))
+        else:
+            self.on_notice(notification.method, params[0])
+
+    def answered(self) -> None:
+        """A lock request's reply went out: the notices held for it follow."""
+        self.in_flight -= 1
+        if not self.in_flight:
+            held, self.held = self.held, []
+            for notice, name in held:
+                self.on_notice(notice, name)
+
+    def close(self) -> None:
+        self.closing = True
+        if not self.opened.done():
+            self.opened.cancel()
+        elif not self.opened.cancelled() and self.opened.exception() is None:
+            _spawn(self.opened.result().close())
+
+
+class RelayLocks:
+    """The server's locks kept at the relay's source (PROTOCOL.md 6), in
+    ``ServerDatabases.cluster_locks``'s place: one connection to the source per
+    client that locks, so the source queues each client as its own session.
+
+    A client whose connection to the source is lost has lost its locks there:
+    the relay disconnects it, as the source would have.
+    """
+
+    def __init__(self, service: RelayService, ssl_context: ssl.SSLContext | None,
+                 notify: Callable[[Any, str, str], None]) -> None:
+        self.service = service
+        self.ssl_context = ssl_context
+        self.notify = notify
+        self.links: dict[Any, _LockLink] = {}
+        self.records: set[tuple[Any, str]] = set()
+        self.owned: set[tuple[Any, str]] = set()
+
+    def has_record(self, holder: Any, name: str) -> bool:
+        return (holder, name) in self.records
+
+    def owner_is(self, holder: Any, name: str) -> bool:
+        return (holder, name) in self.owned
+
+    def lock(self, holder: Any, name: str) -> asyncio.Future[bool]:
+        return self._acquire(holder, name, "lock")
+
+    def steal(self, holder: Any, name: str) -> asyncio.Future[bool]:
+        return self._acquire(holder, name, "steal")
+
+    def unlock(self, holder: Any, name: str) -> None:
+        self.records.discard((holder, name))
+        self.owned.discard((holder, name))
+        link = self.links.get(holder)
+        if link is not None:
+            _spawn(self._unlock(link, name))
+
+    def release_all(self, holder: Any, names: list[str]) -> None:
+        """A client is gone: closing its connection releases its locks at the source."""
+        for name in names:
+            self.records.discard((holder, name))
+            self.owned.discard((holder, name))
+        link = self.links.pop(holder, None)
+        if link is not None:
+            link.close()
+
+    def _acquire(self, holder: Any, name: str, method: str) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        self.records.add((holder, name))
+        link = self.links.get(holder) or self._open_link(holder)
+        if link is None:
+            self.records.discard((holder, name))
+            answer.set_exception(RPCError(self.service.not_connected(f'"{method}"')))
+            return answer
+        link.in_flight += 1
+        _spawn(self._ask(link, holder, name, method, answer))
+        return answer
+
+    def _open_link(self, holder: Any) -> _LockLink | None:
+        follower = self.service.follower
+        if follower is None or not self.service.connected or follower.remote is None:
+            return None
+        link = _LockLink(follower.remote, self.ssl_context,
+                         lambda notice, name: self._notice(holder, notice, name),
+                         lambda: self._lost(holder))
+        self.links[holder] = link
+        return link
+
+    async def _ask(self, link: _LockLink, holder: Any, name: str, method: str,
+                   answer: asyncio.Future[bool]) -> None:
+        try:
+            result = await link.request(method, [name])
+        except RPCError as e:
+            self.records.discard((holder, name))
+            answer.set_exception(e)
+        except (ConnectionError, OSError) as e:
+            self.records.discard((holder, name))
+            answer.set_exception(RPCError(self.service.not_connected(f'"{method}"')))
+            log.warning("%s: %s at %s: %s", self.service.name, method, link.remote, e)
+        else:
+            locked = bool(isinstance(result, dict) and result.get("locked"))
+            if locked:
+                self.owned.add((holder, name))
+            answer.set_result(locked)
+        # After the answer's callbacks (the reply): the notices held meanwhile.
+        asyncio.get_running_loop().call_soon(link.answered)
+
+    async def _unlock(self, link: _LockLink, name: str) -> None:
+        try:
+            await link.request("unlock", [name])
+        except (RPCError, ConnectionError, OSError) as e:
+            log.warning("%s: unlock at %s: %s", self.service.name, link.remote, e)
+
+    def _notice(self, holder: Any, notice: str, name: str) -> None:
+        if (holder, name) not in self.records:
+            return
+        if notice == "locked":
+            self.owned.add((holder, name))
+        else:
+            self.owned.discard((holder, name))
+        self.notify(holder, notice, name)
+
+    def _lost(self, holder: Any) -> None:
+        if self.links.pop(holder, None) is None:
+            return
+        log.warning("%s: lost %s's connection to the source: disconnecting it (its locks "
+                    "are gone there)", self.service.name, getattr(holder, "peer", holder))
+        for key in [k for k in self.records if k[0] is holder]:
+            self.records.discard(key)
+            self.owned.discard(key)
+        holder.disconnect()
+
+
+async def start_relays(databases: ServerDatabases, relays: list[RelayService],
+                       ssl_context: ssl.SSLContext | None,
+                       notify: Callable[[Any, str, str], None]) -> None:
+    """Follow every relay's source, and keep the server's locks at the first
+    relay's source; returns once each copy is there, or after FIRST_SYNC_TIMEOUT."""
+    databases.cluster_locks = RelayLocks(relays[0], ssl_context, notify)
+    for service in relays:
+        service.locks = databases.cluster_locks
+        service.follow(databases, ssl_context)
+    waits = [asyncio.ensure_future(s.first_sync.wait()) for s in relays]
+    _, pending = await asyncio.wait(waits, timeout=FIRST_SYNC_TIMEOUT)
+    for wait in pending:
+        wait.cancel()
+    for service in relays:
+        if not service.synced:
+            assert service.follower is not None
+            log.warning("%s: no copy of the source (%s) yet: serving it as not connected "
+                        "(%s)", service.name, service.source,
+                        service.follower.last_error or "no answer")
+
+
+# Tasks nothing awaits, kept until done (the loop holds only weak references).
+_background: set[asyncio.Task[Any]] = set()
+
+
+def _spawn(coroutine: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def _id_key(request_id: Any) -> str:
+    return ujson.dumps(request_id, sort_keys=True)
+
+
+__all__ = ["RelayLocks", "RelayService", "parse_relay", "record_of_resync",
+           "record_of_update", "start_relays"]
