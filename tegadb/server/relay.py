@@ -228,7 +228,10 @@ class RelayService(DatabaseService):
         # relay to its source), and the follower leaves a source that says
         # it is not connected: the relay takes writes while it follows, and
         # is a "leader" to leader-only clients (ovs-vsctl, ovn-nbctl, IDLs).
-        state: dict[str, Any] = {"model": "relay", "connected": self.connected,
+        # Those refuse any row whose model is "relay", whatever its leader
+        # (ovs.db.idl, ovsdb-cs.c): the relay says "clustered", which they
+        # judge on connected and leader, as it behaves (docs/relay.md).
+        state: dict[str, Any] = {"model": "clustered", "connected": self.connected,
                                  "leader": self.connected}
         if not self.synced:
             state["schema"] = ["set", []]  # clients wait for the real one
