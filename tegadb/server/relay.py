@@ -187,6 +187,7 @@ class RelayService(DatabaseService):
     following: asyncio.Task[None] | None
     first_sync: asyncio.Event
     forwarded: dict[tuple[int, str], asyncio.Task[None]]
+    forwarding: set[int]          # sessions whose close cancels their forwarded ones
     locks: RelayLocks | None
 
     @classmethod
@@ -204,6 +205,7 @@ class RelayService(DatabaseService):
         service.following = None
         service.first_sync = asyncio.Event()
         service.forwarded = {}
+        service.forwarding = set()
         service.locks = None
         return service
 
@@ -249,7 +251,9 @@ class RelayService(DatabaseService):
         elif found:
             self._apply(record_of_update(self.database, updates), last_id)
         else:
-            self._apply(record_of_resync(self.database, updates), last_id)
+            # The source could not resume from the copy's id: a new epoch,
+            # whose id the copy must not have seen (the history keys on it).
+            self._apply(record_of_resync(self.database, updates), ZERO_UUID)
         self.synced = True
         self._set_connected(True)
         self.first_sync.set()
@@ -314,12 +318,22 @@ class RelayService(DatabaseService):
                 del self.forwarded[key]
 
         task.add_done_callback(forget)
-        session.cleanups.append(task.cancel)
+        if id(session) not in self.forwarding:
+            self.forwarding.add(id(session))
+            session.cleanups.append(lambda: self._forget_session(session))
         return None
+
+    def _forget_session(self, session: ClientSession) -> None:
+        """The client is gone: its forwarded transactions are not waited for."""
+        self.forwarding.discard(id(session))
+        for key, task in list(self.forwarded.items()):
+            if key[0] == id(session):
+                task.cancel()
 
     async def _forward(self, session: ClientSession, request_id: Any, dialect: int,
                        ops: list[Any]) -> None:
-        link = self.locks.links.get(session) if self.locks is not None else None
+        locks = self.locks
+        link = locks.links.get(session) if locks is not None and locks.service is self else None
         params = [self.name, *ops]
         try:
             if self.follower is None or not self.connected:
@@ -353,7 +367,7 @@ class RelayService(DatabaseService):
         task = self.forwarded.pop((id(session), _id_key(request_id)), None)
         if task is None:
             return super().cancel(session, request_id)
-        task.cancel()
+        task.cancel()  # the source may still run it: the follower cannot cancel there
         session.reply_error(request_id, "canceled")
         return True
 
