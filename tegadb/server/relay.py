@@ -346,16 +346,20 @@ class RelayService(DatabaseService):
                 # before the source answers this there.
                 result = await link.request("transact", params)
                 await self.follower.request("transact", [self.name])
-        except RPCError as e:
-            error: Any = e.error       # the source's own error, unchanged
-        except (ConnectionError, OSError):
-            error = self.not_connected("a transaction that writes, waits or asserts")
-        else:
+        # One handler, then isinstance: mypyc-compiled handlers that bind
+        # ``as e`` mis-type exceptions raised through awaits (as in cluster.py).
+        except Exception as e:
+            if isinstance(e, RPCError):
+                error: Any = e.error       # the source's own error, unchanged
+            elif isinstance(e, (ConnectionError, OSError)):
+                error = self.not_connected("a transaction that writes, waits or asserts")
+            else:
+                raise
             if not session.closed:
-                session.reply(request_id, result, dialect)
+                session.reply_error(request_id, error, dialect)
             return
         if not session.closed:
-            session.reply_error(request_id, error, dialect)
+            session.reply(request_id, result, dialect)
 
     def not_connected(self, what: str) -> dict[str, Any]:
         """The error for ``what`` while the source cannot be reached."""
@@ -518,13 +522,14 @@ class RelayLocks:
                    answer: asyncio.Future[bool]) -> None:
         try:
             result = await link.request(method, [name])
-        except RPCError as e:
+        except Exception as e:  # one handler: see RelayService._forward
+            if not isinstance(e, (RPCError, ConnectionError, OSError)):
+                raise
             self.records.discard((holder, name))
+            if not isinstance(e, RPCError):
+                log.warning("%s: %s at %s: %s", self.service.name, method, link.remote, e)
+                e = RPCError(self.service.not_connected(f'"{method}"'))
             answer.set_exception(e)
-        except (ConnectionError, OSError) as e:
-            self.records.discard((holder, name))
-            answer.set_exception(RPCError(self.service.not_connected(f'"{method}"')))
-            log.warning("%s: %s at %s: %s", self.service.name, method, link.remote, e)
         else:
             locked = bool(isinstance(result, dict) and result.get("locked"))
             if locked:
@@ -536,7 +541,9 @@ class RelayLocks:
     async def _unlock(self, link: _LockLink, name: str) -> None:
         try:
             await link.request("unlock", [name])
-        except (RPCError, ConnectionError, OSError) as e:
+        except Exception as e:  # one handler: see RelayService._forward
+            if not isinstance(e, (RPCError, ConnectionError, OSError)):
+                raise
             log.warning("%s: unlock at %s: %s", self.service.name, link.remote, e)
 
     def _notice(self, holder: Any, notice: str, name: str) -> None:
