@@ -187,7 +187,7 @@ class RelayService(DatabaseService):
     following: asyncio.Task[None] | None
     first_sync: asyncio.Event
     forwarded: dict[tuple[int, str], asyncio.Task[None]]
-    forwarding: set[int]          # sessions whose close cancels their forwarded ones
+    in_flight: dict[int, int]     # per session (id): its forwarded transactions not answered
     locks: RelayLocks | None
 
     @classmethod
@@ -205,7 +205,7 @@ class RelayService(DatabaseService):
         service.following = None
         service.first_sync = asyncio.Event()
         service.forwarded = {}
-        service.forwarding = set()
+        service.in_flight = {}
         service.locks = None
         return service
 
@@ -303,29 +303,40 @@ class RelayService(DatabaseService):
     # --- transactions ---------------------------------------------------------------
     def transact(self, session: ClientSession, request_id: Any, dialect: int,
                  ops: list[Any]) -> list[Any] | None:
-        """Run a read on the copy; forward anything else (None: answered later)."""
-        if all(type(op) is dict and op.get("op") in LOCAL_OPS for op in ops):
+        """Run a read on the copy; forward anything else (None: answered later).
+
+        A read that follows a client's forwarded transaction still in flight
+        is forwarded too, behind it: it must see that write, as on the source.
+        """
+        client = id(session)
+        if (all(type(op) is dict and op.get("op") in LOCAL_OPS for op in ops)
+                and not self.in_flight.get(client)):
             return super().transact(session, request_id, dialect, ops)
-        key = (id(session), _id_key(request_id))
+        key = (client, _id_key(request_id))
         if key in self.forwarded:
             raise syntax_error("transact: duplicate request ID", [self.name, *ops])
         task = asyncio.get_running_loop().create_task(
             self._forward(session, request_id, dialect, ops))
         self.forwarded[key] = task
+        if client not in self.in_flight:
+            session.cleanups.append(lambda: self._forget_session(session))
+        self.in_flight[client] = self.in_flight.get(client, 0) + 1
 
         def forget(_: object) -> None:
             if self.forwarded.get(key) is task:
                 del self.forwarded[key]
+            left = self.in_flight.get(client, 0) - 1
+            if left > 0:
+                self.in_flight[client] = left
+            elif client in self.in_flight:
+                self.in_flight[client] = 0  # kept: the session's cleanup is registered
 
         task.add_done_callback(forget)
-        if id(session) not in self.forwarding:
-            self.forwarding.add(id(session))
-            session.cleanups.append(lambda: self._forget_session(session))
         return None
 
     def _forget_session(self, session: ClientSession) -> None:
         """The client is gone: its forwarded transactions are not waited for."""
-        self.forwarding.discard(id(session))
+        self.in_flight.pop(id(session), None)
         for key, task in list(self.forwarded.items()):
             if key[0] == id(session):
                 task.cancel()

@@ -210,6 +210,21 @@ def test_a_client_reads_its_own_write_at_once(peer: PeerFactory,
             assert len(rows) == 1
 
 
+def test_a_pipelined_read_sees_the_write_before_it(peer: PeerFactory,
+                                                   relay: Callable[..., Peer]) -> None:
+    through = relay(peer().remote_unix)
+    with through.client() as client:
+        for i in range(20):
+            client.send({"id": f"w{i}", "method": "transact", "params": [
+                "Test", {"op": "insert", "table": "Root", "row": {"name": f"p{i}"}}]})
+            client.send({"id": f"r{i}", "method": "transact", "params": [
+                "Test", {"op": "select", "table": "Root", "where": [], "columns": ["name"]}]})
+        for i in range(20):
+            assert "uuid" in client.reply(f"w{i}")["result"][0]
+            rows = client.reply(f"r{i}")["result"][0]["rows"]
+            assert {"name": f"p{i}"} in rows and len(rows) == i + 1
+
+
 def test_a_blocking_wait_is_forwarded(peer: PeerFactory, relay: Callable[..., Peer]) -> None:
     source = peer()
     through = relay(source.remote_unix)
