@@ -24,7 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import REPO_ROOT, TEST_SCHEMA, Peer, PeerFactory, RawClient, start_ovsdb_server
+from peers import (
+    REPO_ROOT,
+    TEST_SCHEMA,
+    Peer,
+    PeerFactory,
+    RawClient,
+    free_tcp_port,
+    make_pki,
+    start_ovsdb_server,
+    start_tegadb_server,
+)
 from test_ovsdb_client_monitor import (
     SCENARIOS,
     SEED,
@@ -412,10 +422,10 @@ def test_the_source_is_gone_for_a_while(peer: PeerFactory, relay: Callable[..., 
     assert names(through) == ["back", "kept"]
 
 
-def test_the_source_converts_the_database(tegadb_peer: PeerFactory,
+def test_the_source_converts_the_database(peer: PeerFactory,
                                           relay: Callable[..., Peer]) -> None:
     """The relay follows the new schema; its change-aware monitors are canceled."""
-    source = tegadb_peer()
+    source = peer()
     through = relay(source.remote_unix)
     schema = json.loads(TEST_SCHEMA.read_text())
     schema["version"] = "9.9.9"
@@ -430,6 +440,33 @@ def test_the_source_converts_the_database(tegadb_peer: PeerFactory,
         aware.transact("Test", {"op": "insert", "table": "Weak", "row": {"name": "w",
                                                                           "extra": 3}})
     assert json.loads(server_row(through)["schema"])["version"] == "9.9.9"
+
+
+def test_the_relay_moves_to_the_next_source(peer: PeerFactory,
+                                           relay: Callable[..., Peer]) -> None:
+    source = peer()
+    through = relay(f"tcp:127.0.0.1:{free_tcp_port()}", source.remote_unix)
+    with through.client() as client:
+        client.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "second"}})
+    assert names(source) == ["second"]
+
+
+def test_a_source_over_tls(tmp_path: Path, relay: Callable[..., Peer]) -> None:
+    """ssl: sources take the client end's key, certificate and CA from the same options."""
+    pki = make_pki(tmp_path)
+    port = free_tcp_port()
+    source = start_tegadb_server(tmp_path / "source", [TEST_SCHEMA], [
+        f"--remote=pssl:{port}:127.0.0.1", f"--private-key={pki['server.key']}",
+        f"--certificate={pki['server.pem']}", f"--ca-cert={pki['ca.pem']}"])
+    try:
+        through = relay(f"ssl:127.0.0.1:{port}", extra=[
+            f"--private-key={pki['client.key']}", f"--certificate={pki['client.pem']}",
+            f"--ca-cert={pki['ca.pem']}"])
+        with through.client() as client:
+            client.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "tls"}})
+        assert names(source) == ["tls"]
+    finally:
+        source.stop()
 
 
 def test_a_source_that_is_not_ovsdb(relay: Callable[..., Peer]) -> None:
