@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
@@ -38,6 +38,9 @@ from .connections import (
 from .control import ControlServer
 from .service import DatabaseService, ServerDatabases, create_database_file
 from .storage import StorageError
+
+if TYPE_CHECKING:
+    from .relay import RelayService
 
 log = logging.getLogger("tegadb.server")
 
@@ -357,15 +360,13 @@ def busy_poll_seconds(usec: float) -> float:
 def split_databases(arguments: list[str]) -> tuple[list[Path], list[tuple[str, list[str]]]]:
     """The DBFILE arguments: database files, and relays as (DBNAME, remotes);
     ValueError for a relay argument that is malformed."""
+    files = [Path(text) for text in arguments if not text.startswith("relay:")]
+    if len(files) == len(arguments):
+        return files, []
+    # The relay's code (and the client's under it) is loaded only for relays.
     from .relay import parse_relay
 
-    files, relays = [], []
-    for text in arguments:
-        if text.startswith("relay:"):
-            relays.append(parse_relay(text))
-        else:
-            files.append(Path(text))
-    return files, relays
+    return files, [parse_relay(text) for text in arguments if text.startswith("relay:")]
 
 
 def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -377,7 +378,7 @@ def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit status (1 after a journal failure)."""
-    relays: list[Any] = []
+    relays: list[RelayService] = []
     if args.databases:
         files, relay_args = split_databases(args.databases)
         if relay_args:
