@@ -401,7 +401,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         etcd, joined = await join_cluster(files, args)
         services: list[DatabaseService] = list(joined)
     else:
-        services = open_databases(files, args) + relays
+        services = [*open_databases(files, args), *relays]
     databases = ServerDatabases(services)
     release_locks = None
     if args.etcd_endpoints:
