@@ -346,9 +346,11 @@ class RelayService(DatabaseService):
         locks = self.locks
         link = locks.links.get(session) if locks is not None and locks.service is self else None
         params = [self.name, *ops]
+        sent = False
         try:
             if self.follower is None or not self.connected:
                 raise ConnectionError
+            sent = True
             if link is None:
                 result = await self.follower.request("transact", params)
             else:
@@ -362,10 +364,15 @@ class RelayService(DatabaseService):
         except Exception as e:
             if isinstance(e, RPCError):
                 error: Any = e.error       # the source's own error, unchanged
-            elif isinstance(e, (ConnectionError, OSError)):
-                error = self.not_connected("a transaction that writes, waits or asserts")
-            else:
+            elif not isinstance(e, (ConnectionError, OSError)):
                 raise
+            elif sent:
+                error = {"error": "not connected",
+                         "details": f"{self.name}: the relay lost its source ({self.source}) "
+                                    "before the answer: the transaction may or may not have "
+                                    "been committed"}
+            else:
+                error = self.not_connected("a transaction that writes, waits or asserts")
             if not session.closed:
                 session.reply_error(request_id, error, dialect)
             return

@@ -434,9 +434,17 @@ def test_the_source_restarts(peer: PeerFactory, relay: Callable[..., Peer]) -> N
 def test_the_source_is_gone_for_a_while(peer: PeerFactory, relay: Callable[..., Peer]) -> None:
     source = peer()
     through = relay(source.remote_tcp)
+    waiter = through.client()
     with through.client() as client:
         client.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "kept"}})
+        waiter.send({"id": "w", "method": "transact", "params": [
+            "Test", {"op": "wait", "table": "Root", "where": [], "until": "==", "rows": []}]})
+        time.sleep(0.2)  # the wait is parked at the source
     source.stop()
+    with waiter:
+        error = waiter.reply("w", timeout=DEADLINE)["error"]
+        assert error["error"] == "not connected"
+        assert "may or may not have been committed" in error["details"]
     eventually(lambda: server_row(through)["connected"] is False, "connected false")
     assert server_row(through)["leader"] is False
     with through.client() as client:
