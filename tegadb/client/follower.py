@@ -23,6 +23,8 @@ Rules:
   to apply an update, or a condition changed while disconnected.
 - With ``leader_only``, a source whose ``_Server`` row says ``leader: false``
   (or ``connected: false``) is left for the next remote.
+- A source that goes silent is probed with ``echo`` every ``probe_interval``
+  seconds and left when a probe gets no answer in that time.
 - Connection trouble never raises out of `run`: it is logged with the remote
   and the reason, and kept in ``last_error``.
 """
@@ -101,11 +103,13 @@ class Follower:
                  on_notification: Callable[[str, list[Any]], None] | None = None,
                  leader_only: bool = False,
                  backoff: tuple[float, float] = (0.1, 4.0),
-                 setup_timeout: float = 10.0) -> None:
+                 setup_timeout: float = 10.0,
+                 probe_interval: float | None = 5.0) -> None:
         if not remotes:
             raise ValueError("a Follower needs at least one remote")
-        for remote in remotes:
-            parse_active(remote)  # a bad remote is the caller's error, reported now
+        for remote in remotes:  # a bad remote is the caller's error, reported now
+            if parse_active(remote).uses_tls and ssl_context is None:
+                raise ValueError(f"{remote}: ssl: remotes need an SSL context (key, certificate, CA)")
         if tables is not None and conditions:
             unknown = sorted(set(conditions) - set(tables))
             if unknown:
@@ -125,7 +129,9 @@ class Follower:
         self._leader_only = leader_only
         self._backoff = backoff
         self._setup_timeout = setup_timeout
+        self._probe_interval = probe_interval
         self._connection: Connection | None = None
+        self._session_task: asyncio.Task[tuple[bool, _End]] | None = None
         self._end: asyncio.Future[_End] | None = None
         self._early_updates: list[list[Any]] | None = None  # update3s received before `start`
         self._server_row: dict[str, Any] = {}
@@ -139,20 +145,42 @@ class Follower:
         """Follow the source until `close`, connecting again after every loss."""
         index = 0
         delay = self._backoff[0]
+        resynced = False  # the last session ended asking for a resync
         while not self._stopping.is_set():
             remote = self.remotes[index % len(self.remotes)]
-            started, end = await self._follow(remote)
+            self._session_task = asyncio.create_task(self._follow(remote))
+            try:
+                started, end = await self._session_task
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    break  # `close` cut a connect or set-up short
+                raise
             if self._stopping.is_set():
                 break
             self.last_error = f"{remote}: {end.reason}"
             log.warning("%s: database %s: %s", remote, self.database, end.reason)
             if end.resync:
-                continue  # the source is fine: follow its new contents at once
-            if started:
-                delay = self._backoff[0]
-            index += 1
+                # The source is fine: follow its new contents at once, but only
+                # once in a row, so that a sink that keeps failing does not spin.
+                if not resynced:
+                    resynced = True
+                    continue
+            else:
+                index += 1
+                if started:
+                    delay = self._backoff[0]
+            resynced = end.resync
             await self._sleep(delay)
             delay = min(delay * 2, self._backoff[1])
+
+    @property
+    def server_row(self) -> dict[str, Any]:
+        """The source's ``_Server`` row for the database, as last seen (``name``,
+        ``model``, ``connected``, ``leader``, ``schema``); empty when the source
+        has no ``_Server``.  A relay reports ``leader`` from it."""
+        if not self._server_row:
+            return {}
+        return {"connected": False, "leader": False, **self._server_row}
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Until the sink has had its ``start`` on a live connection (TimeoutError after ``timeout``)."""
@@ -190,6 +218,8 @@ class Follower:
         """Stop following; `run` returns."""
         self._stopping.set()
         self._finish("closed")
+        if self._session_task is not None and not self.connected:
+            self._session_task.cancel()  # connecting or setting up: that may take setup_timeout
         if self._connection is not None:
             await self._connection.close()
 
@@ -210,7 +240,7 @@ class Follower:
             return False, _End(f"cannot connect: {_describe(e)}")
         self._connection = connection
         connection.closed.add_done_callback(
-            lambda closed: self._finish(f"connection lost: {_describe(closed.result())}"))
+            lambda closed: self._finish(f"connection lost: {_describe(closed.result())}", session=end))
         try:
             try:
                 found, updates = await asyncio.wait_for(self._subscribe(connection),
@@ -221,7 +251,7 @@ class Follower:
             if end.done():
                 return False, end.result()
             self._start(remote, found, updates)
-            return True, await end
+            return True, await self._until_end(connection, end)
         finally:
             self._connection = None
             if self.connected:
@@ -229,6 +259,23 @@ class Follower:
                 self._connected.clear()
                 self.sink.disconnected()
             await connection.close()
+
+    async def _until_end(self, connection: Connection, end: asyncio.Future[_End]) -> _End:
+        """Wait for the session's end, probing the source with ``echo`` as OVS
+        peers do: a source that stopped answering (a host gone without
+        closing its connections) is left after two probe intervals."""
+        interval = self._probe_interval
+        while not end.done():
+            done, _ = await asyncio.wait({end}, timeout=interval)
+            if done or interval is None:
+                break
+            try:
+                await asyncio.wait_for(connection.request("echo", []), interval)
+            except TimeoutError:
+                self._finish(f"no answer to an echo probe in {interval} s")
+            except (ConnectionError, OSError, ProtocolError, RPCError) as e:
+                self._finish(f"echo probe failed: {_describe(e)}")
+        return end.result()
 
     async def _subscribe(self, connection: Connection) -> tuple[bool, dict[str, Any]]:
         """The requests that set a session up; the ``monitor_cond_since`` reply's
@@ -276,7 +323,10 @@ class Follower:
         rows = initial.get("Database") if isinstance(initial, dict) else None
         if not rows:
             raise SourceError(f"the server does not have database {self.database}")
-        self._server_row = dict(next(iter(rows.values())).get("initial") or {})
+        row = next(iter(rows.values())) if isinstance(rows, dict) else None
+        if not isinstance(row, dict) or not isinstance(row.get("initial"), dict):
+            raise SourceError(f"the _Server monitor reply is not <table-updates2>: {initial!r:.200}")
+        self._server_row = dict(row["initial"])
         problem = self._server_problem()
         if problem:
             raise SourceError(problem)
@@ -315,18 +365,29 @@ class Follower:
         if session is not self._end or session.done():
             return  # a late message from a session already over
         method, params = notification.method, notification.params
-        if method == "update3" and params[:1] == [DATA_MONITOR]:
-            if self._early_updates is not None:
-                self._early_updates.append(params)
-            else:
-                self._apply(params)
-        elif method == "update2" and params[:1] == [SERVER_MONITOR]:
-            self._server_update(params[1] if len(params) == 2 else None)
-        elif method == "monitor_canceled":
+        monitor = params[0] if isinstance(params, list) and params else None
+        try:
+            if method == "update3" and monitor == DATA_MONITOR:
+                if self._early_updates is not None:
+                    self._early_updates.append(params)
+                else:
+                    self._apply(params)
+                return
+            if method == "update2" and monitor == SERVER_MONITOR:
+                self._server_update(params[1] if len(params) == 2 else None)
+                return
+        except Exception as e:  # a broken source must not break the connection's read loop
+            log.exception("%s notification from the source of %s", method, self.database)
+            self._finish(f"unreadable {method} notification: {_describe(e)}")
+            return
+        if method == "monitor_canceled":
             self._finish(f"the server canceled monitor {params} (schema change or database removed)",
                          resync=True)
         elif self._on_notification is not None:
-            self._on_notification(method, params)
+            try:
+                self._on_notification(method, params)
+            except Exception:
+                log.exception("the on_notification callback failed on %s %s", method, params)
 
     def _apply(self, params: list[Any]) -> None:
         if len(params) != 3 or not isinstance(params[1], str) or not isinstance(params[2], dict):
@@ -360,14 +421,17 @@ class Follower:
 
     def _fail_sink(self, error: Exception) -> None:
         """The copy may be damaged: start again from nothing."""
-        self._resync_next = True
         self._finish(f"the sink could not apply what the server sent: {_describe(error)}", resync=True)
 
-    def _finish(self, reason: str, resync: bool = False) -> None:
+    def _finish(self, reason: str, resync: bool = False,
+                session: asyncio.Future[_End] | None = None) -> None:
+        """End ``session`` (by default the current one), for ``reason``."""
+        session = session or self._end
+        if session is None or session.done():
+            return
         if resync:
             self._resync_next = True
-        if self._end is not None and not self._end.done():
-            self._end.set_result(_End(reason, resync))
+        session.set_result(_End(reason, resync))
 
     async def _sleep(self, delay: float) -> None:
         try:

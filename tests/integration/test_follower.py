@@ -15,10 +15,12 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import TEST_SCHEMA, Peer, PeerFactory
+from etcdpeers import EtcdCluster
+from peers import TEST_SCHEMA, Peer, PeerFactory, TegadbCluster
 
 from tegadb.client.follower import ZERO_ID, Follower
 
@@ -261,5 +263,77 @@ def test_bad_arguments_are_refused_at_once() -> None:
         Follower([], DB, sink)
     with pytest.raises(ValueError, match="not a valid remote"):
         Follower(["tcp:"], DB, sink)
+    with pytest.raises(ValueError, match="ssl: remotes need an SSL context"):
+        Follower(["ssl:127.0.0.1:6640"], DB, sink)
     with pytest.raises(ValueError, match="not followed: Child"):
         Follower(["unix:x"], DB, sink, tables={"Root": []}, conditions={"Child": [True]})
+
+
+def start_ovsdb_relay(directory: Path, source: Peer) -> Peer:
+    """ovsdb-server 3.1 as a relay of ``source``'s Test database."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def command(port: int) -> list[str]:
+        return ["ovsdb-server", "--no-chdir",
+                f"--remote=punix:{directory / 'db.sock'}", f"--remote=ptcp:{port}:127.0.0.1",
+                f"--unixctl={directory / 'relay.ctl'}", f"--pidfile={directory / 'relay.pid'}",
+                f"--log-file={directory / 'server.log'}", f"relay:{DB}:{source.remote_unix}"]
+
+    relay = Peer("ovsdb-relay", directory, command)
+    relay.start()
+    return relay
+
+
+def test_an_ovsdb_server_relay_is_followed_unless_leader_only(ovsdb_peer: PeerFactory,
+                                                              tmp_path: Path) -> None:
+    source = ovsdb_peer()
+    relay = start_ovsdb_relay(tmp_path / "relay", source)
+    try:
+        sink, picky_sink = RecordingSink(), RecordingSink()
+        follower = Follower([relay.remote_unix], DB, sink)
+        # ovsdb-server's relay says leader: false (PEERS.md): leader-only clients refuse it.
+        picky = Follower([relay.remote_unix], DB, picky_sink, leader_only=True, backoff=(0.05, 0.1))
+
+        async def body() -> None:
+            picky_task = asyncio.create_task(picky.run())
+            try:
+                await follower.wait_connected(WAIT)
+                a = insert_root(source, "through-the-relay")
+                await eventually(lambda: len(sink.of("update")) == 1, "the update through the relay")
+                assert sink.of("update")[0][1]["Root"][a]["insert"]["name"] == "through-the-relay"
+                await eventually(lambda: picky.last_error is not None, "the leader-only refusal")
+                assert "not the leader" in str(picky.last_error)
+                assert picky_sink.events == []
+            finally:
+                await picky.close()
+                await picky_task
+
+        run(following(follower, body))
+    finally:
+        relay.stop()
+
+
+def test_fail_over_between_cluster_members_resumes_without_resending(
+        etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
+    """The members of a tegadb cluster share transaction ids: the next member
+    sends only what the follower missed."""
+    with TegadbCluster(tmp_path, etcd_cluster.endpoints_arg, size=2) as cluster:
+        sink = RecordingSink()
+        follower = Follower([cluster[0].remote_unix, cluster[1].remote_unix], DB, sink,
+                            tables={"Root": ["name"]}, leader_only=True, backoff=(2.0, 2.0))
+
+        async def body() -> None:
+            await follower.wait_connected(WAIT)
+            a = insert_root(cluster[0], "before")
+            await eventually(lambda: len(sink.of("update")) == 1, "the first insert")
+            cluster[0].kill()
+            await eventually(lambda: not follower.connected, "the loss of the first member")
+            b = insert_root(cluster[1], "meanwhile")
+            await follower.wait_connected(WAIT)
+            _, found, updates, _, _ = sink.of("start")[1]
+            assert follower.remote == cluster[1].remote_unix
+            assert found is True
+            assert updates == {"Root": {b: {"insert": {"name": "meanwhile"}}}}
+            assert a not in updates["Root"]
+
+        run(following(follower, body))
