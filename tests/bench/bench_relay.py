@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{wl} {kind}: {failure['status'].upper()}: {failure['error']}")
     print(f"({time.perf_counter() - started:.0f} s)")
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1, default=str))
     return 1 if results["failures"] else 0
 
