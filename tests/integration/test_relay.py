@@ -431,6 +431,19 @@ def test_the_source_restarts(peer: PeerFactory, relay: Callable[..., Peer]) -> N
         assert "following database Test (found=True" in through.diagnostics()
 
 
+def test_a_lock_holder_is_disconnected_when_the_source_drops_its_locks(
+        peer: PeerFactory, relay: Callable[..., Peer]) -> None:
+    """The source let go of the client's locks with its connection: the client
+    must know, as it would if it had lost the server itself."""
+    source = peer()
+    through = relay(source.remote_tcp)
+    with through.client() as holder, through.client() as reader:
+        assert holder.request("lock", ["L"])["result"] == {"locked": True}
+        source.restart()
+        assert holder.wait_closed(timeout=DEADLINE)
+        assert not reader.wait_closed(timeout=0.5)  # a client without locks stays
+
+
 def test_the_source_is_gone_for_a_while(peer: PeerFactory, relay: Callable[..., Peer]) -> None:
     source = peer()
     through = relay(source.remote_tcp)
