@@ -164,7 +164,8 @@ class RelayBench:
     def __init__(self, cfg: ClusterConfig, workdir: Path, tegadb_bin: str | None,
                  keep: bool) -> None:
         self.cfg = cfg
-        self.tegadb_bin = Path(tegadb_bin) if tegadb_bin else None
+        # Absolute: each server runs in its own directory.
+        self.tegadb_bin = Path(tegadb_bin).absolute() if tegadb_bin else None
         self.keep = keep
         self.directory = Path(tempfile.mkdtemp(prefix="relay-", dir=workdir)).absolute()
         self.runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
