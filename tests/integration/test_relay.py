@@ -35,17 +35,15 @@ from peers import (
     start_ovsdb_server,
     start_tegadb_server,
 )
-from test_ovsdb_client_monitor import (
+from test_ovsdb_client_monitor import (  # watch_fixture: the "watch" fixture
     SCENARIOS,
     SEED,
     Server,
     Watcher,
     lock_transcripts,
     run_scenario,
-    watch_fixture,
+    watch_fixture,  # noqa: F401
 )
-
-__all__ = ["watch_fixture"]  # the ``watch`` fixture, used here
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 NB_SCHEMA = Path("/usr/share/ovn/ovn-nb.ovsschema")
