@@ -262,6 +262,21 @@ def test_a_rejected_write_gets_the_source_error_unchanged(
                 direct.request("transact", ["Test", op])
 
 
+def test_a_jsonrpc2_client_writes_and_locks_through_the_relay(
+        ovsdb_peer: PeerFactory, relay: Callable[..., Peer]) -> None:
+    """The forwarded answers come back in the client's dialect (ovsdb-server
+    itself speaks only JSON-RPC 1.0)."""
+    through = relay(ovsdb_peer().remote_unix)
+    with through.client() as client:
+        client.send({"jsonrpc": "2.0", "method": "transact", "id": 1, "params": [
+            "Test", {"op": "insert", "table": "Root", "row": {"name": "rpc2"}}]})
+        reply = client.recv()
+        assert reply["jsonrpc"] == "2.0" and reply["result"][0]["uuid"][0] == "uuid"
+        client.send({"jsonrpc": "2.0", "method": "lock", "id": 2, "params": ["L"]})
+        assert client.recv() == {"jsonrpc": "2.0", "result": {"locked": True}, "id": 2}
+    assert names(through) == ["rpc2"]
+
+
 def test_locks_are_the_source_s_across_relays(peer: PeerFactory,
                                              relay: Callable[..., Peer]) -> None:
     """A lock taken through one relay is held at the source: a client of another
