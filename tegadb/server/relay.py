@@ -416,7 +416,8 @@ class _LockLink:
     while a lock request is in flight wait until its reply went out."""
 
     def __init__(self, remote: str, ssl_context: ssl.SSLContext | None,
-                 on_notice: Callable[[str, str], None], on_lost: Callable[[], None]) -> None:
+                 on_notice: Callable[[str, str], None],
+                 on_lost: Callable[[bool], None]) -> None:
         self.remote = remote
         self.on_notice = on_notice
         self.on_lost = on_lost
@@ -433,14 +434,15 @@ class _LockLink:
 
     def _watch(self, opened: asyncio.Task[Connection]) -> None:
         if opened.cancelled() or opened.exception() is not None:
-            self._lost()
+            self._lost(False)
         else:
-            opened.result().closed.add_done_callback(lambda _: self._lost())
+            opened.result().closed.add_done_callback(lambda _: self._lost(True))
 
-    def _lost(self) -> None:
+    def _lost(self, was_open: bool) -> None:
+        """The connection could not be made, or ended (``was_open``)."""
         if not self.closing:
             self.closing = True
-            self.on_lost()
+            self.on_lost(was_open)
 
     def _received(self, notification: Notification) -> None:
         params = notification.params
@@ -532,7 +534,7 @@ class RelayLocks:
             return None
         link = _LockLink(follower.remote, self.ssl_context,
                          lambda notice, name: self._notice(holder, notice, name),
-                         lambda: self._lost(holder))
+                         lambda was_open: self._lost(holder, was_open))
         self.links[holder] = link
         return link
 
@@ -573,8 +575,10 @@ class RelayLocks:
             self.owned.discard((holder, name))
         self.notify(holder, notice, name)
 
-    def _lost(self, holder: Any) -> None:
-        if self.links.pop(holder, None) is None:
+    def _lost(self, holder: Any, was_open: bool) -> None:
+        """A holder's connection to the source is gone.  One that never opened
+        held nothing there (its requests fail "not connected")."""
+        if self.links.pop(holder, None) is None or not was_open:
             return
         log.warning("%s: lost %s's connection to the source: disconnecting it (its locks "
                     "are gone there)", self.service.name, getattr(holder, "peer", holder))
