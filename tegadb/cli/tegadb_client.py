@@ -799,10 +799,16 @@ def _check_arg_count(name: str, command: Command, args: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (0, or 1 after an error)."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["appctl"]:
+        return reporting_errors(lambda: appctl(argv[1:]))
+    return reporting_errors(lambda: _write(run(argv)))
+
+
+def reporting_errors(command: Callable[[], int]) -> int:
+    """Run ``command``; a Fatal error or a closed stdout ends it with status 1
+    (also for the commands of client_main.py)."""
     try:
-        if argv[:1] == ["appctl"]:
-            return appctl(argv[1:])
-        return _write(run(argv))
+        return command()
     except Fatal as e:
         sys.stdout.flush()
         print(f"{PROGRAM}: {e}", file=sys.stderr)

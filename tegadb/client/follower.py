@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..core.types import ZERO_UUID
 from ..protocol.framer import ProtocolError
 from ..protocol.remotes import parse_active
 from .connection import Connection, Notification, RPCError
@@ -46,7 +47,6 @@ from .connection import Connection, Notification, RPCError
 if TYPE_CHECKING:
     import ssl
 
-ZERO_ID = "00000000-0000-0000-0000-000000000000"
 DATA_MONITOR = "tegadb-follower"
 SERVER_MONITOR = "tegadb-follower-_Server"
 SERVER_COLUMNS = ["name", "model", "connected", "leader", "schema"]
@@ -118,7 +118,7 @@ class Follower:
         self.database = database
         self.sink = sink
         self.connected = False
-        self.last_id = ZERO_ID
+        self.last_id = ZERO_UUID
         self.remote: str | None = None
         self.schema_json: dict[str, Any] | None = None
         self.last_error: str | None = None
@@ -288,7 +288,7 @@ class Follower:
         schema_json = await connection.request("get_schema", [self.database])
         if not isinstance(schema_json, dict) or not isinstance(schema_json.get("tables"), dict):
             raise SourceError(f"get_schema answered something that is not a schema: {schema_json!r:.200}")
-        last_id = ZERO_ID if self._resync_next else self.last_id
+        last_id = ZERO_UUID if self._resync_next else self.last_id
         reply = await connection.request(
             "monitor_cond_since", [self.database, DATA_MONITOR, self._requests(schema_json), last_id])
         if not (isinstance(reply, list) and len(reply) == 3 and isinstance(reply[0], bool)

@@ -22,7 +22,8 @@ import pytest
 from etcdpeers import EtcdCluster
 from peers import TEST_SCHEMA, Peer, PeerFactory, TegadbCluster
 
-from tegadb.client.follower import ZERO_ID, Follower
+from tegadb.client.follower import Follower
+from tegadb.core.types import ZERO_UUID
 
 DB = "Test"
 WAIT = 15.0
@@ -107,7 +108,7 @@ def test_follows_and_resumes_after_a_restart(peer: PeerFactory) -> None:
             # Only the missed write, as a change, and a real transaction id.
             assert found is True
             assert updates == {"Root": {b: {"insert": {"name": "b"}}}}
-            assert last_id != ZERO_ID
+            assert last_id != ZERO_UUID
         else:
             assert found is False  # standalone ovsdb-server keeps no history
             assert names_in(updates) == {"a", "b"}

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from tegadb.client.follower import DATA_MONITOR, SERVER_MONITOR, ZERO_ID, Follower
+from tegadb.client.follower import DATA_MONITOR, SERVER_MONITOR, Follower
+from tegadb.core.types import ZERO_UUID
 from tegadb.protocol.framer import Framer
 
 SCHEMA = {"name": "Test", "tables": {"T": {"columns": {"x": {"type": "integer"}}}}}
@@ -165,7 +166,7 @@ def test_updates_in_the_same_packet_as_the_monitor_reply_follow_start() -> None:
                 assert follower.last_id == "b" * 8 + TXN[8:]
                 assert source.methods() == ["monitor_cond", "set_db_change_aware", "get_schema",
                                             "monitor_cond_since"]
-                assert monitor_since_ids(source) == [ZERO_ID]
+                assert monitor_since_ids(source) == [ZERO_UUID]
 
             await following(follower, body)
 
@@ -186,7 +187,7 @@ def test_a_sink_that_fails_gets_everything_again_at_once() -> None:
                 await eventually(lambda: len(monitor_since_ids(source)) == 2, "the resync")
                 # The first session resumed from nothing; so does the second,
                 # though the follower held TXN: its copy may be damaged.
-                assert monitor_since_ids(source) == [ZERO_ID, ZERO_ID]
+                assert monitor_since_ids(source) == [ZERO_UUID, ZERO_UUID]
                 await eventually(lambda: follower.connected, "the second session")
                 assert [e[0] for e in sink.events] == ["start", "disconnected", "start"]
                 assert "could not apply" in str(follower.last_error)
@@ -230,7 +231,7 @@ def test_monitor_canceled_refetches_the_schema_and_resyncs() -> None:
                 await eventually(lambda: len(monitor_since_ids(source)) == 2, "the resync")
                 assert source.methods(2) == ["monitor_cond", "set_db_change_aware", "get_schema",
                                              "monitor_cond_since"]
-                assert monitor_since_ids(source)[1] == ZERO_ID
+                assert monitor_since_ids(source)[1] == ZERO_UUID
 
             await following(follower, body)
 
@@ -254,7 +255,7 @@ def test_a_schema_change_in_the_server_row_resyncs() -> None:
                 changed = json.dumps({**SCHEMA, "version": "2.0.0"})
                 source.change_server_row(schema=changed)
                 await eventually(lambda: len(monitor_since_ids(source)) == 2, "the resync")
-                assert monitor_since_ids(source)[1] == ZERO_ID
+                assert monitor_since_ids(source)[1] == ZERO_UUID
 
             await following(follower, body)
 
@@ -349,7 +350,7 @@ def test_a_condition_changed_while_disconnected_asks_for_everything() -> None:
                 await eventually(lambda: follower.connected, "the reconnection")
                 requests = [p for _, m, p in source.requests if m == "monitor_cond_since"]
                 assert requests[1][2] == {"T": [{"where": [["x", "==", 2]]}]}
-                assert requests[1][3] == ZERO_ID  # a delta since TXN would miss rows that now match
+                assert requests[1][3] == ZERO_UUID  # a delta since TXN would miss rows that now match
 
             await following(follower, body)
 
