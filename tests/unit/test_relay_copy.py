@@ -5,6 +5,7 @@ source's ids, and the relay's own clients see exactly the changes, no more."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -65,10 +66,13 @@ def test_the_first_contact_takes_the_schema_rows_versions_and_id(relay: Relay) -
                                "props": ["map", [["gone", "1"], ["k", "v"]]],
                                "_version": ["uuid", V1]}
     assert relay.service.last_txn == T1
-    rows = relay.databases.server_db.database.tables["Database"].rows
-    state = next(r for r in rows.values() if r["name"] == ("Test",))
-    assert state["connected"] == (True,) and state["leader"] == (True,)
-    assert state["schema"] != ()
+    client = relay.client()
+    request = client.send("transact", "_Server", {
+        "op": "select", "table": "Database", "where": [["name", "==", "Test"]],
+        "columns": ["model", "connected", "leader", "schema"]})
+    (state,) = client.reply(request)["result"][0]["rows"]
+    assert (state["model"], state["connected"], state["leader"]) == ("clustered", True, True)
+    assert json.loads(state["schema"])["name"] == "Test"
 
 
 def test_an_update_applies_diffs_with_the_source_s_id(relay: Relay) -> None:
