@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -41,6 +42,7 @@ import peers  # noqa: E402
 from bench_client import BenchError, Pipeline, ServerGone, percentile  # noqa: E402
 from bench_cluster_peers import Cluster, connect_member, last_words  # noqa: E402
 from bench_cluster_workloads import CLUSTER_FULL, CLUSTER_QUICK, ClusterConfig, c4_fanout  # noqa: E402
+from bench_run import exit_on_sigterm  # noqa: E402
 from bench_workloads import DB, SCHEMA, Meter, check_ops, fmt, insert_request, run_async, summarize  # noqa: E402
 
 KINDS = ["ovsdb-server", "tegadb", "direct"]   # relays of each, and no relay at all
@@ -241,6 +243,7 @@ def table_text(rows: list[dict[str, Any]], reps: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)  # every server is stopped on the way out
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs, one repetition")
     parser.add_argument("--reps", type=int, help="repetitions per kind")
