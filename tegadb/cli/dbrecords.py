@@ -23,7 +23,7 @@ from typing import Any
 
 from ..core import values
 from ..core.atoms import UUID_RE
-from ..core.hashorder import ovs_member_order
+from ..core.hashorder import ovs_hmap_order, ovs_member_order
 from ..core.schema import ColumnSchema, DbSchema, TableSchema
 from ..core.types import UNLIMITED
 
@@ -132,29 +132,12 @@ class Row:
 
 def idl_row_order(uuids: Iterable[str]) -> list[str]:
     """Rows, given in the order the OVS IDL inserted them, in the order it
-    visits them: its hmap keyed by the first 32 bits of the uuid.  The same
-    bucket walk as hashorder.ovs_member_order, with the IDL's hash."""
-    mask = 0
-    buckets: list[list[str]] = [[]]
-    count = 0
-    for uuid in uuids:
-        buckets[int(uuid[:8], 16) & mask].insert(0, uuid)
-        count += 1
-        if count // 2 > mask:
-            mask = _grown_mask(count)
-            grown: list[list[str]] = [[] for _ in range(mask + 1)]
-            for bucket in buckets:
-                for node in bucket:
-                    grown[int(node[:8], 16) & mask].insert(0, node)
-            buckets = grown
-    return [uuid for bucket in buckets for uuid in bucket]
+    visits them: its hmap keyed by the first 32 bits of the uuid."""
+    return ovs_hmap_order(uuids, _uuid_hash)
 
 
-def _grown_mask(n: int) -> int:
-    mask = n // 2
-    for shift in (1, 2, 4, 8, 16, 32):
-        mask |= mask >> shift
-    return mask | (mask & 1) << 1
+def _uuid_hash(uuid: str) -> int:
+    return int(uuid[:8], 16)
 
 
 class Snapshot:
