@@ -9,6 +9,7 @@ test can run unchanged against either.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
 import os
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -488,3 +489,17 @@ def assert_whole_pairs(held: list[str], acked: set[str]) -> None:
     for pair in pairs:
         assert f"{pair}-a" in held and f"{pair}-b" in held, f"{pair} is there in part"
     assert acked <= pairs, sorted(acked - pairs)[:5]
+
+
+def run_async(coro: Coroutine[Any, Any, None], timeout: float = 60.0) -> None:
+    """Run an async test body on a fresh loop, bounded by ``timeout``."""
+    asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def async_eventually(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll ``check()`` on the loop until true; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

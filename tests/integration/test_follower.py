@@ -13,14 +13,15 @@ import asyncio
 import json
 import socket
 import threading
-import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from etcdpeers import EtcdCluster
 from peers import TEST_SCHEMA, Peer, PeerFactory, TegadbCluster
+from peers import async_eventually as eventually
+from peers import run_async as run
 
 from tegadb.client.follower import Follower
 from tegadb.core.types import ZERO_UUID
@@ -47,18 +48,6 @@ class RecordingSink:
 
     def of(self, kind: str) -> list[tuple[Any, ...]]:
         return [e for e in self.events if e[0] == kind]
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def following(follower: Follower, body: Callable[[], Awaitable[None]]) -> None:

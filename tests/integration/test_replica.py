@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 from peers import TEST_SCHEMA, Peer, PeerFactory, free_tcp_port, make_pki, start_tegadb_server
+from peers import async_eventually as eventually
+from peers import run_async as run
 
 from tegadb.client import ConflictError, Replica, SyncReplica, TransactionError
 from tegadb.client.replica import Transaction
@@ -27,18 +27,6 @@ from tegadb.protocol.tls import tls_context
 
 DB = "Test"
 WAIT = 15.0
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 60))
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def transact(server: Peer, *ops: dict[str, Any]) -> list[Any]:
