@@ -413,6 +413,17 @@ def start_tegadb_server(directory: Path, schema_paths: Sequence[str | os.PathLik
     return peer
 
 
+def start_tls_tegadb(directory: Path) -> tuple[Peer, dict[str, Path], int]:
+    """tegadb-server on the test schema with a ``pssl:`` remote too: the
+    server, its PKI (make_pki) and the TLS port."""
+    pki = make_pki(directory)
+    port = free_tcp_port()
+    server = start_tegadb_server(directory / "s", [TEST_SCHEMA], [
+        f"--remote=pssl:{port}:127.0.0.1", f"--private-key={pki['server.key']}",
+        f"--certificate={pki['server.pem']}", f"--ca-cert={pki['ca.pem']}"])
+    return server, pki, port
+
+
 def make_pki(directory: Path) -> dict[str, Path]:
     """A CA and two certificates it signed, "server" and "client" (openssl)."""
     def openssl(*args: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import TEST_SCHEMA, Peer, PeerFactory, free_tcp_port, make_pki, start_tegadb_server
+from peers import Peer, PeerFactory, start_tls_tegadb
 from peers import async_eventually as eventually
 from peers import run_async as run
 
@@ -306,11 +306,7 @@ def test_the_sync_wrapper(peer: PeerFactory) -> None:
 def test_a_replica_over_tls(tmp_path: Path) -> None:
     if not shutil.which("openssl"):
         pytest.skip("needs openssl (make peers)")
-    pki = make_pki(tmp_path)
-    port = free_tcp_port()
-    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA], [
-        f"--remote=pssl:{port}:127.0.0.1", f"--private-key={pki['server.key']}",
-        f"--certificate={pki['server.pem']}", f"--ca-cert={pki['ca.pem']}"])
+    server, pki, port = start_tls_tegadb(tmp_path)
     try:
         a = insert_root(server, "a")
         context = tls_context(str(pki["client.key"]), str(pki["client.pem"]), str(pki["ca.pem"]),

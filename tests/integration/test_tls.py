@@ -6,17 +6,13 @@ import shutil
 import subprocess
 
 import pytest
-from peers import TEST_SCHEMA, free_tcp_port, make_pki, missing_ovs_binaries, start_tegadb_server
+from peers import make_pki, missing_ovs_binaries, start_tls_tegadb
 
 
 def test_ovsdb_client_over_tls(tmp_path):
     if missing_ovs_binaries() or not shutil.which("openssl"):
         pytest.skip("needs ovsdb-client and openssl (make peers)")
-    pki = make_pki(tmp_path)
-    port = free_tcp_port()
-    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA], [
-        f"--remote=pssl:{port}:127.0.0.1", f"--private-key={pki['server.key']}",
-        f"--certificate={pki['server.pem']}", f"--ca-cert={pki['ca.pem']}"])
+    server, pki, port = start_tls_tegadb(tmp_path)
     try:
         client_keys = ["-p", str(pki["client.key"]), "-c", str(pki["client.pem"]),
                        "-C", str(pki["ca.pem"])]
