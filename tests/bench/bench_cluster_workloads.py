@@ -73,13 +73,14 @@ CLUSTER_QUICK = replace(CLUSTER_FULL, reps=1, timeout=30.0, c1_warmup=50, c1_n=2
 
 # --- C1: sequential commit latency through each member --------------------------
 
-async def c1_latency(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
-    leader = cluster.leader()
-    make, check = insert_request("c1"), check_ops(1)
+async def sequential_latencies(ports: list[int], prefix: str,
+                               cfg: ClusterConfig) -> tuple[list[float], list[float]]:
+    """One sequential client of single-row inserts through each port in turn
+    (c1_warmup, then c1_n timed): the median and p99 per port, in us."""
+    make, check = insert_request(prefix), check_ops(1)
     medians, p99s = [], []
     next_id = 0
-    meter = ClusterMeter(cluster)
-    for port in cluster.ports:
+    for port in ports:
         conn = await connect_member(port)
         await Pipeline([conn], make, check, 1, total=cfg.c1_warmup,
                        first_id=next_id).run(cfg.timeout)
@@ -88,9 +89,16 @@ async def c1_latency(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
                              first_id=next_id).run(cfg.timeout)
         next_id += cfg.c1_n
         conn.close()
-        lat = res.latencies or []
+        lat = res.latencies or [0.0]
         medians.append(statistics.median(lat) * 1e6)
         p99s.append(percentile(lat, 0.99) * 1e6)
+    return medians, p99s
+
+
+async def c1_latency(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
+    leader = cluster.leader()
+    meter = ClusterMeter(cluster)
+    medians, p99s = await sequential_latencies(cluster.ports, "c1", cfg)
     out: dict[str, Any] = {"latency_us": statistics.fmean(medians),
                            "p99_us": statistics.fmean(p99s), "member_latency_us": medians,
                            **meter.stop(SIZE * (cfg.c1_warmup + cfg.c1_n))}

@@ -39,11 +39,17 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import peers  # noqa: E402
-from bench_client import BenchError, Pipeline, ServerGone, percentile  # noqa: E402
-from bench_cluster_peers import Cluster, connect_member, last_words  # noqa: E402
-from bench_cluster_workloads import CLUSTER_FULL, CLUSTER_QUICK, ClusterConfig, c4_fanout  # noqa: E402
+from bench_client import BenchError, ServerGone  # noqa: E402
+from bench_cluster_peers import Cluster, last_words  # noqa: E402
+from bench_cluster_workloads import (  # noqa: E402
+    CLUSTER_FULL,
+    CLUSTER_QUICK,
+    ClusterConfig,
+    c4_fanout,
+    sequential_latencies,
+)
 from bench_run import exit_on_sigterm  # noqa: E402
-from bench_workloads import DB, SCHEMA, Meter, check_ops, fmt, insert_request, run_async, summarize  # noqa: E402
+from bench_workloads import DB, SCHEMA, Meter, fmt, run_async, summarize  # noqa: E402
 
 KINDS = ["ovsdb-server", "tegadb", "direct"]   # relays of each, and no relay at all
 RELAYS = 2
@@ -131,25 +137,13 @@ async def r1_fanout(topology: Topology, cfg: ClusterConfig) -> dict[str, Any]:
 
 async def r2_latency(topology: Topology, cfg: ClusterConfig) -> dict[str, Any]:
     """Sequential single-row inserts through each member, C1's way."""
-    make, check = insert_request("r2"), check_ops(1)
-    medians, p99s = [], []
-    next_id = 0
     meter = Meter(*topology.pids, *topology.store_pids).start()
     source_meter = Meter(topology.source.pid).start()
-    for port in topology.ports:
-        conn = await connect_member(port)
-        await Pipeline([conn], make, check, 1, total=cfg.c1_warmup,
-                       first_id=next_id).run(cfg.timeout)
-        next_id += cfg.c1_warmup
-        res = await Pipeline([conn], make, check, 1, total=cfg.c1_n, record_latency=True,
-                             first_id=next_id).run(cfg.timeout)
-        next_id += cfg.c1_n
-        conn.close()
-        medians.append(statistics.median(res.latencies or [0.0]) * 1e6)
-        p99s.append(percentile(res.latencies or [0.0], 0.99) * 1e6)
+    medians, p99s = await sequential_latencies(topology.ports, "r2", cfg)
+    ops = len(topology.ports) * (cfg.c1_warmup + cfg.c1_n)
     return {"latency_us": statistics.fmean(medians), "p99_us": statistics.fmean(p99s),
-            "member_latency_us": medians, **meter.stop(next_id),
-            "source_cpu_us_per_op": source_meter.stop(next_id)["server_cpu_us_per_op"]}
+            "member_latency_us": medians, **meter.stop(ops),
+            "source_cpu_us_per_op": source_meter.stop(ops)["server_cpu_us_per_op"]}
 
 
 RELAY_WORKLOADS: dict[str, tuple[str, Callable[[Topology, ClusterConfig],
