@@ -23,7 +23,6 @@ from ..protocol.messages import encode_request
 from ..protocol.remotes import Remote
 from . import methods, unix_sockets
 from .service import ServerDatabases
-from .storage import StorageError
 
 log = logging.getLogger("tegadb.server")
 
@@ -175,7 +174,7 @@ class Connection(asyncio.Protocol):
             messages, error = messages[:MESSAGES_PER_TURN], None
             self.pause_input()
         for index, message in enumerate(messages):
-            if server.shared and server.must_hold(message):
+            if server.gate_closed and server.must_hold(message):
                 server.backlog.append((self, messages[index:], error))
                 return False
             try:
@@ -390,9 +389,8 @@ class Server:
         self.socket_paths: list[Path] = []
         self.gate_closed = False
         self.held_connections: list[Connection] = []
-        # With databases in a cluster: input held back while a batch may not
-        # commit (must_hold), served in order once it settled.
-        self.shared = bool(databases.shared)
+        # Input held back while a batch may not commit (must_hold), served
+        # in order once it is written (or settled, for a shared log).
         self.settling = False
         self.backlog: list[tuple[Connection, list[object], ProtocolError | None]] = []
         self.stopped = asyncio.Event()
@@ -440,7 +438,9 @@ class Server:
 
         While a batch is in flight nothing is served: it would read what may
         not commit.  While one is being built, only transactions join it
-        (they are run again if it fails); anything else would see it.
+        (reads among them run again if it fails); anything else (a monitor's
+        initial contents, say) would see it.  Asked only while the gate is
+        closed: a batch exists only then.
         """
         if self.settling:
             return True
@@ -453,28 +453,17 @@ class Server:
         """Group commit: write (and fsync) every journal once, then release replies."""
         observer = self.observer
         started = time.perf_counter() if observer is not None else 0.0
-        try:
-            settling = self.databases.flush()
-            if observer is not None:
-                observer.committed(time.perf_counter() - started)
-        except StorageError as e:
-            if observer is not None:
-                observer.error("I/O error")
-            held, self.held_connections = self.held_connections, []
-            # Memory now holds commits the file lacks: acknowledge none of
-            # them and stop, so that a restart serves exactly what is on disk.
-            log.error("%s; stopping without acknowledging this turn's commits", e)
-            for connection in held:
-                connection.held.clear()
-            self.failed = True
-            self.stopped.set()
-            self.gate_closed = False
-            return
+        # A batch that cannot be written fails on its own (its transactions
+        # get "I/O error"): the service undoes it and the server goes on.
+        settling = self.databases.flush()
+        if observer is not None:
+            observer.committed(time.perf_counter() - started)
         if settling:
             self.settling = True
             self.loop.create_task(self.settle(settling))
             return
         self.open_gate()
+        self.resume()
 
     def open_gate(self) -> None:
         held, self.held_connections = self.held_connections, []
@@ -501,11 +490,16 @@ class Server:
         finally:
             self.settling = False
         self.open_gate()
+        self.resume()
+
+    def resume(self) -> None:
+        """After a batch: start the next one if answering this one began it
+        (a parked transaction ran, or one that did not fit), and serve the
+        input held meanwhile."""
         if self.databases.tentative:
-            # Settling started a batch (a parked transaction ran, or one that
-            # did not fit): it goes out like any other.
             self.request_flush()
-        self.serve_backlog()
+        if self.backlog:
+            self.serve_backlog()
 
     def serve_backlog(self) -> None:
         while self.backlog and not self.settling:

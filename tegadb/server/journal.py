@@ -114,7 +114,7 @@ class Journal(Storage):
         self._read_line = 0      # line of the record `read` gave last
         self._unsynced = False
         self._ready = False      # replay finished
-        self._broken = False     # a failed write could not be undone
+        self._broken = False     # a failed write is not cut off yet
 
     @classmethod
     def open(cls, path: str, read_only: bool = False) -> Journal:
@@ -323,7 +323,14 @@ class Journal(Storage):
         if not self._ready:
             raise JournalError(f"{self.path}: records not replayed yet")
         if self._broken:
-            raise JournalError(f"{self.path}: unusable after a failed write")
+            # The failed write is still to be cut off: try again (a disk
+            # that failed may work now), else refuse to glue lines to it.
+            try:
+                self._cut(self._size, fsync=False)
+            except JournalError as e:
+                raise JournalError(f"{e} (cutting off a failed write)") from None
+            self._broken = False
+            log.info("%s: cut off the failed write; appending again", self.path)
 
     def _undo(self) -> None:
         """Cuts off whatever part of a failed write reached the file, so the
@@ -334,7 +341,8 @@ class Journal(Storage):
             self._cut(self._size, fsync=False)
         except JournalError:
             self._broken = True
-            log.error("%s: cannot undo a failed write; journal unusable", self.path)
+            log.error("%s: cannot cut off a failed write yet; no write until it is",
+                      self.path)
 
     def _cut(self, size: int, fsync: bool) -> None:
         try:
