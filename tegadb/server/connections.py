@@ -16,13 +16,15 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..protocol.framer import Framer, ProtocolError
 from ..protocol.messages import encode_request
 from ..protocol.remotes import Remote
 from . import methods, unix_sockets
-from .service import ServerDatabases
+from .service import DatabaseService, ServerDatabases
+
+T = TypeVar("T")
 
 log = logging.getLogger("tegadb.server")
 
@@ -364,6 +366,11 @@ class Connection(asyncio.Protocol):
                 self.schedule_deferred()
 
 
+def _log_compaction_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("compaction failed: %s", task.exception())
+
+
 class Server:
     """The listeners, the open databases and the group-commit gate."""
 
@@ -400,7 +407,11 @@ class Server:
         # Times each group commit and counts errors when --metrics is on (metrics.Metrics).
         self.observer: Any = None
         self.loop = asyncio.get_running_loop()
-        databases.attach(self.request_flush, self.loop.call_later)
+        # Run once no batch is being built or written: freezing the rows
+        # for a compaction, which must not see what may yet be undone.
+        self.between_batches: list[Callable[[], None]] = []
+        self.compactions: dict[str, asyncio.Task[None]] = {}
+        databases.attach(self.request_flush, self.loop.call_later, self.start_compaction)
 
     def input_arrived(self) -> None:
         """Busy-poll while clients answer within ``busy_poll`` seconds.
@@ -473,6 +484,10 @@ class Server:
         self.databases.flush_sessions()
         if self.busy_poll:
             self.last_active = time.monotonic()
+        if self.between_batches and not self.databases.tentative:
+            waiting, self.between_batches = self.between_batches, []
+            for callback in waiting:
+                callback()
 
     async def settle(self, settling: list[Awaitable[None]]) -> None:
         """Wait until the shared logs took or refused this turn's batches,
@@ -510,6 +525,51 @@ class Server:
                 # Held again, at the back: move it to the front to keep the order.
                 self.backlog.insert(0, self.backlog.pop())
                 return
+
+    # --- compaction ------------------------------------------------------------
+    def start_compaction(self, service: DatabaseService) -> None:
+        """Compact ``service`` in the background; failures are logged."""
+        self.loop.create_task(self.compact(service)).add_done_callback(_log_compaction_failure)
+
+    async def compact(self, service: DatabaseService) -> None:
+        """Compact ``service`` without stopping the server: freeze its rows
+        between two batches, write the snapshot in a worker thread, then
+        switch files.  A compaction already under way is waited for, not
+        started again.  Raises StorageError when it fails (the old file
+        stays in use)."""
+        running = self.compactions.get(service.name)
+        if running is None:
+            running = self.compactions[service.name] = self.loop.create_task(
+                self._compact(service))
+            running.add_done_callback(lambda _: self.compactions.pop(service.name, None))
+        await asyncio.shield(running)
+
+    async def _compact(self, service: DatabaseService) -> None:
+        compaction = await self._between_batches(service.begin_compaction)
+        if compaction is None:
+            return
+        try:
+            await self.loop.run_in_executor(None, compaction.write)
+        except BaseException:
+            compaction.discard()
+            raise
+        service.finish_compaction(compaction)
+
+    async def _between_batches(self, callback: Callable[[], T]) -> T:
+        """``callback()``, run now if no batch is under way, else once the
+        batches of this turn are written and answered."""
+        if not self.gate_closed and not self.databases.tentative:
+            return callback()
+        future: asyncio.Future[T] = self.loop.create_future()
+
+        def run() -> None:
+            try:
+                future.set_result(callback())
+            except Exception as e:
+                future.set_exception(e)
+
+        self.between_batches.append(run)
+        return await future
 
     async def listen(self, remote: Remote, socket_mode: int = unix_sockets.DEFAULT_SOCKET_MODE,
                      allow_world_writable_dir: bool = False) -> None:

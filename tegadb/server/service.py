@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ from ..core.locks import LockTable
 from ..core.monitor import Monitor, MonitorHub
 from ..core.ops import LockHolder
 from ..core.schema import DbSchema
-from ..core.tables import Changes
+from ..core.tables import Changes, Row, Table
 from ..core.types import ZERO_UUID
 from . import journal
 from .records import Header, Record
@@ -176,6 +176,9 @@ class DatabaseService:
         # Told of every finished transaction when --metrics is on (metrics.Metrics).
         self.observer: Any = None
         self.request_flush: Callable[[], None] = lambda: None
+        # Starts a compaction in the background (the server shell's
+        # Server.compact); without it, compaction runs at once.
+        self.compact_in_background: Callable[[DatabaseService], None] | None = None
         self.call_later: Callable[[float, Callable[[], None]], Any] | None = None
 
     @classmethod
@@ -462,22 +465,69 @@ class DatabaseService:
         since = time.monotonic() - self.compacted_at
         if since >= COMPACT_MIN_INTERVAL and self.storage.should_compact(
                 since >= COMPACT_MAX_INTERVAL):
-            self.compact()
+            self.compacted_at = time.monotonic()  # asked once, not every turn meanwhile
+            if self.compact_in_background is None:
+                self.compact()
+            else:
+                self.compact_in_background(self)
         return None
 
     def compact(self) -> None:
-        """Replace the log with one snapshot of every row."""
+        """Replace the log with one snapshot of every row, now."""
         snapshot = Record(self.seq, self.last_txn, now_ms(),
                           changesets.snapshot_json(self.database, self.last_txn), snapshot=True)
         self.storage.compact(Header(self.schema_json), snapshot)
         self.compacted_at = time.monotonic()
         self.compactions += 1
 
+    def begin_compaction(self) -> journal.Compaction | None:
+        """The start of a compaction that does not stop the server: the
+        rows as they are now, frozen (each table's row dict copied: rows
+        are never changed in place, only replaced), for a worker thread to
+        write (``Compaction.write``), then ``finish_compaction``.  Call it
+        between batches (none written yet would be in the snapshot).  None
+        when the storage is not a file: it compacted at once."""
+        storage = self.storage
+        if not isinstance(storage, journal.Journal):
+            self.compact()
+            return None
+        txn = self.last_txn
+        frozen = [(name, table, dict(table.rows))
+                  for name, table in self.database.tables.items() if table.rows]
+        return storage.begin_compaction(Header(self.schema_json),
+                                        Record(self.seq, txn, now_ms(), {}, snapshot=True),
+                                        _snapshot_chunks(frozen, txn))
+
+    def finish_compaction(self, compaction: journal.Compaction) -> None:
+        """Switch to the new file; StorageError if that fails (the old one stays)."""
+        if compaction.finish():
+            self.compacted_at = time.monotonic()
+            self.compactions += 1
+
     def close(self) -> None:
         for key in list(self.parked):
             self._unpark(key)
         self.storage.flush(True)
         self.storage.close()
+
+
+# Rows per chunk of a snapshot serialized in the background: ~1 ms of work
+# that holds the interpreter between two writes.
+SNAPSHOT_CHUNK = 256
+
+
+def _snapshot_chunks(frozen: list[tuple[str, Table, dict[str, Row]]],
+                     txn_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows of a frozen view as a snapshot stores them, in chunks."""
+    for name, table, rows in frozen:
+        chunk: dict[str, Any] = {}
+        for uuid, row in rows.items():
+            chunk[uuid] = table.stored_json(row, txn_id)
+            if len(chunk) == SNAPSHOT_CHUNK:
+                yield name, chunk
+                chunk = {}
+        if chunk:
+            yield name, chunk
 
 
 class ServerDatabases:
@@ -508,10 +558,12 @@ class ServerDatabases:
             MemoryStorage(self.server_db.schema.to_json(), SERVER_DB_NAME))
 
     def attach(self, request_flush: Callable[[], None],
-               call_later: Callable[[float, Callable[[], None]], Any]) -> None:
+               call_later: Callable[[float, Callable[[], None]], Any],
+               compact_in_background: Callable[[DatabaseService], None] | None = None) -> None:
         for service in self.services.values():
             service.request_flush = request_flush
             service.call_later = call_later
+            service.compact_in_background = compact_in_background
 
     def observe(self, observer: Any) -> None:
         """Tell ``observer`` of every transaction and error reply (--metrics)."""
