@@ -393,9 +393,9 @@ class Journal(Storage):
 
 
 # What the worker thread writes at a time while serializing a snapshot.
-# Each write releases the GIL, so the loop waits for at most one chunk's
-# serialization (~1-3 ms) to run.
-SNAPSHOT_WRITE = 256 * 1024
+# Each write releases the GIL, so the loop waits for at most this much
+# serialization (~2 ms at 100k rows) to run.
+SNAPSHOT_WRITE = 128 * 1024
 # Records appended during a compaction that the worker copies after the
 # snapshot; the loop copies at most about this much itself, at the switch.
 TAIL_IN_LOOP = 64 * 1024
