@@ -31,6 +31,14 @@ log = logging.getLogger("tegadb.server")
 
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 DEFAULT_MAX_BACKLOG = 64 * 1024 * 1024
+# Input read but not yet served (incomplete messages, bytes waiting for a
+# later turn), all connections together: past it, the connection holding
+# the most is dropped.  Eight clients each sending an unfinished 60 MiB
+# message took the server from 33 to 513 MiB before this cap.
+DEFAULT_MAX_INPUT = 256 * 1024 * 1024
+# A connection that held this much input hands freed memory back to the
+# system when it goes (glibc keeps it otherwise; see malloc_trim).
+TRIM_AFTER_INPUT = 1024 * 1024
 # OVS probes TCP and TLS peers after 5 s of silence and drops them after 5 s
 # more.  It leaves Unix-socket peers alone; tegadb probes them too unless told
 # not to (Server.probe_unix), since a stuck local client holds memory as well.
@@ -92,6 +100,8 @@ class Connection(asyncio.Protocol):
         self.unparsed = memoryview(b"")   # bytes read but not framed yet
         self.deferred_scheduled = False
         self.input_paused = False   # reading paused until the above are served
+        self.input_held = 0   # bytes of it counted in the server's total
+        self.input_peak = 0
         # loop.time() when the message now in the framer began; 0: none.
         self.message_started = 0.0
         self.deadline_timer: asyncio.TimerHandle | None = None
@@ -110,6 +120,10 @@ class Connection(asyncio.Protocol):
     def probe(self) -> None:
         """Echo an idle peer; drop it if it stays silent one more interval."""
         loop = self.server.loop
+        session = self.session
+        if self.input_paused or (session is not None and session.backlogged):
+            # Not reading (our doing): the peer's echo may be waiting behind.
+            self.last_received = loop.time()
         idle = loop.time() - self.last_received
         if idle >= self.probe_interval:
             if self.probe_sent:
@@ -132,12 +146,26 @@ class Connection(asyncio.Protocol):
         if self.input_paused:
             # Read before the pause took effect (TLS may): after the rest.
             self.unparsed = memoryview(bytes(self.unparsed) + data)
-            return
-        if len(data) > INPUT_PER_TURN:
-            self.unparsed = memoryview(data)[INPUT_PER_TURN:]
-            data = data[:INPUT_PER_TURN]
-            self.pause_input()
-        self.take(data)
+        else:
+            if len(data) > INPUT_PER_TURN:
+                self.unparsed = memoryview(data)[INPUT_PER_TURN:]
+                data = data[:INPUT_PER_TURN]
+                self.pause_input()
+            self.take(data)
+        if self.input_held or self.framer.buffered or self.unparsed:
+            self.account_input()
+
+    def account_input(self) -> None:
+        """Bring the server's count of input held (read, not yet served)
+        up to date with this connection's; past the server's cap, shed."""
+        held = self.framer.buffered + len(self.unparsed)
+        server = self.server
+        server.input_held += held - self.input_held
+        self.input_held = held
+        if held > self.input_peak:
+            self.input_peak = held
+        if server.input_held > server.max_input:
+            server.shed_input()
 
     def take(self, data: bytes) -> None:
         """Frame ``data`` and serve (or queue) the messages it completes."""
@@ -228,6 +256,7 @@ class Connection(asyncio.Protocol):
             data = bytes(self.unparsed[:INPUT_PER_TURN])
             self.unparsed = self.unparsed[INPUT_PER_TURN:]
             self.take(data)
+            self.account_input()
         if self.transport is None:
             return
         if self.deferred is not None or self.unparsed:
@@ -328,6 +357,9 @@ class Connection(asyncio.Protocol):
         """Forget input not served yet: the connection is going away."""
         self.deferred = self.deferred_error = None
         self.unparsed = memoryview(b"")
+        self.framer = Framer(self.server.max_message_size)
+        if self.input_held:
+            self.account_input()
 
     def close(self) -> None:
         self.drop_input()
@@ -346,7 +378,7 @@ class Connection(asyncio.Protocol):
             log.debug("%s: disconnected", self.session.peer)
             self.session.close()
         self.transport = None
-        if self.aborted and malloc_trim is not None:
+        if (self.aborted or self.input_peak >= TRIM_AFTER_INPUT) and malloc_trim is not None:
             malloc_trim(0)
 
     def pause_writing(self) -> None:
@@ -381,8 +413,10 @@ class Server:
                  max_backlog: int = DEFAULT_MAX_BACKLOG,
                  busy_poll: float = BUSY_POLL,
                  message_timeout: float = MESSAGE_TIMEOUT,
-                 probe_unix: bool = True) -> None:
+                 probe_unix: bool = True, max_input: int = DEFAULT_MAX_INPUT) -> None:
         self.databases = databases
+        self.max_input = max_input
+        self.input_held = 0   # every connection's input read and not yet served
         self.message_timeout = message_timeout   # 0: no deadline
         self.probe_unix = probe_unix
         self.busy_poll = busy_poll
@@ -414,6 +448,18 @@ class Server:
         self.compactions: dict[str, asyncio.Task[None]] = {}
         self.collector_paused = 0  # compactions writing (the cyclic GC is off meanwhile)
         databases.attach(self.request_flush, self.loop.call_later, self.start_compaction)
+
+    def shed_input(self) -> None:
+        """All connections hold more input than the cap: drop the ones
+        holding the most until they are within it."""
+        while self.input_held > self.max_input:
+            connection = max(self.connections, key=lambda c: c.input_held, default=None)
+            if connection is None or not connection.input_held:
+                return
+            connection.abort(f"input held by all connections ({self.input_held} bytes) exceeds "
+                             f"the limit of {self.max_input}; this one holds "
+                             f"{connection.input_held}")
+            connection.drop_input()
 
     def input_arrived(self) -> None:
         """Busy-poll while clients answer within ``busy_poll`` seconds.
