@@ -463,7 +463,9 @@ class DatabaseService:
         if self.batch:
             self._acknowledge()
         since = time.monotonic() - self.compacted_at
-        if since >= COMPACT_MIN_INTERVAL and self.storage.should_compact(
+        # Not while answering started a new batch (a parked transaction
+        # ran): a snapshot now would hold it before it is written.
+        if since >= COMPACT_MIN_INTERVAL and not self.batch and self.storage.should_compact(
                 since >= COMPACT_MAX_INTERVAL):
             self.compacted_at = time.monotonic()  # asked once, not every turn meanwhile
             if self.compact_in_background is None:
