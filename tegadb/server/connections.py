@@ -121,8 +121,10 @@ class Connection(asyncio.Protocol):
         """Echo an idle peer; drop it if it stays silent one more interval."""
         loop = self.server.loop
         session = self.session
-        if self.input_paused or (session is not None and session.backlogged):
-            # Not reading (our doing): the peer's echo may be waiting behind.
+        if self.input_paused and session is not None and not session.backlogged:
+            # Not reading its input (our doing: serving what came before, a
+            # turn at a time), so its answer may be waiting behind.  A peer
+            # that does not read our output gets no such pass.
             self.last_received = loop.time()
         idle = loop.time() - self.last_received
         if idle >= self.probe_interval:
