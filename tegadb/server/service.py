@@ -457,7 +457,9 @@ class DatabaseService:
             log.error("%s: %s; failing the %d transactions of this batch", self.name, e,
                       len(self.batch))
             if self.observer is not None:
-                self.observer.error("I/O error")
+                for entry in self.batch:
+                    if entry.record is not None:
+                        self.observer.error("I/O error")  # one per failed transaction
             self._refuse_batch(io_error(e))
             return None
         if self.batch:
