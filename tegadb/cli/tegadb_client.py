@@ -10,7 +10,10 @@ else the only database whose name does not start with ``_``.
 Most commands print their output once, at the end.  ``monitor``,
 ``monitor-cond``, ``monitor-cond-since``, ``lock``, ``steal`` and ``unlock``
 print as replies and notifications arrive, until the connection ends or the
-program is killed.
+program is killed.  ``backup`` writes a database file on stdout and
+``restore`` reads one on stdin (``ovsdb_file``, ``restore``); long commands
+draw a progress bar on a terminal (``progress``).  docs/cli.md describes
+every command and the exit statuses (``exits``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import getopt
 import json
 import os
 import signal
+import stat
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,13 +32,14 @@ from typing import Any
 from ..client.connection import Notification, ProtocolError, RPCError, SyncConnection
 from ..core import conditions
 from ..core.atoms import UUID_RE
-from ..core.errors import OVSDBError, syntax_error, syntax_text
+from ..core.errors import OVSDBError, syntax_error
 from ..core.hashorder import ovs_member_order
 from ..core.jsonfmt import ovs_json, ovs_parsed
 from ..core.schema import IMPLICIT_COLUMNS, DbSchema, TableSchema
 from ..core.types import ZERO_UUID
-from . import formats
+from . import backups, exits, formats, ovsdb_file, progress, restore, schema_files
 from .formats import JsonCell, Monitored, Style, Table
+from .schema_files import error_text
 
 PROGRAM = "tegadb-client"
 DEFAULT_REMOTE = "unix:var/tegadb.sock"
@@ -51,6 +57,8 @@ class Options:
     private_key: str | None = None
     certificate: str | None = None
     ca_cert: str | None = None
+    force: bool = False  # restore: even when the backup's schema differs
+    quiet: bool = False  # no progress bar, even on a terminal
     server: str = ""  # the SERVER connected to, as messages name it (set by open_rpc)
 
 
@@ -67,19 +75,24 @@ def looks_like_remote(arg: str) -> bool:
 
 def connect(remote: str, options: Options) -> SyncConnection:
     try:
-        context = None
-        if remote.startswith("ssl:"):
-            if not (options.private_key and options.certificate and options.ca_cert):
-                raise Fatal("SSL remotes need --private-key, --certificate and --ca-cert")
-            from ..protocol.tls import tls_context  # ssl costs start-up time: only for ssl:
-
-            context = tls_context(options.private_key, options.certificate, options.ca_cert,
-                                  server=False)
-        return SyncConnection.open(remote, context, options.timeout)
+        return open_connection(remote, options)
     except OSError as e:  # before ValueError: ssl's verification error is both
         raise Fatal(f'failed to connect to "{remote}" ({e.strerror or e})') from None
     except ValueError as e:
         raise Fatal(str(e)) from None
+
+
+def open_connection(remote: str, options: Options) -> SyncConnection:
+    """A connection to ``remote``; OSError when it cannot be made (worth retrying)."""
+    context = None
+    if remote.startswith("ssl:"):
+        if not (options.private_key and options.certificate and options.ca_cert):
+            raise Fatal("SSL remotes need --private-key, --certificate and --ca-cert")
+        from ..protocol.tls import tls_context  # ssl costs start-up time: only for ssl:
+
+        context = tls_context(options.private_key, options.certificate, options.ca_cert,
+                              server=False)
+    return SyncConnection.open(remote, context, options.timeout)
 
 
 def call(conn: SyncConnection, method: str, params: list[Any], options: Options) -> Any:
@@ -260,6 +273,8 @@ def json_output(result: Any, options: Options) -> Output:
 
 
 def do_transact(args: list[str], options: Options) -> Output:
+    if args[-1].startswith("@"):
+        return transact_file(args, args[-1][1:], options)
     return json_output(transact(args, parse_json_arg(args[-1]), options), options)
 
 
@@ -426,14 +441,6 @@ def monitor(conn: SyncConnection, database: str, args: list[str], options: Optio
     return ""
 
 
-def condition_error(error: OVSDBError) -> str:
-    """An error as OVS's ``ovsdb_error_to_string`` words it."""
-    syntax = error.quoted_syntax
-    if syntax is None and error.has_syntax:
-        syntax = syntax_text(error.syntax)
-    return ("" if syntax is None else f'syntax "{syntax}": ') + str(error)
-
-
 def monitor_cond(conn: SyncConnection, database: str, args: list[str], options: Options,
                  version: int, last_id: str = ZERO_UUID) -> Output:
     """``CONDITION TABLE [COLUMN,...]``: the condition is checked here first."""
@@ -450,7 +457,7 @@ def monitor_cond(conn: SyncConnection, database: str, args: list[str], options: 
             raise syntax_error("Parse error in condition.", condition)
         conditions.parse(table, condition)
     except OVSDBError as e:
-        raise Fatal(condition_error(e)) from None
+        raise Fatal(error_text(e)) from None
     return monitor(conn, database, args[1:], options, version, condition, last_id)
 
 
@@ -483,6 +490,330 @@ def lock_command(method: str) -> Handler:
     return handler
 
 
+# --- schema files: needs-conversion, convert -------------------------------------
+
+def read_schema(path: str) -> DbSchema:
+    try:
+        return schema_files.read_schema(path)
+    except schema_files.SchemaFileError as e:
+        raise Fatal(str(e)) from None
+
+
+def is_clustered(conn: SyncConnection, database: str, options: Options) -> bool:
+    """Whether the server's _Server says ``database`` is clustered."""
+    result = call(conn, "transact", ["_Server", {"op": "select", "table": "Database",
+                                                "where": [["name", "==", database]]}], options)
+    rows = result[0].get("rows") if isinstance(result, list) and result and isinstance(
+        result[0], dict) else None
+    return isinstance(rows, list) and any(
+        isinstance(row, dict) and row.get("model") == "clustered" for row in rows)
+
+
+def persist_ephemeral_columns(schema: DbSchema, path: str) -> DbSchema:
+    """SCHEMA as a cluster keeps it: no ephemeral columns (with ovsdb-client's warning)."""
+    ephemeral = [(table.name, column.name) for table in schema.tables.values()
+                 for column in table.user_columns.values() if column.ephemeral]
+    if not ephemeral:
+        return schema
+    table, column = ephemeral[-1]
+    emit("", [f"{path}: changed {len(ephemeral)} columns in '{schema.name}' database from"
+              f" ephemeral to persistent, including '{column}' column in '{table}' table,"
+              " because clusters do not support ephemeral columns"])
+    schema_json = schema.to_json()
+    for table_json in schema_json["tables"].values():
+        for column_json in table_json["columns"].values():
+            column_json.pop("ephemeral", None)
+    return DbSchema.from_json(schema_json)
+
+
+def schema_for_server(conn: SyncConnection, path: str, schema: DbSchema,
+                      options: Options) -> DbSchema:
+    """SCHEMA as the server will hold it (a cluster persists ephemeral columns)."""
+    if is_clustered(conn, schema.name, options):
+        return persist_ephemeral_columns(schema, path)
+    return schema
+
+
+def do_needs_conversion(args: list[str], options: Options) -> Output:
+    """``[SERVER] SCHEMA``: "yes" if the database SCHEMA names differs from it."""
+    schema = read_schema(args[-1])
+    conn, _, _ = open_rpc(args, 1, True, options, database=schema.name)
+    with conn:
+        schema = schema_for_server(conn, args[-1], schema, options)
+        online = fetch_schema(conn, schema.name, options).schema
+    return ("no" if online.to_json() == schema.to_json() else "yes") + "\n"
+
+
+def set_change_aware(conn: SyncConnection, options: Options) -> None:
+    """set_db_change_aware: a server too old for it is no error."""
+    try:
+        conn.request("set_db_change_aware", [True])
+    except RPCError:
+        pass
+    except (OSError, ProtocolError) as e:
+        raise Fatal(f"{options.server}: error setting db_change_aware ({e})") from None
+
+
+def do_convert(args: list[str], options: Options) -> Output:
+    """``[SERVER] SCHEMA``: convert the database SCHEMA names, on the server."""
+    schema = read_schema(args[-1])
+    conn, _, _ = open_rpc(args, 1, True, options, database=schema.name)
+    with conn:
+        schema = schema_for_server(conn, args[-1], schema, options)
+        set_change_aware(conn, options)
+        with progress.bar(f"converting {schema.name}", None, options.quiet):
+            call(conn, "convert", [schema.name, schema.to_json()], options)
+    return ""
+
+
+# --- wait -------------------------------------------------------------------------
+
+WAIT_STATES = ("added", "connected", "removed")
+RECONNECT_BACKOFF = (0.25, 8.0)  # seconds: first retry, longest pause
+
+
+def wait_transaction(database: str, state: str) -> list[Any]:
+    """A transaction on _Server that completes once DATABASE is in STATE."""
+    op: dict[str, Any] = {"op": "wait", "table": "Database",
+                          "where": [["name", "==", database]], "until": "=="}
+    if state == "connected":
+        op.update(columns=["connected"], rows=[{"connected": True}])
+    else:
+        op.update(columns=[], rows=[{}] if state == "added" else [])
+    return ["_Server", op]
+
+
+def check_transaction_reply(result: Any) -> None:
+    """Every op succeeded, or Fatal as ovsdb-client words it."""
+    if not isinstance(result, list):
+        raise Fatal("result is not array")
+    for op_result in result:
+        if not isinstance(op_result, dict):
+            raise Fatal("result array element is not object")
+        if "error" in op_result:
+            raise Fatal(f"server returned error reply: {ovs_json(op_result)}")
+
+
+def do_wait(args: list[str], options: Options) -> Output:
+    """``[SERVER] DATABASE STATE``: return once it holds, reconnecting as needed.
+
+    Like ovsdb-client, it waits for a server that is not up yet, and starts
+    over when the connection drops; -t/--timeout bounds the whole wait.
+    """
+    database, state = args[-2], args[-1]
+    if state not in WAIT_STATES:
+        raise Fatal(f"{state}: unknown state")
+    remote = args[0] if len(args) > 2 else default_remote()
+    options = _follow_signals(options)
+    pause = RECONNECT_BACKOFF[0]
+    while True:
+        try:
+            with open_connection(remote, options) as conn:
+                try:
+                    conn.request("set_db_change_aware", [True])
+                except RPCError as e:
+                    raise Fatal(f"{remote}: set_db_change_aware failed "
+                                f"({ovs_json(e.error)})") from None
+                try:
+                    result = conn.request("transact", wait_transaction(database, state))
+                except RPCError as e:
+                    raise Fatal("transaction returned error: " + ovs_json(e.error)) from None
+                check_transaction_reply(result)
+                return ""
+        except (OSError, ProtocolError):
+            time.sleep(pause)  # the server is not up, or went away: try again
+            pause = min(pause * 2, RECONNECT_BACKOFF[1])
+        except ValueError as e:  # a SERVER that is not a remote: no use trying again
+            raise Fatal(str(e)) from None
+
+
+# --- backup, restore ----------------------------------------------------------------
+
+BACKUP_COMMENT = f'produced by "{PROGRAM} backup"'
+
+
+def do_backup(conn: SyncConnection, database: str, args: list[str],
+              options: Options) -> Output:
+    """The database as a standalone database file (ovsdb-server's format) on stdout."""
+    if os.isatty(sys.stdout.fileno()):
+        raise Fatal("not writing backup to a terminal; please redirect stdout to a file")
+    schema = fetch_schema(conn, database, options).schema
+    names = list(schema.tables)
+    ops = [{"op": "select", "table": name, "where": [],
+            "columns": [c for c, column in schema.tables[name].columns.items()
+                        if column.persistent and c != "_version"]} for name in names]
+    with progress.bar(f"backup of {database}: reading", None, options.quiet) as bar:
+        results = call(conn, "transact", [database, *ops], options)
+        if not isinstance(results, list) or len(results) != len(names):
+            raise Fatal(f"reply is not array of {len(names)} elements: {ovs_json(results)}")
+        tables: ovsdb_file.Rows = {}
+        for name, result in zip(names, results):
+            rows = result.get("rows") if isinstance(result, dict) else None
+            if not isinstance(rows, list):
+                raise Fatal(f'{name} table reply is not an object with a "rows" member array: '
+                            f"{ovs_json(result)}")
+            tables[name] = dict(_backup_row(name, row) for row in rows)
+        bar.next_phase(f"backup of {database}: writing", len(names))
+        out = sys.stdout.buffer
+        out.write(ovsdb_file.compose_record(schema.to_json()))
+        out.write(ovsdb_file.compose_record(ovsdb_file.transaction_record(
+            tables, BACKUP_COMMENT, int(time.time() * 1000))))
+        out.flush()
+        bar.advance(len(names))
+    return ""
+
+
+def _backup_row(table: str, row: Any) -> tuple[str, dict[str, Any]]:
+    """(uuid, the other columns) of one selected row."""
+    if not isinstance(row, dict):
+        raise Fatal(f"{table} table reply row is not an object: {ovs_json(row)}")
+    columns = dict(row)
+    uuid = columns.pop("_uuid", None)
+    if uuid is None:
+        raise Fatal(f"{table} table reply row lacks _uuid member: {ovs_json(row)}")
+    if not (isinstance(uuid, list) and len(uuid) == 2 and uuid[0] == "uuid"
+            and isinstance(uuid[1], str) and UUID_RE.match(uuid[1])):
+        raise Fatal(f"{table} table reply row has a bad _uuid: {ovs_json(uuid)}")
+    return uuid[1].lower(), columns
+
+
+class _CountingReader:
+    """stdin, advancing a progress bar by the bytes read."""
+
+    def __init__(self, stream: Any, bar: progress.Bar) -> None:
+        self._stream = stream
+        self._bar = bar
+
+    def readline(self) -> bytes:
+        data: bytes = self._stream.readline()
+        self._bar.advance(len(data))
+        return data
+
+    def read(self, size: int) -> bytes:
+        data: bytes = self._stream.read(size)
+        self._bar.advance(len(data))
+        return data
+
+
+RESTORE_ATTEMPTS = 5  # times the database may change under a restore before giving up
+
+
+def do_restore(conn: SyncConnection, database: str, args: list[str],
+               options: Options) -> Output:
+    """Replace the database's contents by a backup on stdin, in one transaction."""
+    if os.isatty(sys.stdin.fileno()):
+        raise Fatal("not reading backup from a terminal; please redirect stdin from a file")
+    info = os.fstat(sys.stdin.fileno())
+    size = info.st_size if stat.S_ISREG(info.st_mode) else None
+    with progress.bar("restore: reading the backup", size, options.quiet) as bar:
+        try:
+            backup_schema, rows = backups.read_backup(
+                _CountingReader(sys.stdin.buffer, bar), "/dev/stdin")
+        except ovsdb_file.FileError as e:
+            raise Fatal(str(e)) from None
+        schema = fetch_schema(conn, database, options).schema
+        _check_backup_schema(backup_schema, schema, options)
+        missing = [name for name in rows if name not in schema.tables]
+        if missing:
+            raise Fatal(f'{database} has no table "{missing[0]}", which the backup has')
+        bar.next_phase(f"restore of {database}: writing")
+        _restore(conn, database, schema, rows, options)
+    return ""
+
+
+def _check_backup_schema(backup: DbSchema, online: DbSchema, options: Options) -> None:
+    if backup.to_json() == online.to_json():
+        return
+    if backup.version != online.version:
+        problem = (f'backup schema has version "{backup.version}" but database schema has '
+                   f'version "{online.version}"')
+    else:
+        problem = (f"backup schema and database schema are both version {backup.version} "
+                   "but still differ")
+    if not options.force:
+        raise Fatal(f'{problem} (use --force to override differences, or "{PROGRAM} convert" '
+                    "to change the schema)")
+
+
+def _restore(conn: SyncConnection, database: str, schema: DbSchema, rows: ovsdb_file.Rows,
+             options: Options) -> None:
+    """Keep the backup's UUIDs if the server allows it (``restore``), else as ovsdb-client."""
+    tables = list(rows)
+    for _attempt in range(RESTORE_ATTEMPTS):
+        selected = call(conn, "transact", [database, *restore.current_rows_query(schema, tables)],
+                        options)
+        check_transaction_reply(selected)
+        try:
+            current = restore.parse_current(tables, selected)
+        except ValueError as e:
+            raise Fatal(str(e)) from None
+        why_not = restore.immutable_conflict(schema, rows, current)
+        if why_not is not None:
+            break
+        ops = restore.keep_uuid_ops(schema, rows, current)
+        result = call(conn, "transact", [database, *ops], options)
+        if isinstance(result, list) and any(
+                isinstance(r, dict) and r.get("error") == "timed out" for r in result[:len(tables)]):
+            continue  # another client changed the rows since they were read: again
+        why_not = restore.rejects_uuid_member(ops, result if isinstance(result, list) else [])
+        if why_not is None:
+            check_transaction_reply(result)
+            return
+        break
+    else:
+        raise Fatal(f"{database} kept changing during the restore ({RESTORE_ATTEMPTS} attempts);"
+                    " nothing was restored")
+    emit("", [f"row UUIDs not kept: {why_not}; the restored rows have new UUIDs"])
+    check_transaction_reply(call(conn, "transact", [database, *restore.new_uuid_ops(rows)],
+                                 options))
+
+
+# --- echo, bulk transact ------------------------------------------------------------
+
+def do_echo(conn: SyncConnection, database: str, args: list[str], options: Options) -> Output:
+    """``echo [SERVER] [ARG...]``: the server's answer to an echo request, as JSON."""
+    return json_output(call(conn, "echo", list(args), options), options)
+
+
+def read_transactions(path: str) -> list[Any]:
+    """The transactions in FILE ("-": stdin): JSON arrays one after another."""
+    from ..protocol.framer import Framer
+
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        raise Fatal(f"{path}: {e.strerror or e}") from None
+    framer = Framer(max_size=len(data) + 1)
+    try:
+        transactions = framer.feed(data)
+    except ProtocolError as e:
+        raise Fatal(f"{path}: {e}") from None
+    if framer.buffered:
+        raise Fatal(f"{path}: the last transaction is incomplete")
+    return [ovs_parsed(t) for t in transactions]
+
+
+def transact_file(args: list[str], path: str, options: Options) -> Output:
+    """``transact [SERVER] @FILE``: every transaction in FILE, in order, one result line each."""
+    transactions = read_transactions(path)
+    for i, transaction in enumerate(transactions, 1):
+        if not (isinstance(transaction, list) and transaction
+                and isinstance(transaction[0], str)):
+            raise Fatal(f"{path}: transaction {i} is not a valid OVSDB query")
+    if not transactions:
+        return ""
+    conn, _, _ = open_rpc(args, 1, False, options)
+    with conn, progress.bar(f"transact {path}", len(transactions), options.quiet) as bar:
+        for transaction in transactions:
+            emit(json_output(call(conn, "transact", transaction, options), options))
+            bar.advance()
+    return ""
+
+
 # --- the command table -------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -506,6 +837,12 @@ COMMANDS = {
     "transact": Command(1, 2, standalone=do_transact),
     "query": Command(1, 2, standalone=do_query),
     "dump": Command(0, UNLIMITED_ARGS, do_dump),
+    "wait": Command(2, 3, standalone=do_wait),
+    "convert": Command(1, 2, standalone=do_convert),
+    "needs-conversion": Command(1, 2, standalone=do_needs_conversion),
+    "backup": Command(0, 0, do_backup),
+    "restore": Command(0, 0, do_restore),
+    "echo": Command(0, UNLIMITED_ARGS, do_echo, need_db=False),
     "monitor": Command(1, UNLIMITED_ARGS, do_monitor, follows=True),
     "monitor-cond": Command(2, 3, do_monitor_cond, follows=True),
     "monitor-cond-since": Command(2, 4, do_monitor_cond_since, follows=True),
@@ -611,6 +948,10 @@ Valid commands are:
     run TRANSACTION (params for "transact" request) on SERVER
     and print the results as JSON on stdout
 
+  transact [SERVER] @FILE
+    run each transaction in FILE ("-": stdin; JSON arrays one after
+    another) on SERVER in order, printing one result line for each
+
   query [SERVER] TRANSACTION
     run TRANSACTION (params for "transact" request) on SERVER,
     as read-only, and print the results as JSON on stdout
@@ -634,11 +975,32 @@ Valid commands are:
     to an all-zero uuid: everything, as "initial" rows.
     Other arguments are the same as in monitor-cond.
 
+  convert [SERVER] SCHEMA
+    convert database on SERVER named in SCHEMA to SCHEMA.
+
+  needs-conversion [SERVER] SCHEMA
+    tests whether SCHEMA's db on SERVER needs conversion.
+
   monitor [SERVER] [DATABASE] ALL
     monitor all changes to all columns in all tables
 
+  wait [SERVER] DATABASE STATE
+    wait until DATABASE reaches STATE ("added" or "connected" or "removed")
+    on SERVER, connecting again as long as it takes.
+
   dump [SERVER] [DATABASE] [TABLE [COLUMN]...]
     dump contents of DATABASE on SERVER to stdout
+
+  backup [SERVER] [DATABASE] > SNAPSHOT
+    dump database contents in the form of a database file
+    (ovsdb-server's standalone format, which ovsdb-tool reads)
+
+  [--force] restore [SERVER] [DATABASE] < SNAPSHOT
+    restore database contents from a database file, in one transaction,
+    keeping the rows' UUIDs where the server allows it
+
+  echo [SERVER] [ARG...]
+    send an "echo" request with ARGs and print the reply as JSON
 
   lock [SERVER] LOCK
     create or wait for LOCK in SERVER
@@ -675,15 +1037,21 @@ Output formatting options:
   --pretty                    pretty-print JSON in output
   --bare                      equivalent to "--format=list --data=bare --no-headings"
   --timestamp                 timestamp "monitor" output
+  --quiet                     no progress bar (there is one only on a terminal)
 
 Other options:
+  --force                     with "restore", restore even if the schemas differ
   -t, --timeout=SECS          give up after SECS seconds without an answer
+                              (for monitor, lock and wait: after SECS seconds)
   -h, --help                  display this help message
   -V, --version               display version information
+
+Exit status: 0 done, 1 error (one line on stderr), 2 appctl: the command
+failed; Ctrl-C ends it by SIGINT (130 in a shell).  See docs/cli.md.
 """
 
 LONG_OPTIONS = ["format=", "data=", "no-headings", "pretty", "bare", "timestamp", "timeout=",
-                "private-key=", "certificate=", "ca-cert=", "help", "version"]
+                "private-key=", "certificate=", "ca-cert=", "help", "version", "force", "quiet"]
 
 
 def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
@@ -711,6 +1079,10 @@ def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
             style = replace(style, format="list", data="bare", headings=False)
         elif option == "--timestamp":
             options.timestamp = True
+        elif option == "--force":
+            options.force = True
+        elif option == "--quiet":
+            options.quiet = True
         elif option in ("-t", "--timeout"):
             options.timeout = _timeout(value)
         elif option in ("-p", "--private-key"):
@@ -797,22 +1169,26 @@ def _check_arg_count(name: str, command: Command, args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0, or 1 after an error)."""
+    """Run one command; returns the exit status (``exits`` says which)."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["appctl"]:
+        return reporting_errors(lambda: appctl(argv[1:]))
+    return reporting_errors(lambda: _write(run(argv)))
+
+
+def reporting_errors(command: Callable[[], int]) -> int:
+    """Run ``command``; a Fatal error or a closed stdout ends it with status 1
+    (also for the commands of client_main.py)."""
     try:
-        if argv[:1] == ["appctl"]:
-            return appctl(argv[1:])
-        return _write(run(argv))
+        return command()
     except Fatal as e:
         sys.stdout.flush()
         print(f"{PROGRAM}: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:
-        # The reader has gone (`| head`).  Point stdout at /dev/null so that
-        # Python does not fail again flushing it at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print(f"{PROGRAM}: write to stdout failed", file=sys.stderr)
-        return 1
+        return exits.stdout_gone(PROGRAM)
+    except KeyboardInterrupt:
+        exits.die_of_interrupt()
 
 
 if __name__ == "__main__":

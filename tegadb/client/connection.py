@@ -111,7 +111,8 @@ class Connection:
     """An asyncio OVSDB connection.
 
     Notifications go to ``on_notification`` if given, else to the
-    ``notifications`` queue.  Use ``async with await Connection.open(...)``.
+    ``notifications`` queue.  ``closed`` resolves, with the reason, when the
+    connection ends.  Use ``async with await Connection.open(...)``.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -126,6 +127,7 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self.notifications: asyncio.Queue[Notification] = asyncio.Queue()
         self._closed: BaseException | None = None
+        self.closed: asyncio.Future[BaseException] = self._loop.create_future()
         self._reading = self._loop.create_task(self._read_loop())
 
     @classmethod
@@ -189,6 +191,8 @@ class Connection:
             error = e
         finally:
             self._closed = error
+            if not self.closed.done():
+                self.closed.set_result(error)
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(error)

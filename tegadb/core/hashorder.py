@@ -13,7 +13,7 @@ ovsdb-client does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 _MASK32 = 0xFFFFFFFF
 
@@ -54,12 +54,18 @@ def _grown_mask(n: int) -> int:
 
 def ovs_member_order(names: Iterable[str]) -> list[str]:
     """``names`` (distinct, in the order they were added) in ovsdb-server's visiting order."""
+    return ovs_hmap_order(names, ovs_hash_string)
+
+
+def ovs_hmap_order(keys: Iterable[str], hash_of: Callable[[str], int]) -> list[str]:
+    """``keys`` (distinct, in the order they were added to an OVS hmap, each
+    under ``hash_of(key)``) in the order the hmap visits them."""
     mask = 0
     buckets: list[list[tuple[str, int]]] = [[]]
     count = 0
-    for name in names:
-        h = ovs_hash_string(name)
-        buckets[h & mask].insert(0, (name, h))
+    for key in keys:
+        h = hash_of(key)
+        buckets[h & mask].insert(0, (key, h))
         count += 1
         if count // 2 > mask:
             new_mask = _grown_mask(count)
@@ -69,7 +75,7 @@ def ovs_member_order(names: Iterable[str]) -> list[str]:
                     for node in bucket:
                         grown[node[1] & new_mask].insert(0, node)
                 buckets, mask = grown, new_mask
-    return [name for bucket in buckets for name, _ in bucket]
+    return [key for bucket in buckets for key, _ in bucket]
 
 
 def ovs_column_order(names: list[str]) -> list[str]:

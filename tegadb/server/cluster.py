@@ -15,9 +15,11 @@ so every member reports every commit with the same transaction id.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,17 +32,17 @@ from ..core.history import History
 from ..core.ids import new_txn_id
 from ..core.schema import DbSchema
 from . import journal
+from .cluster_forward import Forwarder, WriterLease, forwardable
 from .etcd_log import (
     MAX_REQUEST_BYTES,
     Etcd,
     EtcdLog,
     EtcdUnavailable,
-    Loaded,
     LogTrimmed,
     encode_line,
 )
 from .records import Header, Record
-from .service import BatchEntry, ClientSession, DatabaseService, now_ms
+from .service import BatchEntry, ClientSession, DatabaseService, ForwardedReply, now_ms
 from .storage import MemoryStorage, StorageError
 
 log = logging.getLogger("tegadb.cluster")
@@ -83,6 +85,10 @@ class ClusterService(DatabaseService):
         self.retry_later: set[tuple[int, str]] = set()
         self.follower: asyncio.Task[None] | None = None
         self.snapshot_task: asyncio.Task[None] | None = None
+        # Writes forwarded to one member while appends contend (cluster_forward).
+        self.writer_lease: WriterLease | None = None
+        self.forwarder: Forwarder | None = None
+        self.position_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         # The server shell's hooks: _Server's row follows the state; a copy
         # that left the log stops the member.
         self.on_state_change: Callable[[], None] = lambda: None
@@ -108,6 +114,65 @@ class ClusterService(DatabaseService):
     def tentative(self) -> bool:
         """A batch is being built this loop turn (not yet sent)."""
         return bool(self.batch) and not self.in_flight
+
+    # --- forwarding to the writer -------------------------------------------------
+    def forward_writes(self, remote: str | None) -> None:
+        """Forward writes to the writer while appends contend; ``remote`` is
+        where other members reach this one (None: it never becomes the writer)."""
+        self.writer_lease = WriterLease(self.log, self.sid, remote)
+        self.forwarder = Forwarder(self.name, self.writer_lease, self.reached)
+
+    def forwarded_reply(self, session: ClientSession) -> ForwardedReply:
+        if self.writer_lease is not None:
+            self.writer_lease.last_forwarded = time.monotonic()
+        return super().forwarded_reply(session)
+
+    def reached(self, position: int) -> asyncio.Future[None] | None:
+        """None if the copy holds ``position``, else a future done when it does."""
+        if self.seq >= position:
+            return None
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.position_waiters, (position, id(future), future))
+        return future
+
+    def _wake_waiters(self) -> None:
+        waiters = self.position_waiters
+        while waiters and waiters[0][0] <= self.seq:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():
+                future.set_result(None)
+
+    def transact(self, session: ClientSession, request_id: Any, dialect: int,
+                 ops: list[Any]) -> list[Any] | None:
+        forwarder = self.forwarder
+        if forwarder is None or isinstance(session, ForwardedReply):
+            return super().transact(session, request_id, dialect, ops)
+        if session in forwarder.held:  # keep the client's order
+            forwarder.hold(session, request_id, dialect, ops)
+            return None
+        if forwardable(ops) and forwarder.usable():
+            forwarder.forward(session, request_id, dialect, ops, self._run_held)
+            return None
+        if forwarder.holds(session):
+            forwarder.hold(session, request_id, dialect, ops)
+            return None
+        return super().transact(session, request_id, dialect, ops)
+
+    def _run_held(self, session: ClientSession, request_id: Any, dialect: int,
+                  ops: list[Any]) -> None:
+        try:
+            results = self.transact(session, request_id, dialect, ops)
+        except OVSDBError as e:
+            session.reply_error(request_id, e, dialect)
+            return
+        if results is not None:
+            session.reply(request_id, results, dialect)
+
+    async def stop_forwarding(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.close()
+        if self.writer_lease is not None and self.writer_lease.holding:
+            await self.writer_lease.release()
 
     # --- transactions -------------------------------------------------------
     def _finish(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
@@ -208,6 +273,8 @@ class ClusterService(DatabaseService):
                 if theirs is None:
                     self._acknowledge()
                     return
+                if self.writer_lease is not None:
+                    self.writer_lease.contended()
                 self._run_again(theirs)
         finally:
             self.in_flight = False
@@ -238,6 +305,8 @@ class ClusterService(DatabaseService):
             assert entry.outcome.results is not None
             if not entry.session.closed:
                 entry.session.reply(entry.request_id, entry.outcome.results, entry.dialect)
+        if self.position_waiters:
+            self._wake_waiters()
         if crossed:
             self._store_snapshot()
         if self.parked and any(e.record is not None for e in batch):
@@ -369,6 +438,8 @@ class ClusterService(DatabaseService):
             self.last_txn = record.txn
             self.publish(changes, record.txn)
             applied = True
+        if applied and self.position_waiters:
+            self._wake_waiters()
         if applied and self.parked:
             for key in list(self.parked):
                 self._retry(key)
@@ -449,6 +520,8 @@ class ClusterService(DatabaseService):
             if done:
                 consumer.result()  # raises what broke the stream
                 return  # the stream ended (its client was closed): watch again
+            if self.writer_lease is not None:
+                await self.writer_lease.refresh()
             head = await self.log.head()
             if head > self.seq and self.seq == seen and not self.busy:
                 log.info("%s: the watch stalled at %d (the log is at %d); watching again",
@@ -510,11 +583,15 @@ async def join(db_file: str, etcd: Etcd, prefix: str, history: History,
     yet, else take the cluster's contents (and write them to the file, the
     member's cache)."""
     local = journal.Journal.open(db_file)
-    seeded = DatabaseService.load(local)  # closes the file if it fails
+    seeded = ClusterService.load(local, history)  # closes the file if it fails
+    assert isinstance(seeded, ClusterService)
     local_schema = all_persistent(seeded.schema_json)
     etcd_log = EtcdLog(etcd, prefix, seeded.name)
+    # The file is the member's cache: where it ends, the log need only be
+    # read after (a file that never held the cluster's log starts from nothing).
+    cached = (seeded.seq, seeded.last_txn) if seeded.seq > 0 else None
     try:
-        loaded = await etcd_log.load()
+        loaded = await etcd_log.load(cached)
         if loaded is None:
             snapshot = Record(seeded.seq, seeded.last_txn, now_ms(),
                               changesets.snapshot_json(seeded.database, seeded.last_txn),
@@ -525,22 +602,30 @@ async def join(db_file: str, etcd: Etcd, prefix: str, history: History,
             loaded = await etcd_log.load()
             if loaded is None:
                 raise StorageError(f"etcd {etcd_log.base}: the log vanished while seeding it")
-        _check_schema(db_file, local_schema, loaded)
+        if loaded.header is not None:
+            _check_schema(db_file, local_schema, loaded.header)
     except BaseException:
         local.close()
         raise
-    service = _replay(loaded, history)
-    service.storage = local
+    if loaded.header is None:
+        service = seeded
+        log.info("%s: started from %s at position %d, then %d records from etcd",
+                 service.name, db_file, service.seq, len(loaded.records))
+    else:
+        service = _replay(loaded.header, loaded.records, history)
+        service.storage = local
     service.setup(etcd_log, loaded.revision, loaded.cid,
                   member_sid(loaded.cid, os.path.abspath(db_file), socket.gethostname()),
                   snapshot_every)
+    if loaded.header is None:
+        service.receive(loaded.records)
     service.compact()
     return service
 
 
-def _replay(loaded: Loaded, history: History) -> ClusterService:
-    memory = MemoryStorage(loaded.header.schema, f"etcd {loaded.header.name}")
-    for record in loaded.records:
+def _replay(header: Header, records: list[Record], history: History) -> ClusterService:
+    memory = MemoryStorage(header.schema, f"etcd {header.name}")
+    for record in records:
         memory.append(record)
     memory.flush(sync=False)
     service = ClusterService.load(memory, history)
@@ -548,8 +633,8 @@ def _replay(loaded: Loaded, history: History) -> ClusterService:
     return service
 
 
-def _check_schema(db_file: str, local: dict[str, Any], loaded: Loaded) -> None:
-    cluster = loaded.header.schema
+def _check_schema(db_file: str, local: dict[str, Any], header: Header) -> None:
+    cluster = header.schema
     if cluster != local:
         raise StorageError(
             f"{db_file}: schema {local.get('name')} version {local.get('version', '?')} "

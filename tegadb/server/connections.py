@@ -401,6 +401,11 @@ class Connection(asyncio.Protocol):
                 self.schedule_deferred()
 
 
+# What may join a batch being built: transactions, also those another
+# cluster member forwarded (methods.forward_transact).
+_JOINS_BATCH = frozenset(("transact", "tegadb_forward"))
+
+
 def _log_compaction_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("compaction failed: %s", task.exception())
@@ -507,7 +512,7 @@ class Server:
             return True
         databases = self.databases
         return databases.tentative and not (
-            type(message) is dict and message.get("method") == "transact"
+            type(message) is dict and message.get("method") in _JOINS_BATCH
             and databases.accepts_transactions)
 
     def flush(self) -> None:

@@ -178,8 +178,9 @@ class Loaded:
     """What a member reads to start: the header, the records from the
     snapshot on, and the etcd revision they were read at (to watch after)."""
 
-    def __init__(self, header: Header, records: list[Record], revision: int, cid: str) -> None:
-        self.header = header
+    def __init__(self, header: Header | None, records: list[Record], revision: int,
+                 cid: str) -> None:
+        self.header = header      # None: the records follow the member's own file
         self.records = records
         self.revision = revision
         self.cid = cid
@@ -206,21 +207,27 @@ class EtcdLog:
         return self.log_prefix + str(seq).zfill(SEQ_DIGITS).encode()
 
     # --- starting --------------------------------------------------------
-    async def load(self) -> Loaded | None:
-        """The current snapshot and the log after it; None if there is no log yet."""
+    async def load(self, cached: tuple[int, str] | None = None) -> Loaded | None:
+        """The current snapshot and the log after it; None if there is no log yet.
+
+        ``cached`` is the position and transaction id the member's own file
+        ends at: if the log still holds that record (or the snapshot is
+        that record), only the records after it are read (``header`` None).
+        """
         for _ in range(5):
             try:
-                return await self._try_load()
+                return await self._try_load(cached)
             except _SnapshotReplaced:
                 continue
         raise StorageError(f"etcd {self.base}: the snapshot kept changing while it was read")
 
-    async def _try_load(self) -> Loaded | None:
+    async def _try_load(self, cached: tuple[int, str] | None) -> Loaded | None:
         txn = aetcd.transactions
+        start = self.log_key(cached[0]) if cached is not None else self.log_prefix
         _ok, responses = await self.etcd.call(lambda c: c.transaction(
             compare=[], success=[txn.Get(self.head_key), txn.Get(self.snapshot_key),
                                  txn.Get(self.cid_key),
-                                 txn.Get(self.log_prefix, _prefix_end(self.log_prefix))],
+                                 txn.Get(start, _prefix_end(self.log_prefix))],
             failure=[]))
         head, pointer, cid = (_value(r) for r in responses[:3])
         if head is None:
@@ -234,6 +241,11 @@ class EtcdLog:
         except (KeyError, TypeError, ValueError):
             raise StorageError(f"etcd {self.base}snapshot: not a snapshot pointer: "
                                f"{_brief(pointer)}") from None
+        if cached is not None:
+            after = self._after_cached(cached, (seq, info.get("txn")), responses[3], head)
+            if after is not None:
+                return Loaded(None, after, revision, cid.decode())
+            return await self._try_load(None)  # the file is not (or no longer) the log's
         data = await self._read_chunks(snapshot_id, chunks)
         if data is None:
             raise _SnapshotReplaced
@@ -263,6 +275,26 @@ class EtcdLog:
             raise StorageError(f"etcd {self.base}: head says {head.decode(errors='replace')} "
                                f"but the log ends at {last}")
         return Loaded(header, records, revision, cid.decode())
+
+    def _after_cached(self, cached: tuple[int, str], snapshot: tuple[int, Any],
+                      found: Any, head: bytes) -> list[Record] | None:
+        """The records after the member's file, if the log holds where it ends."""
+        position, txn_id = cached
+        records = [r for value, _meta in found for r in self.decode_batch(value)
+                   if r.seq >= position]
+        if records and records[0].seq == position:
+            if records[0].txn != txn_id:
+                return None
+            records = records[1:]
+        elif snapshot != cached:
+            return None  # trimmed away, or never this log's
+        if records:
+            _check_follows(records, self.base)
+            if records[0].seq != position + 1:
+                return None
+        if str(records[-1].seq if records else position).encode() != head:
+            return None
+        return records
 
     async def _read_chunks(self, snapshot_id: str, chunks: int) -> bytes | None:
         prefix = f"{self.data_prefix}{snapshot_id}/".encode()

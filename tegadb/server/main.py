@@ -143,6 +143,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default 5)")
     parser.add_argument("--etcd-start-timeout", type=float, default=30.0, metavar="SECS",
                         help="how long to wait for etcd at start before giving up (default 30)")
+    parser.add_argument("--cluster-remote", metavar="REMOTE",
+                        help="where the other members reach this one (tcp:IP:PORT or "
+                        "unix:PATH) when they forward writes to it; default: its first "
+                        "--remote with an address others can use")
+    parser.add_argument("--no-forward-writes", action="store_true",
+                        help="never forward writes to the member holding the writer lease: "
+                        "every member appends its own (docs/cluster.md)")
     parser.add_argument("--etcd-snapshot-every", type=int, default=5000, metavar="N",
                         help="store a snapshot in etcd and trim the log every N records "
                         "(default 5000)")
@@ -348,6 +355,21 @@ async def start_observability(server: Server, args: argparse.Namespace) -> list[
     return [control, endpoint]
 
 
+def cluster_remote(args: argparse.Namespace, remotes: list[str]) -> str | None:
+    """The remote other members forward writes to: --cluster-remote, else the
+    first listening remote with an address (a TCP port on a named address,
+    or a Unix socket, which serves members on the same machine)."""
+    if args.cluster_remote:
+        return str(args.cluster_remote)
+    for text in remotes:
+        remote = parse_passive(text)
+        if remote.is_unix:
+            return f"unix:{os.path.abspath(remote.path)}"
+        if remote.kind == "ptcp" and remote.port and remote.host not in ("0.0.0.0", "::"):
+            return f"tcp:{remote.host}:{remote.port}"
+    return None
+
+
 def busy_poll_seconds(usec: float) -> float:
     """The busy-poll window; none with one CPU, where polling would hold
     back the very client it waits for."""
@@ -367,9 +389,10 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
             Path("var"), [Path("schemas"), here.parent / "schemas",
                           Path(sys.prefix) / "share" / "tegadb" / "schemas"], args.db_file_mode)
         remotes = args.remote or DEFAULT_REMOTES
+    members: list[Any] = []  # ClusterService, imported only in cluster mode
     if args.etcd_endpoints:
-        etcd, joined = await join_cluster(files, args)
-        services: list[DatabaseService] = list(joined)
+        etcd, members = await join_cluster(files, args)
+        services: list[DatabaseService] = list(members)
     else:
         services = open_databases(files, args)
     databases = ServerDatabases(services)
@@ -392,6 +415,9 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         server.loop.add_signal_handler(sig, server.stopped.set)
     if args.pidfile:
         Path(args.pidfile).write_text(f"{os.getpid()}\n")
+    if not args.no_forward_writes:
+        for member in members:
+            member.forward_writes(cluster_remote(args, remotes))
     for service in services:
         if service.shares_log():
             follow_cluster(server, service)
@@ -405,6 +431,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         for part in observability:
             await part.close()
         await server.close()
+        for member in members:
+            await member.stop_forwarding()
         if release_locks is not None:
             await release_locks()
             await etcd.close()

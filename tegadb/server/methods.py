@@ -243,6 +243,19 @@ def transact(session: Session, *params: Any) -> Any:
     return DEFERRED
 
 
+def forward_transact(session: Session, *params: Any) -> Any:
+    """tegadb's own, between cluster members: a transaction another member
+    forwarded to this one (the writer); answered ``{"seq": N, "result": R}``,
+    N the log position the forwarding member waits for before it replies."""
+    service = lookup_database(session, "transact", params)
+    forwarded = service.forwarded_reply(session)
+    results = service.transact(forwarded, session.request_id, session.request_dialect,
+                               list(params[1:]))
+    if results is not None:
+        forwarded.reply(session.request_id, results, session.request_dialect)
+    return DEFERRED
+
+
 def echo(session: Session, *params: Any) -> Any:
     return list(params)
 
@@ -424,6 +437,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "steal": partial(acquire, "steal"),
     "unlock": unlock,
     "tegadb_stats": tegadb_stats,
+    "tegadb_forward": forward_transact,
 }
 
 __all__ = [

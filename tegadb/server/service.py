@@ -67,11 +67,13 @@ class ClientSession(LockHolder, Protocol):
     """What the service needs from a client session (``methods.Session``)."""
 
     peer: str                              # the writer its commits record
-    closed: bool
     dirty: bool                            # a monitor may have an update to send
     change_aware: bool
     monitors: dict[str, Monitor]
     cleanups: list[Callable[[], object]]   # run when the session closes
+
+    @property
+    def closed(self) -> bool: ...
 
     def reply(self, request_id: Any, result: Any, dialect: int = 1) -> None: ...
 
@@ -82,6 +84,43 @@ class ClientSession(LockHolder, Protocol):
     def flush_monitors(self, force: bool = False) -> None: ...
 
     def disconnect(self) -> None: ...  # after a conversion, when not change-aware
+
+
+class ForwardedReply:
+    """The forwarding member's session as the writer's service sees it: the
+    reply carries the log position the forwarding member must reach first."""
+
+    dirty = False
+    change_aware = False
+
+    def __init__(self, session: ClientSession, position: Callable[[], int]) -> None:
+        self.session = session
+        self.position = position
+        self.peer = session.peer
+        self.cleanups: list[Callable[[], object]] = []
+        self.monitors: dict[str, Monitor] = {}
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    def reply(self, request_id: Any, result: Any, dialect: int = 1) -> None:
+        self.session.reply(request_id, {"seq": self.position(), "result": result}, dialect)
+
+    def reply_error(self, request_id: Any, error: Any, dialect: int = 1) -> None:
+        self.session.reply_error(request_id, error, dialect)
+
+    def notify(self, method_name: str, params: list[Any]) -> None:
+        pass
+
+    def flush_monitors(self, force: bool = False) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        self.session.disconnect()
+
+    def owns_lock(self, name: str) -> bool:
+        return False
 
 
 class ParkedTransaction:
@@ -259,6 +298,10 @@ class DatabaseService:
         txn = self.parked[key] = ParkedTransaction(session, request_id, dialect, ops)
         session.cleanups.append(lambda: self._unpark(key))
         self._arm_timer(txn, key, deadline_ms)
+
+    def forwarded_reply(self, session: ClientSession) -> ForwardedReply:
+        """The session a transaction forwarded by another member runs as."""
+        return ForwardedReply(session, lambda: self.seq)
 
     def _finish(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
                 outcome: TxnOutcome) -> list[Any] | None:
@@ -555,6 +598,7 @@ class ServerDatabases:
         # Told of errors replied and of transactions when --metrics is on (metrics.Metrics).
         self.observer: Any = None
         self.server_db = ServerDatabase()
+        self.stale_rows: set[DatabaseService] = set()   # their _Server rows lag
         for service in services:
             self.server_db.add(service.name, service.schema_json, service.server_state())
         self.services[SERVER_DB_NAME] = DatabaseService(
@@ -576,6 +620,8 @@ class ServerDatabases:
             service.observer = observer
 
     def get(self, name: str) -> DatabaseService | None:
+        if self.stale_rows and name == SERVER_DB_NAME:
+            self.refresh_server_rows()
         return self.services.get(name)
 
     def names(self) -> list[str]:
@@ -606,10 +652,23 @@ class ServerDatabases:
         return all(s.accepts_transactions() for s in self.shared)
 
     def state_changed(self, service: DatabaseService) -> None:
-        """Bring ``service``'s row in ``_Server`` up to date (a cluster member's state)."""
-        changes = self.server_db.set_state(service.name, service.server_state())
-        if changes:
-            self.services[SERVER_DB_NAME].publish(changes, new_txn_id())
+        """``service``'s row in ``_Server`` is out of date (a cluster member's state).
+
+        It is brought up to date at once while a monitor watches ``_Server``,
+        else when a request next names ``_Server`` (``get``): a member's
+        ``index`` moves with every commit, and updating a row nobody looks
+        at cost a follower a third of its time per commit."""
+        self.stale_rows.add(service)
+        server = self.services[SERVER_DB_NAME]
+        if server.hub.group_count:
+            self.refresh_server_rows()
+
+    def refresh_server_rows(self) -> None:
+        stale, self.stale_rows = self.stale_rows, set()
+        for service in stale:
+            changes = self.server_db.set_state(service.name, service.server_state())
+            if changes:
+                self.services[SERVER_DB_NAME].publish(changes, new_txn_id())
 
     def convert(self, service: DatabaseService, schema: DbSchema) -> list[ClientSession]:
         """Convert ``service`` to ``schema`` (PROTOCOL.md 2.10).

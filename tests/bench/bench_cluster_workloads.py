@@ -11,6 +11,7 @@ import asyncio
 import functools
 import re
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
@@ -301,20 +302,40 @@ FLOOR_VALUE = b"x" * 200  # about one small transaction's log record
 
 
 async def floor_c1(etcd: EtcdCluster, prefix: str, cfg: ClusterConfig) -> dict[str, Any]:
-    """Sequential puts through each etcd member: median per member, averaged."""
+    """Sequential puts through each etcd member: median per member, averaged;
+    then the same while three watchers follow the keys, one per etcd member,
+    as tegadb's members follow the log (`etcdctl watch`, a light Go client)."""
+    meter = Meter(*etcd_pids(etcd)).start()
+    medians = await _sequential_puts(etcd, f"{prefix}/c1", cfg)
+    out = {"latency_us": statistics.fmean(medians), "member_latency_us": medians,
+           **meter.stop(SIZE * (cfg.c1_warmup + cfg.c1_n))}
+    watchers = [subprocess.Popen(
+        ["etcdctl", f"--endpoints={url}", "watch", "--prefix", f"{prefix}/c1w/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for url in etcd.endpoints]
+    try:
+        await asyncio.sleep(0.5)  # the watches are set up
+        out["watched_latency_us"] = statistics.fmean(
+            await _sequential_puts(etcd, f"{prefix}/c1w", cfg))
+    finally:
+        for watcher in watchers:
+            watcher.kill()
+            watcher.wait()
+    return out
+
+
+async def _sequential_puts(etcd: EtcdCluster, prefix: str, cfg: ClusterConfig) -> list[float]:
+    """The median put latency (us) through each etcd member in turn."""
     import aetcd
     medians = []
-    meter = Meter(*etcd_pids(etcd)).start()
     for m, (host, port) in enumerate(endpoint_addresses(etcd.endpoints_arg)):
         async with aetcd.Client(host, port) as client:
             lat = []
             for i in range(cfg.c1_warmup + cfg.c1_n):
                 t = time.perf_counter()
-                await client.put(f"{prefix}/c1/{m}/{i}".encode(), FLOOR_VALUE)
+                await client.put(f"{prefix}/{m}/{i}".encode(), FLOOR_VALUE)
                 lat.append(time.perf_counter() - t)
         medians.append(statistics.median(lat[cfg.c1_warmup:]) * 1e6)
-    return {"latency_us": statistics.fmean(medians), "member_latency_us": medians,
-            **meter.stop(SIZE * (cfg.c1_warmup + cfg.c1_n))}
+    return medians
 
 
 async def floor_c2(etcd: EtcdCluster, prefix: str, cfg: ClusterConfig) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from peers import (
     TegadbCluster,
     assert_whole_pairs,
     pipelined_pairs,
+    start_tegadb_server,
 )
 
 DB = "Test"
@@ -168,6 +170,16 @@ def test_server_rows_describe_the_members(cluster):
     assert len({row["sid"][1] for row in rows}) == 3
 
 
+def test_a_monitor_of_server_rows_sees_the_index_move_with_each_commit(cluster):
+    with cluster[1].client() as watcher, cluster[0].client() as writer:
+        watcher.request("monitor", ["_Server", "s", {"Database": {"columns": ["name", "index"]}}])
+        for n in range(3):
+            writer.transact(DB, insert(f"i{n}"))
+            update = watcher.wait_notification("update", timeout=5)
+            rows = update["params"][1]["Database"].values()
+            assert [r["new"]["index"] for r in rows if "new" in r] == [n + 1], update
+
+
 def test_members_restart_with_everything(cluster):
     with cluster[1].client() as client:
         for n in range(20):
@@ -179,6 +191,51 @@ def test_members_restart_with_everything(cluster):
     for member in cluster.members:
         with member.client() as client:
             assert names(client) == sorted(f"r{n}" for n in range(20))
+
+
+def test_a_restarted_member_starts_from_its_file_and_reads_only_what_followed(cluster):
+    with cluster[0].client() as client:
+        for n in range(5):
+            client.transact(DB, insert(f"f{n}"))
+    member = cluster[1]
+    assert eventually(lambda: len(names(member.client())) == 5)
+    member.stop()  # its file now ends at position 5
+    with cluster[0].client() as client:
+        for n in range(5, 8):
+            client.transact(DB, insert(f"f{n}"))
+    member.start(member.tcp_port)
+    assert "started from" in member.log_path.read_text()
+    assert "at position 5, then 3 records from etcd" in member.log_path.read_text()
+    with member.client() as client:
+        assert names(client) == sorted(f"f{n}" for n in range(8))
+        # It follows on from there.
+        client.transact(DB, insert("f8"))
+    with cluster[2].client() as client:
+        assert eventually(lambda: len(names(client)) == 9)
+
+
+def test_a_file_that_is_not_the_clusters_history_is_not_used_as_its_cache(
+        etcd_cluster_module, tmp_path):
+    with TegadbCluster(tmp_path / "c", etcd_cluster_module.endpoints_arg, size=1) as cluster:
+        with cluster[0].client() as client:
+            for n in range(3):
+                client.transact(DB, insert(f"c{n}"))
+        # A file of the same schema at position 2, with other transactions.
+        stray = start_tegadb_server(tmp_path / "stray", [TEST_SCHEMA])
+        with stray.client() as client:
+            client.transact(DB, insert("x0"))
+            client.transact(DB, insert("x1"))
+        stray.stop()
+        joining = start_tegadb_server(tmp_path / "j", [TEST_SCHEMA], extra_args=cluster.args)
+        try:
+            joining.stop()
+            shutil.copy(tmp_path / "stray" / "Test.db", tmp_path / "j" / "Test.db")
+            joining.start(joining.tcp_port)
+            assert "started from" not in joining.log_path.read_text()
+            with joining.client() as client:
+                assert names(client) == ["c0", "c1", "c2"]
+        finally:
+            joining.stop()
 
 
 def test_a_member_down_while_10k_transactions_commit_catches_up_from_the_snapshot(
@@ -282,6 +339,30 @@ def test_writes_go_on_with_one_etcd_member_down(etcd_cluster, tmp_path):
         for member in cluster.members:
             with member.client() as client:
                 assert eventually(lambda c=client: names(c) == ["after0", "after1", "after2"])
+
+
+def test_a_member_started_before_etcd_answers_within_10_s_of_etcd_being_reachable(
+        etcd_cluster, tmp_path):
+    for index in range(3):
+        etcd_cluster.kill(index)
+    started: list[TegadbCluster] = []
+    starting = threading.Thread(target=lambda: started.append(
+        TegadbCluster(tmp_path, etcd_cluster.endpoints_arg, size=1)))
+    starting.start()
+    try:
+        time.sleep(3)  # the member waits for etcd meanwhile
+        assert not started
+        etcd_cluster.restart(0, 1, 2)
+        reachable = time.monotonic()
+        starting.join(30)
+        assert started, "the member did not start once etcd was back"
+        with started[0][0].client() as client:
+            assert "uuid" in client.transact(DB, insert("first"))[0]
+        assert time.monotonic() - reachable < 10
+    finally:
+        starting.join(30)
+        for cluster in started:
+            cluster.stop()
 
 
 def test_without_etcd_writes_fail_clearly_reads_go_on_and_all_resumes(etcd_cluster, tmp_path):
