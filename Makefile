@@ -37,7 +37,7 @@ ETCD_PACKAGES := etcd-server etcd-client
 ETCD_FILES := /usr/bin/etcd /usr/bin/etcdctl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: venv peers compiler native bytecode test soak check-install bench bench-quick bench-cluster \
+.PHONY: venv peers compiler native bytecode test soak check-install bench bench-quick bench-cluster bench-relay \
 	run lint clean \
 	distclean
 
@@ -102,7 +102,8 @@ bytecode: venv
 # The protocol tests a cluster member must pass as a standalone server does
 # (issue 13): run once more against tegadb in cluster mode (TEGADB_TEST_CLUSTER).
 MEMBER_TESTS := $(addprefix tests/integration/,test_server.py test_monitors.py test_locks.py \
-	test_idl.py test_interop.py test_ovsdb_client_monitor.py test_conformance.py test_convert.py)
+	test_idl.py test_interop.py test_ovsdb_client_monitor.py test_conformance.py test_convert.py \
+	test_relay.py)
 
 test: venv peers native bytecode
 	TEGADB_EXPECT=compiled $(BIN)/pytest -q
@@ -119,9 +120,16 @@ soak: venv peers native bytecode
 # bench-results/.  The tegadb-server measured is the pip-installed one, as
 # users run it; the in-process figures (D) use the checkout's compiled core.
 # `bench` ends with the cluster workloads C1-C4 (issue 13); `bench-quick`
-# leaves them out, `bench-cluster` runs only them.
+# leaves them out, `bench-cluster` runs only them.  Then the relays' R1-R2
+# (issue 15, `bench-relay` alone).
 bench: venv peers native bytecode $(INSTALLED_STAMP)
 	$(BIN)/python tests/bench/bench_run.py --tegadb-bin $(INSTALLED)/bin
+	$(BIN)/python tests/bench/bench_relay.py --tegadb-bin $(INSTALLED)/bin \
+		--out bench-results/relay.json
+
+bench-relay: venv peers native bytecode $(INSTALLED_STAMP)
+	$(BIN)/python tests/bench/bench_relay.py --tegadb-bin $(INSTALLED)/bin \
+		--out bench-results/relay.json
 
 bench-quick: venv peers native bytecode $(INSTALLED_STAMP)
 	$(BIN)/python tests/bench/bench_run.py --quick --tegadb-bin $(INSTALLED)/bin

@@ -40,7 +40,8 @@ MODULES = ("core/errors", "core/atoms", "core/types", "core/values", "core/schem
            "core/view", "core/ops", "core/commit", "core/database", "core/changesets",
            "core/history", "core/monitor", "core/locks", "protocol/framer", "protocol/messages",
            "server/records", "server/storage", "server/journal", "server/service",
-           "server/methods", "server/connections", "server/etcd_log", "server/cluster")
+           "server/methods", "server/connections", "server/etcd_log", "server/cluster",
+           "server/relay")
 
 log = logging.getLogger("tegadb")
 

@@ -429,14 +429,10 @@ class ClusterService(DatabaseService):
                         session.disconnect()
                     applied = True
                     continue
-                changes = changesets.apply_changes_json(self.database, record.txn,
-                                                        record.changes, record.snapshot)
+                self.apply_committed(record.seq, record.txn, record.changes, record.snapshot)
             except (OVSDBError, LookupError, TypeError, ValueError, AttributeError) as e:
                 self._diverged(f"cannot apply {self.log.where(record.seq)}: {e}")
                 return
-            self.seq = record.seq
-            self.last_txn = record.txn
-            self.publish(changes, record.txn)
             applied = True
         if applied and self.position_waiters:
             self._wake_waiters()

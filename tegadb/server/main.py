@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
@@ -39,6 +39,9 @@ from .connections import (
 from .control import ControlServer
 from .service import DatabaseService, ServerDatabases, create_database_file
 from .storage import StorageError
+
+if TYPE_CHECKING:
+    from .relay import RelayService
 
 log = logging.getLogger("tegadb.server")
 
@@ -99,7 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="tegadb-server", description="Serve OVSDB databases (RFC 7047) from JSON-lines files.",
         formatter_class=_HelpFormatter)
-    parser.add_argument("databases", nargs="*", metavar="DBFILE")
+    parser.add_argument("databases", nargs="*", metavar="DBFILE",
+                        help="a database file, or relay:DBNAME:REMOTE[,REMOTE...] to relay "
+                        "database DBNAME of another OVSDB server (docs/relay.md)")
     parser.add_argument("--remote", action="append", default=[], metavar="REMOTE",
                         help="ptcp:PORT[:IP], punix:PATH or pssl:PORT[:IP] (repeatable)")
     parser.add_argument("--pidfile", nargs="?", const="var/tegadb-server.pid", metavar="FILE")
@@ -378,10 +383,39 @@ def busy_poll_seconds(usec: float) -> float:
     return usec / 1e6
 
 
+def split_databases(arguments: list[str]) -> tuple[list[Path], list[tuple[str, list[str]]]]:
+    """The DBFILE arguments: database files, and relays as (DBNAME, remotes);
+    ValueError for a relay argument that is malformed."""
+    files = [Path(text) for text in arguments if not text.startswith("relay:")]
+    if len(files) == len(arguments):
+        return files, []
+    # The relay's code (and the client's under it) is loaded only for relays.
+    from .relay import parse_relay
+
+    return files, [parse_relay(text) for text in arguments if text.startswith("relay:")]
+
+
+def client_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The context for a relay's ssl: sources, if a key and certificate were given."""
+    if not (args.private_key and args.certificate):
+        return None
+    return tls_context(args.private_key, args.certificate, args.ca_cert, server=False)
+
+
 async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit status (1 after a journal failure)."""
+    relays: list[RelayService] = []
     if args.databases:
-        files = [Path(f) for f in args.databases]
+        files, relay_args = split_databases(args.databases)
+        if relay_args:
+            if args.etcd_endpoints:
+                raise ValueError("relay: databases cannot be served in a cluster "
+                                 "(--etcd-endpoints)")
+            from .relay import RelayService
+
+            relays = [RelayService.create(name, sources, History(args.history_transactions,
+                                                                  args.history_rows))
+                      for name, sources in relay_args]
         remotes = args.remote
     else:
         here = Path(__file__).resolve().parent
@@ -394,7 +428,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         etcd, members = await join_cluster(files, args)
         services: list[DatabaseService] = list(members)
     else:
-        services = open_databases(files, args)
+        services = [*open_databases(files, args), *relays]
     databases = ServerDatabases(services)
     release_locks = None
     if args.etcd_endpoints:
@@ -406,6 +440,11 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
                     not args.no_unix_probes, args.max_input)
     log.info("busy polling: %s",
              f"{server.busy_poll * 1e6:.0f} us" if server.busy_poll else "off")
+    if relays:
+        from .methods import send_cluster_notice
+        from .relay import start_relays
+
+        await start_relays(databases, relays, client_ssl_context(args), send_cluster_notice)
     # Before the remotes: once clients can connect, they can be observed.
     observability = await start_observability(server, args)
     for text in remotes:
@@ -430,6 +469,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
         log.info("shutting down")
         for part in observability:
             await part.close()
+        for relay in relays:
+            await relay.stop()
         await server.close()
         for member in members:
             await member.stop_forwarding()
@@ -444,12 +485,13 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_file, args.verbose)
-    for text in args.remote:
-        try:
+    try:
+        for text in args.remote:
             parse_passive(text)
-        except ValueError as e:
-            print(f"tegadb-server: {e}", file=sys.stderr)
-            return 2
+        split_databases(args.databases)
+    except ValueError as e:
+        print(f"tegadb-server: {e}", file=sys.stderr)
+        return 2
     ready = detach() if args.detach else None
     try:
         return uvloop.run(serve(args, ready))

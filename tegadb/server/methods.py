@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import ujson
 
+from ..client.connection import RPCError
 from ..core.atoms import is_id
 from ..core.errors import OVSDBError, syntax_error
 from ..core.locks import Notice
@@ -385,6 +386,9 @@ def _acquire_in_cluster(cluster_locks: Any, method_name: str, session: Session,
             session.reply(request_id, {"locked": answer.result()}, dialect)
             return
         session.lock_names.discard(name)
+        if isinstance(error, RPCError):  # a relay's source answered, or cannot be reached
+            session.reply_error(request_id, error.error, dialect)
+            return
         session.reply_error(request_id, {"error": "cluster unavailable", "details": str(error)},
                             dialect)
 

@@ -358,6 +358,17 @@ class DatabaseService:
         if results is not None:
             txn.session.reply(txn.request_id, results, txn.dialect)
 
+    def apply_committed(self, seq: int, txn: str, changes_json: dict[str, Any],
+                        snapshot: bool = False) -> Changes:
+        """Apply what was committed elsewhere (another member's log record, a
+        relay's source) as transaction ``txn`` at position ``seq``, and publish
+        it.  Raises what changesets.apply_changes_json raises when it does not fit."""
+        changes = changesets.apply_changes_json(self.database, txn, changes_json, snapshot)
+        self.seq = seq
+        self.last_txn = txn
+        self.publish(changes, txn)
+        return changes
+
     def publish(self, changes: Any, txn_id: str) -> None:
         """Feed a committed change set to the monitors; flush at the end of the turn."""
         dirty = self.dirty_sessions

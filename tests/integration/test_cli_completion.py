@@ -50,7 +50,7 @@ def server(tegadb_peer) -> Peer:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("line", "expected"), [
     ("tegadb-client li", ["list", "list-columns", "list-dbs", "list-tables"]),
-    ("tegadb-client wa", ["wait-until", "watch"]),
+    ("tegadb-client wa", ["wait", "wait-until", "watch"]),
     ("tegadb-client --dat", ["--data=", "--database="]),
     ("tegadb-client --database=Router list Fire", ["Firewall_Rule", "Firewall_Zone"]),
     ("tegadb-client --database=Router get Interface l", ["lan", "lo"]),
