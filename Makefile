@@ -1,4 +1,4 @@
-# The project's verbs: venv, peers, native, test, check-install, bench, bench-quick,
+# The project's verbs: venv, peers, native, test, soak, check-install, bench, bench-quick,
 # bench-cluster, run, lint, clean.
 
 # Debian's CPython 3.11 is built with PGO and LTO: tegadb's request path runs
@@ -37,7 +37,7 @@ ETCD_PACKAGES := etcd-server etcd-client
 ETCD_FILES := /usr/bin/etcd /usr/bin/etcdctl
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: venv peers compiler native bytecode test check-install bench bench-quick bench-cluster bench-relay \
+.PHONY: venv peers compiler native bytecode test soak check-install bench bench-quick bench-cluster bench-relay \
 	run lint clean \
 	distclean
 
@@ -116,6 +116,12 @@ test: venv peers native bytecode
 	TEGADB_EXPECT=compiled $(BIN)/pytest -q
 	TEGADB_PURE=1 TEGADB_EXPECT=interpreted $(BIN)/pytest -q $(PURE_SKIP)
 	TEGADB_TEST_CLUSTER=1 TEGADB_EXPECT=compiled $(BIN)/pytest -q -k tegadb $(MEMBER_TESTS)
+
+# The reliability tests run long (issue 14): the fuzz tests with 5000 freshly
+# drawn examples each, and 500 SIGKILLs instead of 50.
+soak: venv peers native bytecode
+	TEGADB_FUZZ_EXAMPLES=5000 TEGADB_FUZZ_RANDOM=1 TEGADB_KILLS=500 \
+		$(BIN)/pytest -q tests/integration/test_fuzz.py tests/integration/test_reliability.py
 
 # Side by side with ovsdb-server (issue 4): table on stdout, JSON in
 # bench-results/.  The tegadb-server measured is the pip-installed one, as

@@ -140,12 +140,13 @@ class OfflineSession:
     def __init__(self) -> None:
         self.monitors: dict[str, Monitor] = {}
         self.cleanups: list[Any] = []
+        self.result: Any = None  # a write's results, given once its record is written
 
     def owns_lock(self, name: str) -> bool:
         return False
 
     def reply(self, request_id: Any, result: Any, dialect: int = 1) -> None:
-        pass
+        self.result = result
 
     def reply_error(self, request_id: Any, error: Any, dialect: int = 1) -> None:
         pass
@@ -187,7 +188,11 @@ def cmd_transact(args: argparse.Namespace) -> None:
     service = DatabaseService.open(Path(args.dbfile))
     try:
         ops = _check_database(service, transaction)
-        results = service.transact(OfflineSession(), 0, 1, ops)
+        session = OfflineSession()
+        results = service.transact(session, 0, 1, ops)
+        if results is None:
+            service.flush()  # a write is answered once its record is written
+            results = session.result
         if results is None:
             raise Fatal(_WAITS_FOREVER)
         print(ovs_json(results))

@@ -42,7 +42,7 @@ from .etcd_log import (
     encode_line,
 )
 from .records import Header, Record
-from .service import ClientSession, DatabaseService, ForwardedReply, now_ms
+from .service import BatchEntry, ClientSession, DatabaseService, ForwardedReply, now_ms
 from .storage import MemoryStorage, StorageError
 
 log = logging.getLogger("tegadb.cluster")
@@ -55,25 +55,6 @@ TRIM_KEEP = 1_000
 RECONNECT_DELAY = 0.5
 # How often a member checks that its watch keeps up with the log.
 HEALTH_INTERVAL = 1.0
-
-
-class BatchEntry:
-    """A transaction of the tentative batch: what to reply once etcd answers."""
-
-    __slots__ = ("conversion", "dialect", "line", "ops", "outcome", "record", "request_id",
-                 "session")
-
-    def __init__(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
-                 outcome: TxnOutcome, record: Record | None, line: bytes | None,
-                 conversion: DbSchema | None = None) -> None:
-        self.session = session
-        self.request_id = request_id
-        self.dialect = dialect
-        self.ops = ops
-        self.outcome = outcome
-        self.record = record
-        self.line = line  # the record as the log stores it
-        self.conversion = conversion  # the schema a conversion proposes
 
 
 class ClusterService(DatabaseService):
@@ -239,7 +220,7 @@ class ClusterService(DatabaseService):
 
     def _retry(self, key: tuple[int, str]) -> None:
         txn = self.parked.get(key)
-        if txn is None or txn.running:
+        if txn is None:
             return
         if self.in_flight:
             self.retry_later.add(key)  # it would read the tentative batch
@@ -379,37 +360,10 @@ class ClusterService(DatabaseService):
         self.converting = False
         return batch
 
-    def _undo_batch(self) -> list[BatchEntry]:
-        batch = self._take_batch()
-        for entry in reversed(batch):
-            if entry.outcome.changes:
-                undo(self.database, entry.outcome.changes)
-        return batch
-
     def _fail_batch(self, error: StorageError | None) -> None:
-        for entry in self._undo_batch():
-            assert entry.outcome.results is not None
-            if entry.session.closed:
-                continue
-            if entry.conversion is not None:
-                entry.session.reply_error(entry.request_id, self._unavailable_error()
-                                          if error is None or isinstance(error, EtcdUnavailable)
-                                          else {"error": "cluster unavailable",
-                                                "details": str(error)}, entry.dialect)
-                continue
-            if entry.record is None:
-                # A read that saw the failed batch: run it again on what is committed.
-                outcome = self.database.transact(entry.ops, entry.session)
-                if outcome.results is not None and not outcome.changes:
-                    entry.session.reply(entry.request_id, outcome.results, entry.dialect)
-                    continue
-                if outcome.changes:
-                    undo(self.database, outcome.changes)
-            failure = (self._unavailable_error() if error is None or
-                       isinstance(error, EtcdUnavailable) else
-                       {"error": "cluster unavailable", "details": str(error)})
-            entry.session.reply(entry.request_id, [*entry.outcome.results, failure],
-                                entry.dialect)
+        self._refuse_batch(self._unavailable_error() if error is None
+                           or isinstance(error, EtcdUnavailable) else
+                           {"error": "cluster unavailable", "details": str(error)})
 
     def _run_again(self, theirs: list[Record]) -> None:
         """Another member appended first: take its records, then rerun ours."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ class Command:
     __slots__ = ("max_args", "min_args", "run", "usage")
 
     def __init__(self, usage: str, min_args: int, max_args: int,
-                 run: Callable[[list[str]], str]) -> None:
+                 run: Callable[[list[str]], str | Awaitable[str]]) -> None:
         self.usage = usage
         self.min_args = min_args
         self.max_args = max_args
@@ -105,7 +105,7 @@ class ControlServer:
         try:
             while data := await reader.read(65536):
                 for request in framer.feed(data):
-                    writer.write(self.answer(request))
+                    writer.write(await self.answer(request))
                 await writer.drain()
         except ProtocolError as e:
             log.warning("control socket: %s, closing connection", e)
@@ -114,18 +114,20 @@ class ControlServer:
         finally:
             writer.close()
 
-    def answer(self, request: Any) -> bytes:
+    async def answer(self, request: Any) -> bytes:
         """The encoded reply to one request (with a newline, as OVS ends them)."""
         if not isinstance(request, dict) or "method" not in request:
             return ujson.dumps({"id": None, "error": "not a JSON-RPC request\n"}).encode()
         request_id = request.get("id")
         try:
             result = self.execute(request["method"], request.get("params", []))
+            if not isinstance(result, str):
+                result = await result  # a command that takes a while (compaction)
         except CommandError as e:
             return ujson.dumps({"id": request_id, "error": f"{e}\n"}).encode()
         return ujson.dumps({"id": request_id, "result": result, "error": None}).encode()
 
-    def execute(self, method: Any, params: Any) -> str:
+    def execute(self, method: Any, params: Any) -> str | Awaitable[str]:
         """Run one command: unixctl.c's checks, in its order, with its texts."""
         command = self.commands.get(method) if isinstance(method, str) else None
         if command is None:
@@ -158,8 +160,9 @@ class ControlServer:
     def list_dbs(self, args: list[str]) -> str:
         return "".join(f"{name}\n" for name in sorted(self.server.databases.names()))
 
-    def compact(self, args: list[str]) -> str:
-        """Compact the named database now, or every one that is stored."""
+    async def compact(self, args: list[str]) -> str:
+        """Compact the named database, or every one that is stored, without
+        stopping the server (Server.compact); the reply comes when it is done."""
         services = self.server.databases.services
         if args:
             service = services.get(args[0])
@@ -172,7 +175,7 @@ class ControlServer:
             targets = [s for name, s in services.items() if name != SERVER_DB_NAME]
         for service in targets:
             try:
-                service.compact()
+                await self.server.compact(service)
             except Exception as e:
                 raise CommandError(f"{service.name}: compaction failed: {e}") from None
             log.info("%s: compacted (asked on the control socket)", service.name)

@@ -30,6 +30,13 @@ Rules:
   saves a copy of the file and cuts it before its first damaged line.
 - Compaction writes `<file>.tmp`, fsyncs it, renames it over the file and
   fsyncs the directory: a crash leaves either the old file or the new one.
+  A running server compacts in the background (`begin_compaction`): the
+  snapshot, taken from a frozen view of the rows, is serialized in chunks,
+  written and fsynced by a worker thread while records go on being
+  appended to the file; the records appended meanwhile are copied after it
+  (most by the worker, the last few by `Compaction.finish`, in the loop),
+  then the new file is synced and renamed into place.  A compaction that
+  fails leaves the old file in use, whole.
 - A new database file gets mode `DEFAULT_FILE_MODE` (0640, as ovsdb-server's
   0660 under the usual umask 022) or the one asked for, whatever the umask.
   Compaction (and so conversion) gives the new file the mode of the one it
@@ -44,12 +51,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import zlib
 from collections.abc import Iterator
 from typing import IO, Any, NamedTuple
 
 import ujson
 
-from .records import Header, Record, RecordError, seal, unseal
+from .records import Header, Record, RecordError, seal, seal_end, unseal
 from .storage import Storage, StorageError
 
 MiB = 1024 * 1024
@@ -114,7 +122,8 @@ class Journal(Storage):
         self._read_line = 0      # line of the record `read` gave last
         self._unsynced = False
         self._ready = False      # replay finished
-        self._broken = False     # a failed write could not be undone
+        self._broken = False     # a failed write is not cut off yet
+        self._compaction: Compaction | None = None  # under way in the background
 
     @classmethod
     def open(cls, path: str, read_only: bool = False) -> Journal:
@@ -229,6 +238,9 @@ class Journal(Storage):
                 self._undo()
                 raise _error(self.path, e) from None
             self._written_seq = self.last_seq
+            if self._compaction is not None:
+                self._compaction.tail.append(data)
+                self._compaction.tail_records += count
             self._size += len(data)
             self._records += count
             self._unsynced = not sync
@@ -259,6 +271,7 @@ class Journal(Storage):
         record (every row), then goes on appending to the new file.
         Pending records are written to the old file first."""
         self.flush(sync=False)
+        self._cancel_compaction()
         seq = snapshot.seq
         if not snapshot.snapshot or seq < self.last_seq:
             raise JournalError(f"{self.path}: not a snapshot of the current state (seq {seq!r})")
@@ -292,10 +305,36 @@ class Journal(Storage):
         _fsync_directory(self.path)
         log.info("%s: compacted from %d to %d bytes", self.path, before, self._size)
 
+    def begin_compaction(self, header: Header, snapshot: Record,
+                         chunks: Iterator[tuple[str, dict[str, Any]]]) -> Compaction:
+        """A compaction to run in the background (see the module's rules):
+        `snapshot` is the position, id and date of the snapshot record, and
+        `chunks` its rows, as (table, {uuid: row}) with each table's chunks
+        together, read by the worker thread.  Nothing may be pending: the
+        snapshot holds everything written."""
+        self._check_writable()
+        if not snapshot.snapshot or snapshot.seq < self.last_seq or self._pending:
+            raise JournalError(f"{self.path}: not a snapshot of the current state"
+                               f" (seq {snapshot.seq!r})")
+        self._cancel_compaction()
+        try:
+            mode = os.fstat(self._fd).st_mode & 0o7777
+        except OSError as e:
+            raise _error(self.path, e) from None
+        self._compaction = Compaction(self, header, snapshot, chunks, mode)
+        return self._compaction
+
+    def _cancel_compaction(self) -> None:
+        """A compaction under way no longer matches the file: let it go."""
+        if self._compaction is not None:
+            self._compaction.cancelled = True
+            self._compaction = None
+
     def close(self) -> None:
         """Writes what is pending (without fsync) and closes the file."""
         if self._fd < 0:
             return
+        self._cancel_compaction()
         try:
             if self._reader is not None:
                 self._reader.close()
@@ -323,7 +362,14 @@ class Journal(Storage):
         if not self._ready:
             raise JournalError(f"{self.path}: records not replayed yet")
         if self._broken:
-            raise JournalError(f"{self.path}: unusable after a failed write")
+            # The failed write is still to be cut off: try again (a disk
+            # that failed may work now), else refuse to glue lines to it.
+            try:
+                self._cut(self._size, fsync=False)
+            except JournalError as e:
+                raise JournalError(f"{e} (cutting off a failed write)") from None
+            self._broken = False
+            log.info("%s: cut off the failed write; appending again", self.path)
 
     def _undo(self) -> None:
         """Cuts off whatever part of a failed write reached the file, so the
@@ -334,7 +380,8 @@ class Journal(Storage):
             self._cut(self._size, fsync=False)
         except JournalError:
             self._broken = True
-            log.error("%s: cannot undo a failed write; journal unusable", self.path)
+            log.error("%s: cannot cut off a failed write yet; no write until it is",
+                      self.path)
 
     def _cut(self, size: int, fsync: bool) -> None:
         try:
@@ -343,6 +390,139 @@ class Journal(Storage):
                 os.fsync(self._fd)
         except OSError as e:
             raise _error(self.path, e) from None
+
+
+# What the worker thread writes at a time while serializing a snapshot.
+# Each write releases the GIL, so the loop waits for at most this much
+# serialization (~2 ms at 100k rows) to run.
+SNAPSHOT_WRITE = 128 * 1024
+# Records appended during a compaction that the worker copies after the
+# snapshot; the loop copies at most about this much itself, at the switch.
+TAIL_IN_LOOP = 64 * 1024
+
+
+class Compaction:
+    """A compaction under way: `write` in a worker thread, then `finish`
+    (or `discard`) in the thread that appends to the journal."""
+
+    def __init__(self, journal: Journal, header: Header, snapshot: Record,
+                 chunks: Iterator[tuple[str, dict[str, Any]]], mode: int) -> None:
+        self.journal = journal
+        self.header = header
+        self.snapshot = snapshot
+        self.tmp = journal.path + ".tmp"
+        self.tail: list[bytes] = []  # batches appended to the journal since the snapshot
+        self.tail_records = 0
+        self.cancelled = False       # the journal was compacted or closed meanwhile
+        self._chunks = chunks
+        self._mode = mode
+        self._fd = -1
+        self._copied = 0             # batches of `tail` copied by the worker
+        self._snapshot_size = 0      # header and snapshot
+        self._size = 0               # bytes in the new file
+
+    def write(self) -> None:
+        """Writes the header, the snapshot and most of the tail to
+        `<file>.tmp` and fsyncs it (a worker thread's part).  Raises
+        JournalError; `discard` then removes what it wrote."""
+        try:
+            self._fd = _create_file(self.tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+                                    self._mode)
+            # Lock before the rename makes the new file visible.
+            _lock(self._fd, self.tmp)
+            self._write(_line(self.header.to_json()))
+            self._write_snapshot()
+            self._snapshot_size = self._size
+            while not self.cancelled:
+                end = len(self.tail)
+                rest = sum(len(batch) for batch in self.tail[self._copied:end])
+                if rest <= TAIL_IN_LOOP:
+                    break
+                self._write(b"".join(self.tail[self._copied:end]))
+                self._copied = end
+            os.fsync(self._fd)
+        except OSError as e:
+            raise _error(self.tmp, e) from None
+
+    def _write_snapshot(self) -> None:
+        """The snapshot record as `_line` would write it, built and sealed
+        chunk by chunk (one JSON text for all of it would stall the loop,
+        and take as much memory again)."""
+        head = _json(self.snapshot.to_json())  # ends with "changes":{}}
+        body = [head[:-2]]
+        pending = len(body[0])
+        crc = 0
+        table = None
+        for name, rows in self._chunks:
+            if self.cancelled:
+                return
+            text = _json(rows)[1:-1]
+            if not text:
+                continue
+            if name != table:
+                opening = b"}," if table is not None else b""
+                body.append(opening + _json(name) + b":{")
+                table = name
+            else:
+                body.append(b",")
+            body.append(text)
+            pending += len(text)
+            if pending >= SNAPSHOT_WRITE:
+                data = b"".join(body)
+                crc = zlib.crc32(data, crc)
+                self._write(data)
+                body.clear()
+                pending = 0
+        if table is not None:
+            body.append(b"}")
+        body.append(b"}")  # closes "changes"
+        data = b"".join(body)
+        crc = zlib.crc32(data, crc)
+        self._write(data + seal_end(crc))
+
+    def _write(self, data: bytes) -> None:
+        _write_all(self._fd, data)
+        self._size += len(data)
+
+    def finish(self) -> bool:
+        """Copies the rest of the tail, syncs the new file and renames it
+        over the journal, which appends to it from now on.  False (and
+        nothing changed) if the journal was compacted or closed meanwhile;
+        JournalError if the switch fails (the old file stays in use)."""
+        journal = self.journal
+        if self.cancelled or journal._compaction is not self:
+            self.discard()
+            return False
+        try:
+            rest = b"".join(self.tail[self._copied:])
+            if rest:
+                self._write(rest)
+            os.fdatasync(self._fd)
+            os.replace(self.tmp, journal.path)
+        except OSError as e:
+            self.discard()
+            raise _error(journal.path, e) from None
+        journal._compaction = None
+        before = journal._size
+        os.close(journal._fd)
+        journal._fd, self._fd = self._fd, -1
+        journal.header = self.header
+        journal._size = self._size
+        journal._base_size = self._snapshot_size
+        journal._records = self.tail_records
+        journal._unsynced = False
+        log.info("%s: compacted from %d to %d bytes", journal.path, before, journal._size)
+        _fsync_directory(journal.path)
+        return True
+
+    def discard(self) -> None:
+        """Removes the new file (a failed or abandoned compaction)."""
+        if self.journal._compaction is self:
+            self.journal._compaction = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            _unlink_quietly(self.tmp)
 
 
 def _after(records: Iterator[Record], after: int) -> Iterator[Record]:
@@ -553,8 +733,12 @@ def _where(path: str, line: int, offset: int) -> str:
     return f"{path}:{line} (offset {offset}): "
 
 
+def _json(value: Any) -> bytes:
+    return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode()
+
+
 def _line(value: dict[str, Any]) -> bytes:
-    return seal(ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False).encode())
+    return seal(_json(value))
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -30,6 +30,7 @@ from . import journal, unix_sockets
 from .connections import (
     BUSY_POLL,
     DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_INPUT,
     DEFAULT_MAX_MESSAGE,
     MESSAGE_TIMEOUT,
     PROBE_INTERVAL,
@@ -117,6 +118,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-backlog", type=int, default=DEFAULT_MAX_BACKLOG,
                         metavar="BYTES", help="drop a client whose unread output exceeds "
                         "this (default 64 MiB)")
+    parser.add_argument("--max-input", type=int, default=DEFAULT_MAX_INPUT, metavar="BYTES",
+                        help="input read but not yet served, all clients together (incomplete "
+                        "messages): past it, drop the client holding the most (default 256 MiB)")
     parser.add_argument("--history-transactions", type=int, default=10_000, metavar="N",
                         help="transactions kept per database for monitor_cond_since resumes "
                         "(default 10000)")
@@ -433,7 +437,7 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     server = Server(databases, args.max_message_size, build_ssl_context(args),
                     max(probe_ms, 1000.0) / 1000.0 if probe_ms else 0.0, args.max_backlog,
                     busy_poll_seconds(args.busy_poll), args.message_timeout,
-                    not args.no_unix_probes)
+                    not args.no_unix_probes, args.max_input)
     log.info("busy polling: %s",
              f"{server.busy_poll * 1e6:.0f} us" if server.busy_poll else "off")
     if relays:

@@ -64,7 +64,13 @@ def seal(text: bytes) -> bytes:
     """The line for `text`, one compact JSON object (not empty, no
     newline), with its checksum as the last member."""
     body = text[:-1]
-    return b"%s%s%08x%s" % (body, _SEAL_START, zlib.crc32(body), _SEAL_END)
+    return body + seal_end(zlib.crc32(body))
+
+
+def seal_end(crc: int) -> bytes:
+    """What follows a line's JSON, without its closing brace, whose CRC-32 is
+    `crc` (for a line written in pieces, with a running checksum)."""
+    return b"%s%08x%s" % (_SEAL_START, crc, _SEAL_END)
 
 
 def unseal(line: bytes) -> bytes | None:
@@ -224,4 +230,4 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-__all__ = ["FORMAT", "VERSION", "Header", "Record", "RecordError", "seal", "unseal"]
+__all__ = ["FORMAT", "VERSION", "Header", "Record", "RecordError", "seal", "seal_end", "unseal"]

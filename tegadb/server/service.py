@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import ujson
 
 from ..core import changesets, values
+from ..core.commit import undo
 from ..core.database import Database, TxnOutcome
 from ..core.errors import OVSDBError, syntax_error
 from ..core.history import History
@@ -25,7 +26,7 @@ from ..core.locks import LockTable
 from ..core.monitor import Monitor, MonitorHub
 from ..core.ops import LockHolder
 from ..core.schema import DbSchema
-from ..core.tables import Changes
+from ..core.tables import Changes, Row, Table
 from ..core.types import ZERO_UUID
 from . import journal
 from .records import Header, Record
@@ -125,7 +126,7 @@ class ForwardedReply:
 class ParkedTransaction:
     """A transaction whose ``wait`` is not yet satisfied."""
 
-    __slots__ = ("arrived", "dialect", "ops", "request_id", "running", "session", "timer")
+    __slots__ = ("arrived", "dialect", "ops", "request_id", "session", "timer")
 
     def __init__(self, session: ClientSession, request_id: Any, dialect: int,
                  ops: list[Any]) -> None:
@@ -135,10 +136,34 @@ class ParkedTransaction:
         self.ops = ops
         self.arrived = time.monotonic()
         self.timer: Any = None
-        self.running = False  # being run again (its own commit must not rerun it)
 
     def elapsed_ms(self) -> int:
         return int((time.monotonic() - self.arrived) * 1000)
+
+
+class BatchEntry:
+    """A transaction of the loop turn's batch: what to reply once its storage
+    took the batch (or refused it)."""
+
+    __slots__ = ("conversion", "dialect", "line", "ops", "outcome", "record", "request_id",
+                 "session")
+
+    def __init__(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
+                 outcome: TxnOutcome, record: Record | None, line: bytes | None = None,
+                 conversion: DbSchema | None = None) -> None:
+        self.session = session
+        self.request_id = request_id
+        self.dialect = dialect
+        self.ops = ops
+        self.outcome = outcome
+        self.record = record  # None: a read that ran after the batch's first write
+        self.line = line  # the record as a shared log stores it
+        self.conversion = conversion  # the schema a conversion proposes (a shared log)
+
+
+def io_error(error: StorageError) -> dict[str, Any]:
+    """The error that ends the results of a transaction whose batch could not be written."""
+    return {"error": "I/O error", "details": str(error)}
 
 
 class DatabaseService:
@@ -158,8 +183,8 @@ class DatabaseService:
         return False
 
     def tentative(self) -> bool:
-        """Whether this turn's commits may still fail (a shared log's batch)."""
-        return False
+        """Whether this turn's commits may still fail: they are not written yet."""
+        return bool(self.batch)
 
     def accepts_transactions(self) -> bool:
         """Whether another transaction may run this turn (a shared log's
@@ -180,12 +205,19 @@ class DatabaseService:
         # Sessions whose monitors have updates waiting, flushed each loop turn.
         self.dirty_sessions: set[ClientSession] = set()
         self.durable_pending = False
+        # This turn's transactions, answered once their records are written
+        # (or failed, and their changes undone, when the write fails).
+        self.batch: list[BatchEntry] = []
+        self.batch_records = 0
         self.parked: dict[tuple[int, str], ParkedTransaction] = {}
         self.compacted_at = time.monotonic()
         self.compactions = 0
         # Told of every finished transaction when --metrics is on (metrics.Metrics).
         self.observer: Any = None
         self.request_flush: Callable[[], None] = lambda: None
+        # Starts a compaction in the background (the server shell's
+        # Server.compact); without it, compaction runs at once.
+        self.compact_in_background: Callable[[DatabaseService], None] | None = None
         self.call_later: Callable[[float, Callable[[], None]], Any] | None = None
 
     @classmethod
@@ -267,27 +299,34 @@ class DatabaseService:
         session.cleanups.append(lambda: self._unpark(key))
         self._arm_timer(txn, key, deadline_ms)
 
-    def _run(self, txn: ParkedTransaction, key: tuple[int, str]) -> list[Any] | None:
-        """Run a parked transaction again; None while it still waits."""
-        outcome = self.database.transact(txn.ops, txn.session, elapsed_ms=txn.elapsed_ms())
-        if outcome.wait_deadline_ms is not None:
-            self._arm_timer(txn, key, outcome.wait_deadline_ms)
-            return None
-        return self._finish(txn.session, txn.request_id, txn.dialect, txn.ops, outcome)
-
     def forwarded_reply(self, session: ClientSession) -> ForwardedReply:
         """The session a transaction forwarded by another member runs as."""
         return ForwardedReply(session, lambda: self.seq)
 
     def _finish(self, session: ClientSession, request_id: Any, dialect: int, ops: list[Any],
                 outcome: TxnOutcome) -> list[Any] | None:
-        """The results of a transaction that ran (None: they are sent later)."""
+        """The results of a transaction that ran, or None: they go out with
+        this turn's batch, once its records are written.  A read joins the
+        batch when a write came before it: it saw what may yet be undone."""
         assert outcome.results is not None  # only a parked transaction has none
-        if outcome.changes:
-            self._commit(outcome, session)
         if self.observer is not None:
             self.observer.transaction_finished(outcome)
-        return outcome.results
+        changes = outcome.changes
+        if not changes and not self.batch:
+            return outcome.results
+        record = None
+        if changes:
+            txn_id = outcome.txn_id
+            assert txn_id is not None  # an id comes with every change set
+            self.batch_records += 1
+            record = Record(self.seq + self.batch_records, txn_id, now_ms(),
+                            changesets.changes_to_json(self.database, changes, txn_id),
+                            outcome.comment, session.peer)
+            self.storage.append(record)
+            self.durable_pending |= outcome.durable
+        self.batch.append(BatchEntry(session, request_id, dialect, ops, outcome, record))
+        self.request_flush()
+        return None
 
     def _arm_timer(self, txn: ParkedTransaction, key: tuple[int, str], deadline_ms: float) -> None:
         """Run the transaction again when its smallest wait timeout expires."""
@@ -306,16 +345,17 @@ class DatabaseService:
         return txn
 
     def _retry(self, key: tuple[int, str]) -> None:
+        """Run a parked transaction again: answer it, or let it wait on."""
         txn = self.parked.get(key)
-        if txn is None or txn.running:
+        if txn is None:
             return
-        txn.running = True
-        try:
-            results = self._run(txn, key)
-        finally:
-            txn.running = False
+        outcome = self.database.transact(txn.ops, txn.session, elapsed_ms=txn.elapsed_ms())
+        if outcome.wait_deadline_ms is not None:
+            self._arm_timer(txn, key, outcome.wait_deadline_ms)
+            return
+        self._unpark(key)
+        results = self._finish(txn.session, txn.request_id, txn.dialect, txn.ops, outcome)
         if results is not None:
-            self._unpark(key)
             txn.session.reply(txn.request_id, results, txn.dialect)
 
     def apply_committed(self, seq: int, txn: str, changes_json: dict[str, Any],
@@ -359,19 +399,59 @@ class DatabaseService:
             if txn is not None and not txn.session.closed:
                 txn.session.reply_error(txn.request_id, "canceled", txn.dialect)
 
-    def _commit(self, outcome: TxnOutcome, session: ClientSession) -> None:
-        changes, txn_id = outcome.changes, outcome.txn_id
-        assert changes and txn_id is not None  # an id comes with every change set
-        self.seq += 1
-        self.last_txn = txn_id
-        self.storage.append(Record(
-            self.seq, txn_id, now_ms(), changesets.changes_to_json(self.database, changes, txn_id),
-            outcome.comment, session.peer))
-        self.durable_pending |= outcome.durable
-        self.publish(changes, self.last_txn)
-        if self.parked:
+    # --- the batch ------------------------------------------------------------
+    def _acknowledge(self) -> None:
+        """The batch is written: publish its changes and send its replies, in order."""
+        batch = self._take_batch()
+        committed = False
+        for entry in batch:
+            record = entry.record
+            if record is not None:
+                self.seq = record.seq
+                self.last_txn = record.txn
+                assert entry.outcome.changes is not None
+                self.publish(entry.outcome.changes, record.txn)
+                committed = True
+            assert entry.outcome.results is not None
+            if not entry.session.closed:
+                entry.session.reply(entry.request_id, entry.outcome.results, entry.dialect)
+        if committed and self.parked:
             for key in list(self.parked):
                 self._retry(key)
+
+    def _take_batch(self) -> list[BatchEntry]:
+        batch, self.batch = self.batch, []
+        self.batch_records = 0
+        return batch
+
+    def _undo_batch(self) -> list[BatchEntry]:
+        """Take the batch back out of memory, the newest change first."""
+        batch = self._take_batch()
+        for entry in reversed(batch):
+            if entry.outcome.changes:
+                undo(self.database, entry.outcome.changes)
+        return batch
+
+    def _refuse_batch(self, failure: dict[str, Any]) -> None:
+        """The batch could not be stored: undo it and answer each
+        transaction with its results followed by ``failure``; a read that
+        saw the batch runs again on what is committed."""
+        for entry in self._undo_batch():
+            assert entry.outcome.results is not None
+            if entry.session.closed:
+                continue
+            if entry.conversion is not None:
+                entry.session.reply_error(entry.request_id, failure, entry.dialect)
+                continue
+            if entry.record is None:
+                outcome = self.database.transact(entry.ops, entry.session)
+                if outcome.results is not None and not outcome.changes:
+                    entry.session.reply(entry.request_id, outcome.results, entry.dialect)
+                    continue
+                if outcome.changes:
+                    undo(self.database, outcome.changes)
+            entry.session.reply(entry.request_id, [*entry.outcome.results, failure],
+                                entry.dialect)
 
     def converted(self, schema: DbSchema) -> Database:
         """A new database holding this one's rows under ``schema``.
@@ -422,27 +502,90 @@ class DatabaseService:
         A log shared with other servers returns what settles the batch
         (cluster.ClusterService); until it has, no reply of the turn goes out.
         """
-        self.storage.flush(self.durable_pending)
-        self.durable_pending = False
+        sync, self.durable_pending = self.durable_pending, False
+        try:
+            self.storage.flush(sync)
+        except StorageError as e:
+            # Only this batch fails; the storage is back at its last good
+            # record, and the next batch tries again (the disk may have room by then).
+            log.error("%s: %s; failing the %d transactions of this batch", self.name, e,
+                      len(self.batch))
+            if self.observer is not None:
+                for entry in self.batch:
+                    if entry.record is not None:
+                        self.observer.error("I/O error")  # one per failed transaction
+            self._refuse_batch(io_error(e))
+            return None
+        if self.batch:
+            self._acknowledge()
         since = time.monotonic() - self.compacted_at
-        if since >= COMPACT_MIN_INTERVAL and self.storage.should_compact(
+        # Not while answering started a new batch (a parked transaction
+        # ran): a snapshot now would hold it before it is written.
+        if since >= COMPACT_MIN_INTERVAL and not self.batch and self.storage.should_compact(
                 since >= COMPACT_MAX_INTERVAL):
-            self.compact()
+            self.compacted_at = time.monotonic()  # asked once, not every turn meanwhile
+            if self.compact_in_background is None:
+                self.compact()
+            else:
+                self.compact_in_background(self)
         return None
 
     def compact(self) -> None:
-        """Replace the log with one snapshot of every row."""
+        """Replace the log with one snapshot of every row, now."""
         snapshot = Record(self.seq, self.last_txn, now_ms(),
                           changesets.snapshot_json(self.database, self.last_txn), snapshot=True)
         self.storage.compact(Header(self.schema_json), snapshot)
         self.compacted_at = time.monotonic()
         self.compactions += 1
 
+    def begin_compaction(self) -> journal.Compaction | None:
+        """The start of a compaction that does not stop the server: the
+        rows as they are now, frozen (each table's row dict copied: rows
+        are never changed in place, only replaced), for a worker thread to
+        write (``Compaction.write``), then ``finish_compaction``.  Call it
+        between batches (none written yet would be in the snapshot).  None
+        when the storage is not a file: it compacted at once."""
+        storage = self.storage
+        if not isinstance(storage, journal.Journal):
+            self.compact()
+            return None
+        txn = self.last_txn
+        frozen = [(name, table, dict(table.rows))
+                  for name, table in self.database.tables.items() if table.rows]
+        return storage.begin_compaction(Header(self.schema_json),
+                                        Record(self.seq, txn, now_ms(), {}, snapshot=True),
+                                        _snapshot_chunks(frozen, txn))
+
+    def finish_compaction(self, compaction: journal.Compaction) -> None:
+        """Switch to the new file; StorageError if that fails (the old one stays)."""
+        if compaction.finish():
+            self.compacted_at = time.monotonic()
+            self.compactions += 1
+
     def close(self) -> None:
         for key in list(self.parked):
             self._unpark(key)
         self.storage.flush(True)
         self.storage.close()
+
+
+# Rows per chunk of a snapshot serialized in the background: ~1 ms of work
+# that holds the interpreter between two writes.
+SNAPSHOT_CHUNK = 256
+
+
+def _snapshot_chunks(frozen: list[tuple[str, Table, dict[str, Row]]],
+                     txn_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows of a frozen view as a snapshot stores them, in chunks."""
+    for name, table, rows in frozen:
+        chunk: dict[str, Any] = {}
+        for uuid, row in rows.items():
+            chunk[uuid] = table.stored_json(row, txn_id)
+            if len(chunk) == SNAPSHOT_CHUNK:
+                yield name, chunk
+                chunk = {}
+        if chunk:
+            yield name, chunk
 
 
 class ServerDatabases:
@@ -474,10 +617,12 @@ class ServerDatabases:
             MemoryStorage(self.server_db.schema.to_json(), SERVER_DB_NAME))
 
     def attach(self, request_flush: Callable[[], None],
-               call_later: Callable[[float, Callable[[], None]], Any]) -> None:
+               call_later: Callable[[float, Callable[[], None]], Any],
+               compact_in_background: Callable[[DatabaseService], None] | None = None) -> None:
         for service in self.services.values():
             service.request_flush = request_flush
             service.call_later = call_later
+            service.compact_in_background = compact_in_background
 
     def observe(self, observer: Any) -> None:
         """Tell ``observer`` of every transaction and error reply (--metrics)."""
@@ -510,7 +655,7 @@ class ServerDatabases:
     @property
     def tentative(self) -> bool:
         """Whether a batch that may not commit is being built this turn."""
-        return any(s.tentative() for s in self.shared)
+        return any(s.tentative() for s in self.services.values())
 
     @property
     def accepts_transactions(self) -> bool:

@@ -13,7 +13,9 @@ position (``records``).  What a served database needs from its storage:
 - ``flush(sync)``: write every buffered record as one batch (group commit:
   one per event-loop turn), synced to stable storage when ``sync`` (a
   transaction asked for durability).  A failure raises StorageError and
-  leaves none of the batch behind; the caller then acknowledges none of it.
+  leaves none of the batch behind; the caller then acknowledges none of it
+  (it undoes the batch and fails its transactions), and the next batch is
+  written as usual (a full disk may have room again by then).
 - ``compact(header, snapshot)``: store a snapshot of every row at the last
   position and trim the records it covers (the file does both with one
   atomic rename; a log that cannot may trim after the snapshot is stored).

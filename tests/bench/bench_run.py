@@ -98,6 +98,12 @@ METRICS: list[tuple[str, str, str, str, str, float | None, str | None, str]] = [
     ("W8", "probe_p99_us", "p99 round trip, flood", "us", "lower", 1.0, None, ""),
     ("W8", "probe_max_us", "max round trip, flood", "us", "lower", 1.0,
      "server_cpu_us_per_op", "us/flood req"),
+    # Issue 14's target is absolute: tegadb's worst delay under 50 ms.
+    ("W9", "stall_max_ms", "max reply delay, compaction", "ms", "lower", 1.0, None, ""),
+    ("W9", "stall_p99_ms", "p99 reply delay, compaction", "ms", "lower", None, None, ""),
+    ("W9", "compact_s", "compaction time", "s", "lower", None, None, ""),
+    ("W9", "file_mib", "journal before compaction", "MiB", "lower", None, None, ""),
+    ("W9", "compacted_mib", "journal after compaction", "MiB", "lower", None, None, ""),
 ]
 
 
@@ -287,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, smaller runs (~2 min)")
     parser.add_argument("--reps", type=int, help="repetitions of each workload per server")
-    parser.add_argument("--only", help="comma-separated workloads (W1..W8, D for dispatch, "
+    parser.add_argument("--only", help="comma-separated workloads (W1..W9, D for dispatch, "
                                        "C1..C4 for the clusters; default: all, no C in --quick)")
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--monitor", choices=["monitor", "monitor_cond"],

@@ -75,6 +75,8 @@ class Config:
     tegadb_bin: str | None = None   # an installed tegadb's bin/ (make bench); None: the checkout
     server_cpu: int | None = None   # the CPU both servers are pinned to; None: not pinned
     w8_flood: int = 100_000         # requests the flooding connection pipelines
+    w9_rows: int = 100_000          # rows of the database compacted
+    w9_updates: int = 8             # transactions updating every row, after loading them
 
 
 FULL = Config(reps=5, timeout=60.0,
@@ -89,7 +91,7 @@ FULL = Config(reps=5, timeout=60.0,
 # The quick run: fewer repetitions, smaller loads, shorter phases.
 QUICK = replace(FULL, reps=3, timeout=30.0, w1_warmup=100, w1_n=1000, w2_duration=0.5,
                 w3_rows=20_000, w4_txns=1000, w5_duration=0.5, w6_txns=20_000,
-                w7_duration=0.4)
+                w7_duration=0.4, w9_rows=20_000, w9_updates=4)
 
 
 # --- servers ----------------------------------------------------------------
@@ -689,6 +691,56 @@ async def w8_fairness(srv: Server, cfg: Config) -> dict[str, Any]:
             "flood_s": metrics["wall_s"], **metrics}
 
 
+# --- W9: compaction stall ------------------------------------------------------------------
+
+def control_socket(srv: Server) -> Path:
+    """The server's unixctl socket, as the harness starts each one."""
+    if srv.kind == "ovsdb-server":
+        return srv.directory / "ovsdb-server.ctl"
+    return srv.directory / "var" / "tegadb-server.ctl"
+
+
+async def w9_compaction(srv: Server, cfg: Config) -> dict[str, Any]:
+    """Worst reply delay of a client committing one small transaction after
+    another while `ovs-appctl ovsdb-server/compact` compacts a journal of
+    cfg.w9_rows rows each updated cfg.w9_updates times (~100 MB for tegadb)."""
+    conn = await connect(srv.sock)
+    await bulk_load(conn, "w9", cfg.w9_rows, 5000, max(cfg.timeout, 300.0))
+    for k in range(cfg.w9_updates):
+        await conn.transact(DB, [{"op": "update", "table": TABLE, "where": [],
+                                  "row": {"note": f"update {k}"}}], max(cfg.timeout, 300.0))
+    file_mib = srv.db_file.stat().st_size / 2**20
+    def probe(i: int) -> list[Any]:
+        return [{"op": "insert", "table": TABLE, "row": {"name": f"w9probe-{i}"}}]
+
+    for i in range(20):   # warm up
+        await conn.transact(DB, probe(i), cfg.timeout)
+    meter = Meter(srv.pid).start()
+    appctl = await asyncio.create_subprocess_exec(
+        "ovs-appctl", "-t", str(control_socket(srv)), "ovsdb-server/compact", DB,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    started = time.perf_counter()
+    done = asyncio.ensure_future(appctl.communicate())
+    round_trips = []
+    i = 20
+    while not done.done():
+        t0 = time.perf_counter()
+        await conn.transact(DB, probe(i), cfg.timeout)
+        round_trips.append(time.perf_counter() - t0)
+        i += 1
+    compact_s = time.perf_counter() - started
+    output, _ = done.result()
+    metrics = meter.stop(len(round_trips))
+    conn.close()
+    if appctl.returncode != 0:
+        raise ReplyError(f"ovsdb-server/compact failed: {output.decode(errors='replace')}")
+    return {"stall_max_ms": max(round_trips) * 1e3,
+            "stall_p99_ms": percentile(round_trips, 0.99) * 1e3,
+            "compact_s": compact_s, "probe_round_trips": len(round_trips),
+            "file_mib": file_mib, "compacted_mib": srv.db_file.stat().st_size / 2**20,
+            "vmhwm_mib": proc_status_kib(srv.pid, "VmHWM") / 1024, **metrics}
+
+
 # --- dispatch overhead ------------------------------------------------------------------
 
 def dispatch_overhead() -> dict[str, Any]:
@@ -791,4 +843,5 @@ WORKLOADS = {
     "W6": ("cold start on a journal of single-row transactions", None),
     "W7": ("durable commits vs not", w7_durable),
     "W8": ("fairness: 1 client's round trips while another floods 100k requests", w8_fairness),
+    "W9": ("compaction: reply delay while a ~100 MB journal is compacted", w9_compaction),
 }

@@ -4,6 +4,7 @@ that loses whatever was written after the last fsync."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -15,6 +16,8 @@ from peers import RawClient, assert_whole_pairs, pipelined_pairs
 from tegadb.server.service import DatabaseService
 
 DB = "Test"
+# SIGKILLs of the kill test: 50 in CI time, more in `make soak`.
+KILLS = int(os.environ.get("TEGADB_KILLS", "50"))
 
 
 def insert(name: str) -> dict[str, Any]:
@@ -33,7 +36,7 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(tegadb_peer):
     rng = random.Random(14)
     acked: set[str] = set()
     compactions = 0
-    for kill in range(50):
+    for kill in range(KILLS):
         results: list[set[str]] = []
         client = server.client(timeout=10)
         writer = threading.Thread(target=lambda c=client, k=kill, r=results: r.append(
@@ -53,7 +56,7 @@ def test_kill_9_at_random_moments_loses_nothing_acknowledged(tegadb_peer):
         client.close()
         acked |= results[0]
         server.start(server.tcp_port)
-    assert compactions >= 16
+    assert compactions >= KILLS // 3
     # Some were under way or done when the kill came (the others were cut short).
     assert "compacted" in server.log_path.read_text()
     assert len(acked) > 200  # the kills came while writes were being acknowledged

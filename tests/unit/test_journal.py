@@ -666,3 +666,110 @@ def test_file_mode_option_values() -> None:
     for bad in ("999", "1777", "rw"):
         with pytest.raises(ValueError):
             jmod.file_mode(bad)
+
+
+# --- compaction in the background -------------------------------------------------
+
+def chunked(record: Record, size: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A snapshot's rows as Journal.begin_compaction reads them."""
+    for table, rows in record.changes.items():
+        items = list(rows.items())
+        for start in range(0, len(items), size):
+            yield table, dict(items[start:start + size])
+
+
+def without_rows(record: Record) -> Record:
+    return Record(record.seq, record.txn, record.date, {}, snapshot=True)
+
+
+@pytest.mark.parametrize(("rows", "chunk"), [(0, 1), (1, 1), (7, 3), (5000, 256)])
+def test_a_background_compaction_writes_what_compact_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int, chunk: int) -> None:
+    # Small writes: the snapshot goes out (and is sealed) in many pieces.
+    monkeypatch.setattr(jmod, "SNAPSHOT_WRITE", 100)
+    files = []
+    for how in ("at once", "in the background"):
+        p = str(tmp_path / f"{how}.db")
+        create(p, Header(SCHEMA))
+        journal, _, _ = open_all(p)
+        grow(journal, 3)
+        record = snapshot(3, rows) if rows else Record(3, "t", 1, {}, snapshot=True)
+        if how == "at once":
+            journal.compact(Header(SCHEMA), record)
+        else:
+            compaction = journal.begin_compaction(Header(SCHEMA), without_rows(record),
+                                                  chunked(record, chunk))
+            compaction.write()
+            assert compaction.finish()
+        files.append(Path(p).read_bytes())
+        assert (journal.size, journal.records_since_compaction) == (len(files[-1]), 0)
+        journal.close()
+    assert files[0] == files[1]
+    assert check(str(tmp_path / "in the background.db")).problems == []
+
+
+@pytest.mark.parametrize("tail", [10, 2000])
+def test_records_appended_during_a_compaction_follow_its_snapshot(path: str, tail: int) -> None:
+    """Few are copied at the switch, many mostly by the worker; either way
+    the new file holds every one of them, and appending goes on into it."""
+    journal, _, _ = open_all(path)
+    grow(journal, 5)
+    compaction = journal.begin_compaction(Header(SCHEMA), without_rows(snapshot(5)),
+                                          chunked(snapshot(5), 1))
+    grow(journal, tail, start=6)  # written while the worker runs
+    compaction.write()
+    grow(journal, 2, start=6 + tail)  # after the worker, before the switch
+    assert compaction.finish()
+    assert journal.records_since_compaction == tail + 2
+    grow(journal, 1, start=8 + tail)
+    journal.close()
+    assert not os.path.exists(path + ".tmp")
+    records = open_all(path)[2]
+    assert records[0].snapshot and [r.seq for r in records] == list(range(5, 9 + tail))
+
+
+def test_a_failed_background_compaction_keeps_the_old_file(
+        path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal, _, _ = open_all(path)
+    grow(journal, 5)
+    good = Path(path).read_bytes()
+    compaction = journal.begin_compaction(Header(SCHEMA), without_rows(snapshot(5)),
+                                          chunked(snapshot(5, 100), 10))
+    real_write = os.write
+
+    def full(fd: int, data: Any) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(JournalError, match=r"test\.db\.tmp: No space left on device"):
+        compaction.write()
+    compaction.discard()
+    monkeypatch.undo()
+    assert not os.path.exists(path + ".tmp") and Path(path).read_bytes() == good
+    grow(journal, 1, start=6)  # the old file goes on
+    journal.close()
+    assert [r.seq for r in open_all(path)[2]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_compaction_at_once_cancels_one_in_the_background(path: str) -> None:
+    journal, _, _ = open_all(path)
+    grow(journal, 5)
+    compaction = journal.begin_compaction(Header(SCHEMA), without_rows(snapshot(5)),
+                                          chunked(snapshot(5), 1))
+    journal.compact(Header(SCHEMA), snapshot(5))  # a conversion, say
+    compacted = Path(path).read_bytes()
+    compaction.write()
+    assert not compaction.finish()
+    assert Path(path).read_bytes() == compacted and not os.path.exists(path + ".tmp")
+    journal.close()
+
+
+def test_a_background_compaction_needs_everything_written(path: str) -> None:
+    journal, _, _ = open_all(path)
+    grow(journal, 5)
+    journal.append(txn(6))
+    with pytest.raises(JournalError, match="not a snapshot of the current state"):
+        journal.begin_compaction(Header(SCHEMA), without_rows(snapshot(6)), iter([]))
+    journal.close()
