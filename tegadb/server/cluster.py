@@ -69,6 +69,7 @@ class ClusterService(DatabaseService):
               snapshot_every: int = SNAPSHOT_EVERY) -> None:
         self.log = etcd_log
         self.snapshot_every = max(snapshot_every, 1)
+        self.snapshot_seq = self.seq              # where this member last stored one
         self.cid = cid
         self.sid = sid
         self.revision = loaded_revision       # etcd revision the copy is current with
@@ -297,7 +298,7 @@ class ClusterService(DatabaseService):
                     session.disconnect()
                 continue
             if record is not None:
-                crossed |= record.seq % self.snapshot_every == 0
+                crossed |= record.seq - self.snapshot_seq >= self.snapshot_every
                 self.seq = record.seq
                 self.last_txn = record.txn
                 assert entry.outcome.changes is not None
@@ -307,7 +308,7 @@ class ClusterService(DatabaseService):
                 entry.session.reply(entry.request_id, entry.outcome.results, entry.dialect)
         if self.position_waiters:
             self._wake_waiters()
-        if crossed:
+        if crossed and self._snapshot_due():
             self._store_snapshot()
         if self.parked and any(e.record is not None for e in batch):
             self.retry_later.update(self.parked)  # run once the batch has settled
@@ -533,9 +534,17 @@ class ClusterService(DatabaseService):
             self.on_state_change()
 
     # --- snapshots -------------------------------------------------------------
+    def _snapshot_due(self) -> bool:
+        """A snapshot costs the whole database: store one only once the log
+        since the last has as many records as half the rows, so that a large
+        database's snapshots cost about a row per record."""
+        rows = sum(len(table.rows) for table in self.database.tables.values())
+        return self.seq - self.snapshot_seq >= rows // 2
+
     def _store_snapshot(self) -> None:
         if self.snapshot_task is not None and not self.snapshot_task.done():
             return
+        self.snapshot_seq = self.seq
         header = Header(self.schema_json)
         snapshot = Record(self.seq, self.last_txn, now_ms(),
                           changesets.snapshot_json(self.database, self.last_txn), snapshot=True)

@@ -156,8 +156,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="never forward writes to the member holding the writer lease: "
                         "every member appends its own (docs/cluster.md)")
     parser.add_argument("--etcd-snapshot-every", type=int, default=5000, metavar="N",
-                        help="store a snapshot in etcd and trim the log every N records "
-                        "(default 5000)")
+                        help="store a snapshot in etcd and trim the log after N records "
+                        "(default 5000), and not before the log since the last one holds "
+                        "half as many records as the database has rows")
     parser.add_argument("--db-file-mode", type=journal.file_mode,
                         default=journal.DEFAULT_FILE_MODE, metavar="MODE",
                         help="permissions, in octal, of the database files the server creates,"
