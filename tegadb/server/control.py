@@ -225,7 +225,8 @@ class ControlServer:
         """One line per lock name: its owner, then the waiters in order."""
         databases = self.server.databases
         if databases.cluster_locks is not None:
-            raise CommandError("locks are kept in etcd in a cluster: see the other members")
+            raise CommandError("locks are not kept here: a cluster member keeps them in etcd, "
+                               "a relay at its source")
         table = databases.locks
         lines = []
         for name in sorted(table.records):
