@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from . import completion, dbcommands, tegadb_client
-from .tegadb_client import _write, reporting_errors
+from .tegadb_client import reporting_errors, write_out
 
 HELP_OPTIONS = (["--help"], ["-h"])
 MORE_USAGE = f"""
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one tegadb-client line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if argv in HELP_OPTIONS:
-        return _write(tegadb_client.USAGE + MORE_USAGE)
+        return write_out(tegadb_client.USAGE + MORE_USAGE)
     if argv[:1] == ["--complete"]:
         return reporting_errors(lambda: completion.complete(argv[1:]))
     index, _ = dbcommands.command_word(argv)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if word == "completion":
         return reporting_errors(lambda: completion.script(rest))
     if dbcommands.owns(argv):
-        return reporting_errors(lambda: _write(dbcommands.run(argv)))
+        return reporting_errors(lambda: write_out(dbcommands.run(argv)))
     return tegadb_client.main(argv)
 
 

@@ -24,12 +24,12 @@ from .tegadb_client import (
     LONG_OPTIONS,
     Fatal,
     Options,
-    _write,
     connect,
     default_remote,
     fetch_schema,
     list_dbs,
     looks_like_remote,
+    write_out,
 )
 
 SCHEMA_TIMEOUT = 1.0  # seconds: completion must not hang on a silent server
@@ -78,7 +78,7 @@ def script(args: list[str]) -> int:
     """``completion bash|zsh``: the script to source."""
     if len(args) != 1 or args[0] not in SCRIPTS:
         raise Fatal("usage: tegadb-client completion bash|zsh")
-    return _write(SCRIPTS[args[0]])
+    return write_out(SCRIPTS[args[0]])
 
 
 def complete(args: list[str]) -> int:
@@ -92,7 +92,7 @@ def complete(args: list[str]) -> int:
         # bash replaces only what follows the last "=" or ":" of the word.
         cut = max(current.rfind("="), current.rfind(":")) + 1
         found = [c[cut:] for c in found]
-    return _write("".join(c + "\n" for c in found))
+    return write_out("".join(c + "\n" for c in found))
 
 
 def split_line(line: str) -> tuple[list[str], str]:

@@ -64,14 +64,14 @@ from .tegadb_client import (
     PROGRAM,
     Fatal,
     Options,
-    _getopt_message,
-    _timeout,
-    _write,
     call,
     connect,
     default_remote,
     fetch_schema,
+    getopt_message,
     list_dbs,
+    parse_timeout,
+    write_out,
 )
 from .valuesyntax import Symbols, ValueSyntaxError, parse_atom, parse_datum, parse_token
 
@@ -153,9 +153,9 @@ def parse_command_line(argv: list[str]) -> tuple[Settings, list[Invocation]]:
     try:
         pairs, args = getopt.getopt(argv, SHORT_OPTIONS, GLOBAL_OPTIONS + COMMAND_OPTIONS)
     except getopt.GetoptError as e:
-        raise Fatal(_getopt_message(e)) from None
+        raise Fatal(getopt_message(e)) from None
     if "--help" in args:  # also after the command name: "list --help"
-        raise SystemExit(_write(USAGE))
+        raise SystemExit(write_out(USAGE))
     settings = Settings(remote=default_remote())
     first_options: dict[str, str | None] = {}
     for option, value in pairs:
@@ -203,7 +203,7 @@ def _global_option(settings: Settings, option: str, value: str) -> None:
     elif option == "--oneline":
         settings.oneline = True
     elif option in ("-t", "--timeout"):
-        settings.client.timeout = _timeout(value)
+        settings.client.timeout = parse_timeout(value)
     elif option in ("-p", "--private-key"):
         settings.client.private_key = value
     elif option in ("-c", "--certificate"):
@@ -211,10 +211,10 @@ def _global_option(settings: Settings, option: str, value: str) -> None:
     elif option in ("-C", "--ca-cert"):
         settings.client.ca_cert = value
     elif option in ("-h", "--help"):
-        raise SystemExit(_write(USAGE))
+        raise SystemExit(write_out(USAGE))
     elif option in ("-V", "--version"):
         from .. import __version__
-        raise SystemExit(_write(f"{PROGRAM} (tegadb) {__version__}\n"))
+        raise SystemExit(write_out(f"{PROGRAM} (tegadb) {__version__}\n"))
     # --no-wait: there is no ovs-vswitchd to wait for.
 
 

@@ -300,7 +300,7 @@ def emit(text: str, errors: Iterable[str] = ()) -> None:
     for error in errors:
         print(f"{PROGRAM}: {error}", file=sys.stderr, flush=True)
     if text:
-        _write(text)
+        write_out(text)
 
 
 def _receive_failed(options: Options, error: Exception) -> Fatal:
@@ -865,18 +865,18 @@ def appctl(argv: list[str]) -> int:
         # Options only before COMMAND: its arguments may begin with "-".
         pairs, args = getopt.getopt(argv, "t:T:", ["target=", "timeout="])
     except getopt.GetoptError as e:
-        raise Fatal(_getopt_message(e)) from None
+        raise Fatal(getopt_message(e)) from None
     target, timeout = DEFAULT_CONTROL_SOCKET, None
     for option, value in pairs:
         if option in ("-t", "--target"):
             target = value
         else:
-            timeout = _timeout(value)
+            timeout = parse_timeout(value)
     if not args:
         raise Fatal("at least one non-option argument is required (use --help for help)")
     ok, text = control_request(target, args[0], args[1:], timeout)
     if ok:
-        _write(text)
+        write_out(text)
         return 0
     sys.stdout.flush()
     sys.stderr.write(text)
@@ -1059,7 +1059,7 @@ def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
     try:
         pairs, args = getopt.gnu_getopt(argv, "f:d:t:p:c:C:hV", LONG_OPTIONS)
     except getopt.GetoptError as e:
-        raise Fatal(_getopt_message(e)) from None
+        raise Fatal(getopt_message(e)) from None
     options = Options()
     style = options.style
     for option, value in pairs:
@@ -1084,7 +1084,7 @@ def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
         elif option == "--quiet":
             options.quiet = True
         elif option in ("-t", "--timeout"):
-            options.timeout = _timeout(value)
+            options.timeout = parse_timeout(value)
         elif option in ("-p", "--private-key"):
             options.private_key = value
         elif option in ("-c", "--certificate"):
@@ -1092,15 +1092,15 @@ def parse_options(argv: list[str]) -> tuple[Options, list[str]]:
         elif option in ("-C", "--ca-cert"):
             options.ca_cert = value
         elif option in ("-h", "--help"):
-            raise SystemExit(_write(USAGE))
+            raise SystemExit(write_out(USAGE))
         elif option in ("-V", "--version"):
             from .. import __version__
-            raise SystemExit(_write(f"{PROGRAM} (tegadb) {__version__}\n"))
+            raise SystemExit(write_out(f"{PROGRAM} (tegadb) {__version__}\n"))
     options.style = style
     return options, args
 
 
-def _getopt_message(error: getopt.GetoptError) -> str:
+def getopt_message(error: getopt.GetoptError) -> str:
     """GNU getopt's wording, as ovsdb-client prints it."""
     name, msg = error.opt, error.msg
     long = len(name) > 1
@@ -1114,7 +1114,7 @@ def _getopt_message(error: getopt.GetoptError) -> str:
     return msg
 
 
-def _timeout(value: str) -> float:
+def parse_timeout(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
@@ -1124,7 +1124,7 @@ def _timeout(value: str) -> float:
     return seconds
 
 
-def _write(text: str) -> int:
+def write_out(text: str) -> int:
     # Bytes, not the locale's encoding: data may hold any Unicode text.
     sys.stdout.buffer.write(text.encode())
     sys.stdout.flush()
@@ -1173,7 +1173,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["appctl"]:
         return reporting_errors(lambda: appctl(argv[1:]))
-    return reporting_errors(lambda: _write(run(argv)))
+    return reporting_errors(lambda: write_out(run(argv)))
 
 
 def reporting_errors(command: Callable[[], int]) -> int:

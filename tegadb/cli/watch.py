@@ -57,14 +57,14 @@ from .tegadb_client import (
     PROGRAM,
     Fatal,
     Options,
-    _getopt_message,
-    _write,
     call,
     connect,
     default_remote,
     fetch_schema,
+    getopt_message,
     list_dbs,
     looks_like_remote,
+    write_out,
 )
 from .valuesyntax import ValueSyntaxError, parse_atom, parse_datum, parse_token
 
@@ -99,7 +99,7 @@ def parse_arguments(argv: list[str]) -> WatchSettings:
         pairs, args = getopt.gnu_getopt(argv, "f:h", ["where=", "since=", "format=", "db=",
                                                       "database=", "help"])
     except getopt.GetoptError as e:
-        raise Fatal(_getopt_message(e)) from None
+        raise Fatal(getopt_message(e)) from None
     settings = WatchSettings(remote=default_remote())
     for option, value in pairs:
         if option == "--where":
@@ -117,7 +117,7 @@ def parse_arguments(argv: list[str]) -> WatchSettings:
         elif option == "--database":
             settings.database = value
         else:
-            raise SystemExit(_write(USAGE))
+            raise SystemExit(write_out(USAGE))
     if args and looks_like_remote(args[0]) and len(args) > 1:
         settings.remote, args = args[0], args[1:]
     if not args:
@@ -285,21 +285,21 @@ class Printer:
     def _show(self, change: Change, txn: str) -> None:
         now = time.time()
         if self.as_json:
-            self._write(json.dumps(self._json(change, txn, now), ensure_ascii=False) + "\n")
+            self.write_out(json.dumps(self._json(change, txn, now), ensure_ascii=False) + "\n")
             return
         # A standalone ovsdb-server gives no transaction ids (all zeros).
         shown_txn = "-" if txn == ZERO_UUID else txn
         line = f"{formats.timestamp(now)} {shown_txn} {change.table} {change.label} "
         line += {"insert": "+ ", "delete": "- ", "modify": ""}[change.op] + self._diff(change)
         if self.console is None:
-            self._write(line.rstrip() + "\n")
+            self.write_out(line.rstrip() + "\n")
         else:
             from rich.text import Text
 
             style = {"insert": "green", "delete": "red", "modify": ""}[change.op]
             self.console.print(Text(line.rstrip(), style=style))
 
-    def _write(self, text: str) -> None:
+    def write_out(self, text: str) -> None:
         # Bytes, not the locale's encoding: data may hold any Unicode text.
         self.out.buffer.write(text.encode())
         self.out.flush()
