@@ -185,6 +185,8 @@ class ClusterService(DatabaseService):
         changes = outcome.changes
         if changes and not self.connected:
             undo(self.database, changes)
+            if self.observer is not None:
+                self.observer.commit_refused("cluster unavailable")
             return [*outcome.results, self._unavailable_error()]
         if not changes and not self.batch:
             return outcome.results  # it read committed contents only
@@ -197,6 +199,8 @@ class ClusterService(DatabaseService):
             line = encode_line(record.to_json())
             if len(line) > MAX_REQUEST_BYTES:
                 undo(self.database, changes)
+                if self.observer is not None:
+                    self.observer.commit_refused("resources exhausted")
                 return [*outcome.results, {
                     "error": "resources exhausted",
                     "details": f"the transaction's log record of {len(line)} bytes exceeds the "
@@ -284,6 +288,7 @@ class ClusterService(DatabaseService):
 
     def _acknowledge(self) -> None:
         batch = self._take_batch()
+        self._count_written(batch)
         crossed = False
         for entry in batch:
             record = entry.record

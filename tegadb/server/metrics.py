@@ -72,14 +72,21 @@ class Metrics(Collector):
 
     def transaction_finished(self, outcome: TxnOutcome) -> None:
         if outcome.changes:
-            self.committed_transactions += 1
-            return
+            return  # counted once its batch is written, or refused (below)
         for result in outcome.results or ():
             if type(result) is dict and "error" in result:
                 self.failed_transactions += 1
                 self.error(str(result["error"]))
                 return
         self.unchanged_transactions += 1
+
+    def commits_written(self, count: int) -> None:
+        self.committed_transactions += count
+
+    def commit_refused(self, kind: str) -> None:
+        """A transaction that changed something, undone: its batch was not stored."""
+        self.failed_transactions += 1
+        self.error(kind)
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1

@@ -403,6 +403,7 @@ class DatabaseService:
     def _acknowledge(self) -> None:
         """The batch is written: publish its changes and send its replies, in order."""
         batch = self._take_batch()
+        self._count_written(batch)
         committed = False
         for entry in batch:
             record = entry.record
@@ -418,6 +419,10 @@ class DatabaseService:
         if committed and self.parked:
             for key in list(self.parked):
                 self._retry(key)
+
+    def _count_written(self, batch: list[BatchEntry]) -> None:
+        if self.observer is not None:
+            self.observer.commits_written(sum(1 for e in batch if e.record is not None))
 
     def _take_batch(self) -> list[BatchEntry]:
         batch, self.batch = self.batch, []
@@ -438,6 +443,8 @@ class DatabaseService:
         saw the batch runs again on what is committed."""
         for entry in self._undo_batch():
             assert entry.outcome.results is not None
+            if entry.record is not None and self.observer is not None:
+                self.observer.commit_refused(str(failure.get("error")))
             if entry.session.closed:
                 continue
             if entry.conversion is not None:
@@ -510,10 +517,6 @@ class DatabaseService:
             # record, and the next batch tries again (the disk may have room by then).
             log.error("%s: %s; failing the %d transactions of this batch", self.name, e,
                       len(self.batch))
-            if self.observer is not None:
-                for entry in self.batch:
-                    if entry.record is not None:
-                        self.observer.error("I/O error")  # one per failed transaction
             self._refuse_batch(io_error(e))
             return None
         if self.batch:

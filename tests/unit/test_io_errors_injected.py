@@ -114,3 +114,23 @@ def test_a_failed_cut_is_retried_before_the_next_write(served: Served,
     assert len(truncates) == 2  # cut again before "after" was written
     served.reopen()
     assert names(served) == ["after", "kept"]
+
+
+def test_metrics_count_a_refused_batch_as_failed_not_committed(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from tegadb.server.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    served.databases.observe(metrics)
+    writer = served.client()
+    served.transact(writer, insert("kept"))
+    fail_next(monkeypatch, "write", errno.ENOSPC)
+    for i in range(3):
+        writer.send("transact", "Test", insert(f"lost{i}"))
+    served.turn()
+    served.transact(writer, insert("after"))
+    assert metrics.committed_transactions == 2
+    assert metrics.failed_transactions == 3
+    assert metrics.errors == {"I/O error": 3}
