@@ -287,37 +287,25 @@ class ClusterService(DatabaseService):
             self._after_settling()
 
     def _acknowledge(self) -> None:
-        batch = self._take_batch()
-        self._count_written(batch)
-        crossed = False
-        for entry in batch:
-            record = entry.record
-            if entry.conversion is not None:
-                assert record is not None
-                to_disconnect = self._adopt(record)
-                log.info("%s: converted %s to schema version %s at %d", entry.session.peer,
-                         self.name, entry.conversion.version or "(none)", record.seq)
-                if not entry.session.closed:
-                    entry.session.reply(entry.request_id, {}, entry.dialect)
-                for session in to_disconnect:
-                    session.disconnect()
-                continue
-            if record is not None:
-                crossed |= record.seq - self.snapshot_seq >= self.snapshot_every
-                self.seq = record.seq
-                self.last_txn = record.txn
-                assert entry.outcome.changes is not None
-                self.publish(entry.outcome.changes, record.txn)
-            assert entry.outcome.results is not None
-            if not entry.session.closed:
-                entry.session.reply(entry.request_id, entry.outcome.results, entry.dialect)
+        committed = self._answer(self._take_batch())
         if self.position_waiters:
             self._wake_waiters()
-        if crossed and self._snapshot_due():
+        if self.seq - self.snapshot_seq >= self.snapshot_every and self._snapshot_due():
             self._store_snapshot()
-        if self.parked and any(e.record is not None for e in batch):
+        if self.parked and committed:
             self.retry_later.update(self.parked)  # run once the batch has settled
         self.on_state_change()
+
+    def _converted(self, entry: BatchEntry) -> None:
+        record = entry.record
+        assert record is not None and entry.conversion is not None
+        to_disconnect = self._adopt(record)
+        log.info("%s: converted %s to schema version %s at %d", entry.session.peer,
+                 self.name, entry.conversion.version or "(none)", record.seq)
+        if not entry.session.closed:
+            entry.session.reply(entry.request_id, {}, entry.dialect)
+        for session in to_disconnect:
+            session.disconnect()
 
     # --- conversions -----------------------------------------------------------------
     def _replace_only(self, schema: DbSchema, database: Database, seq: int,

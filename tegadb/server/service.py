@@ -401,12 +401,21 @@ class DatabaseService:
 
     # --- the batch ------------------------------------------------------------
     def _acknowledge(self) -> None:
-        """The batch is written: publish its changes and send its replies, in order."""
-        batch = self._take_batch()
+        """The batch is written: publish its changes and send its replies."""
+        if self._answer(self._take_batch()) and self.parked:
+            for key in list(self.parked):
+                self._retry(key)
+
+    def _answer(self, batch: list[BatchEntry]) -> bool:
+        """Publish a written batch's changes and send its replies, in order;
+        whether it committed anything."""
         self._count_written(batch)
         committed = False
         for entry in batch:
             record = entry.record
+            if entry.conversion is not None:
+                self._converted(entry)
+                continue
             if record is not None:
                 self.seq = record.seq
                 self.last_txn = record.txn
@@ -416,9 +425,11 @@ class DatabaseService:
             assert entry.outcome.results is not None
             if not entry.session.closed:
                 entry.session.reply(entry.request_id, entry.outcome.results, entry.dialect)
-        if committed and self.parked:
-            for key in list(self.parked):
-                self._retry(key)
+        return committed
+
+    def _converted(self, entry: BatchEntry) -> None:
+        """A conversion in the batch (only a log shared with others has them)."""
+        raise AssertionError(f"{self.name}: a conversion in a standalone batch")
 
     def _count_written(self, batch: list[BatchEntry]) -> None:
         if self.observer is not None:
