@@ -224,20 +224,10 @@ class ClusterService(DatabaseService):
         return not self.overflow and not self.converting
 
     def _retry(self, key: tuple[int, str]) -> None:
-        txn = self.parked.get(key)
-        if txn is None:
-            return
-        if self.in_flight:
+        if self.in_flight and key in self.parked:
             self.retry_later.add(key)  # it would read the tentative batch
             return
-        outcome = self.database.transact(txn.ops, txn.session, elapsed_ms=txn.elapsed_ms())
-        if outcome.wait_deadline_ms is not None:
-            self._arm_timer(txn, key, outcome.wait_deadline_ms)
-            return
-        self._unpark(key)
-        results = self._finish(txn.session, txn.request_id, txn.dialect, txn.ops, outcome)
-        if results is not None:
-            txn.session.reply(txn.request_id, results, txn.dialect)
+        super()._retry(key)
 
     def _unavailable_error(self) -> dict[str, Any]:
         return {"error": "cluster unavailable",
