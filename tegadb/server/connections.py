@@ -15,6 +15,7 @@ import gc
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,9 +95,11 @@ class Connection(asyncio.Protocol):
         self.last_received = 0.0
         self.probe_sent = False
         self.probe_timer: asyncio.TimerHandle | None = None
-        # Input beyond this turn's MESSAGES_PER_TURN, served on later turns.
-        self.deferred: list[object] | None = None
-        self.deferred_error: ProtocolError | None = None
+        # Messages received and not served yet (beyond this turn's
+        # MESSAGES_PER_TURN, or held back: see serve_pending), in order.
+        self.pending: deque[object] = deque()
+        self.pending_error: ProtocolError | None = None   # after them: close
+        self.waiting = False   # in the server's backlog
         self.unparsed = memoryview(b"")   # bytes read but not framed yet
         self.deferred_scheduled = False
         self.input_paused = False   # reading paused until the above are served
@@ -171,59 +174,70 @@ class Connection(asyncio.Protocol):
 
     def take(self, data: bytes) -> None:
         """Frame ``data`` and serve (or queue) the messages it completes."""
-        server = self.server
-        error = None
+        if self.pending_error is not None:
+            return  # the connection closes once what came before is served
         try:
             messages = self.framer.feed(data)
         except ProtocolError as e:
             # Messages completed before the bad bytes are served first, as OVS does.
-            messages, error = e.messages, e
+            messages, self.pending_error = e.messages, e
             self.unparsed = memoryview(b"")
         if self.framer.buffered:
-            if server.message_timeout:
+            if self.server.message_timeout:
                 self.message_in_progress(bool(messages))
         elif self.message_started:
             self.message_started = 0.0
-        if server.backlog:
-            server.backlog.append((self, messages, error))
-            return
-        self.serve(messages, error)
+        self.pending.extend(messages)
+        self.serve_pending()
 
-    def serve(self, messages: list[object], error: ProtocolError | None) -> bool:
-        """Handle ``messages``, at most MESSAGES_PER_TURN of them now and the
-        rest on later turns; False if the server held them back (see
-        Server.must_hold)."""
+    def serve_pending(self, resumed: bool = False) -> None:
+        """Serve this turn's share (MESSAGES_PER_TURN) of the messages
+        received, in order, and the rest on later turns.
+
+        A message the server must hold (Server.must_hold) stops the queue:
+        the connection then waits in the server's backlog, and so does any
+        connection with input while others wait, until the backlog is served
+        (``resumed``).  One queue per connection keeps its messages in order
+        whichever way they are served.
+        """
+        server = self.server
         session = self.session
         assert session is not None
-        if self.deferred is not None:
-            # Served in order after what came before (a cluster's backlog).
-            self.deferred += messages
-            self.deferred_error = self.deferred_error or error
-            return True
-        server = self.server
-        if len(messages) > MESSAGES_PER_TURN:
-            self.deferred = messages[MESSAGES_PER_TURN:]
-            self.deferred_error = error
-            messages, error = messages[:MESSAGES_PER_TURN], None
-            self.pause_input()
-        for index, message in enumerate(messages):
-            if server.gate_closed and server.must_hold(message):
-                server.backlog.append((self, messages[index:], error))
-                return False
+        pending = self.pending
+        if pending and (self.waiting or (server.backlog and not resumed)):
+            self.wait()
+            return
+        for _ in range(MESSAGES_PER_TURN):
+            if not pending:
+                break
+            if server.gate_closed and server.must_hold(pending[0]):
+                self.wait()
+                return
             try:
-                methods.handle_message(session, message)
+                methods.handle_message(session, pending.popleft())
             except ProtocolError as e:
                 log.warning("%s: %s, closing connection", session.peer, e)
                 self.close()
-                return True
+                return
             if session.closed:
-                return True
-        if error is not None:
-            log.warning("%s: %s, closing connection", session.peer, error)
+                return
+        if pending or self.unparsed:
+            self.pause_input()
+        elif self.pending_error is not None:
+            log.warning("%s: %s, closing connection", session.peer, self.pending_error)
             if server.observer is not None:
                 server.observer.error("protocol error")
             self.close()
-        return True
+        elif self.input_paused:
+            self.input_paused = False
+            if self.transport is not None and not session.backlogged:
+                self.transport.resume_reading()
+
+    def wait(self) -> None:
+        """Queue behind the server's backlog (see serve_pending)."""
+        if not self.waiting:
+            self.waiting = True
+            self.server.backlog.append(self)
 
     def pause_input(self) -> None:
         """Stop reading until the input already received has been served."""
@@ -239,34 +253,22 @@ class Connection(asyncio.Protocol):
             self.server.loop.call_soon(self.serve_deferred)
 
     def serve_deferred(self) -> None:
-        """This turn's share of the input left from earlier turns: deferred
-        messages, else the next INPUT_PER_TURN bytes (nothing while the peer
-        does not read: resume_writing schedules this again)."""
+        """This turn's share of the input left from earlier turns: messages
+        already framed, else the next INPUT_PER_TURN bytes (nothing while the
+        peer does not read: resume_writing schedules this again)."""
         self.deferred_scheduled = False
         session = self.session
         if self.transport is None or session is None or session.closed or session.backlogged:
             return
-        messages = self.deferred
-        if messages is not None:
-            error, self.deferred, self.deferred_error = self.deferred_error, None, None
-            if self.server.backlog:
-                # A cluster batch holds input back: queue behind what it holds.
-                self.server.backlog.append((self, messages, error))
-            else:
-                self.serve(messages, error)
+        if self.pending:
+            self.serve_pending()
         elif self.unparsed:
             data = bytes(self.unparsed[:INPUT_PER_TURN])
             self.unparsed = self.unparsed[INPUT_PER_TURN:]
             self.take(data)
             self.account_input()
-        if self.transport is None:
-            return
-        if self.deferred is not None or self.unparsed:
-            self.schedule_deferred()
-        elif self.input_paused:
-            self.input_paused = False
-            if not session.backlogged:
-                self.transport.resume_reading()
+        else:
+            self.serve_pending()  # only resumes reading
 
     def message_in_progress(self, completed_some: bool) -> None:
         """Start the deadline of a message that began in the last read."""
@@ -357,7 +359,7 @@ class Connection(asyncio.Protocol):
 
     def drop_input(self) -> None:
         """Forget input not served yet: the connection is going away."""
-        self.deferred = self.deferred_error = None
+        self.pending.clear()
         self.unparsed = memoryview(b"")
         self.framer = Framer(self.server.max_message_size)
         if self.input_held:
@@ -397,7 +399,7 @@ class Connection(asyncio.Protocol):
         if self.session is not None:
             self.session.backlogged = False
             self.session.flush_monitors()
-            if self.deferred is not None or self.unparsed:
+            if self.pending or self.unparsed:
                 self.schedule_deferred()
 
 
@@ -441,7 +443,7 @@ class Server:
         # Input held back while a batch may not commit (must_hold), served
         # in order once it is written (or settled, for a shared log).
         self.settling = False
-        self.backlog: list[tuple[Connection, list[object], ProtocolError | None]] = []
+        self.backlog: list[Connection] = []
         self.stopped = asyncio.Event()
         self.failed = False
         self.bytes_received = 0
@@ -573,10 +575,13 @@ class Server:
 
     def serve_backlog(self) -> None:
         while self.backlog and not self.settling:
-            connection, messages, error = self.backlog.pop(0)
-            if connection.session is None or connection.session.closed:
+            connection = self.backlog.pop(0)
+            connection.waiting = False
+            if connection.transport is None or connection.session is None \
+                    or connection.session.closed:
                 continue
-            if not connection.serve(messages, error):
+            connection.serve_pending(resumed=True)
+            if connection.waiting:
                 # Held again, at the back: move it to the front to keep the order.
                 self.backlog.insert(0, self.backlog.pop())
                 return
