@@ -89,6 +89,9 @@ class Connection(asyncio.Protocol):
         self.session: methods.Session | None = None
         self.held: list[bytes] = []
         self.held_size = 0
+        # Output of the messages being served together (serve_pending), sent
+        # in one write when they are done; None: each send writes at once.
+        self.collected: list[bytes] | None = None
         self.aborted = False
         self.probe_interval = (
             0.0 if remote.is_unix and not server.probe_unix else server.probe_interval)
@@ -207,20 +210,27 @@ class Connection(asyncio.Protocol):
         if pending and (self.waiting or (server.backlog and not resumed)):
             self.wait()
             return
-        for _ in range(MESSAGES_PER_TURN):
-            if not pending:
-                break
-            if server.gate_closed and server.must_hold(pending[0]):
-                self.wait()
-                return
-            try:
-                methods.handle_message(session, pending.popleft())
-            except ProtocolError as e:
-                log.warning("%s: %s, closing connection", session.peer, e)
-                self.close()
-                return
-            if session.closed:
-                return
+        if len(pending) > 1:
+            # One write for the replies of all of them, not one each: the
+            # peer (and the system) then handles one wake-up per turn.
+            self.collected = []
+        try:
+            for _ in range(MESSAGES_PER_TURN):
+                if not pending:
+                    break
+                if server.gate_closed and server.must_hold(pending[0]):
+                    self.wait()
+                    return
+                try:
+                    methods.handle_message(session, pending.popleft())
+                except ProtocolError as e:
+                    log.warning("%s: %s, closing connection", session.peer, e)
+                    self.close()
+                    return
+                if session.closed:
+                    return
+        finally:
+            self.send_collected()
         if pending or self.unparsed:
             self.pause_input()
         elif self.pending_error is not None:
@@ -302,6 +312,9 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        if self.collected is not None:
+            self.collected.append(data)
+            return
         session = self.session
         assert session is not None
         limit = self.server.max_backlog
@@ -365,7 +378,14 @@ class Connection(asyncio.Protocol):
         if self.input_held:
             self.account_input()
 
+    def send_collected(self) -> None:
+        """Write what serve_pending collected (see Connection.collected)."""
+        collected, self.collected = self.collected, None
+        if collected:
+            self.send(b"".join(collected))
+
     def close(self) -> None:
+        self.send_collected()
         self.drop_input()
         if self.transport is not None:
             self.release()
