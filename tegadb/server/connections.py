@@ -47,18 +47,29 @@ PROBE_INTERVAL = 5.0
 # How long a started message may take to arrive whole (a client sending one
 # byte a second would otherwise hold its buffer forever).
 MESSAGE_TIMEOUT = 30.0
-# Messages of one connection served per event-loop turn; the rest wait for
-# the next turn with reading paused, so a client pipelining thousands of
-# requests delays the others by one such batch, not by all of its requests.
-# The issue's figure for ovsdb-server is ~50 a run; its current
-# ovsdb_jsonrpc_session_run (ovsdb/jsonrpc-server.c) takes one message per
-# session per main-loop run, and none while the session's replies are not
-# all written.  50 keeps a pipelining client's batch (and its group commit)
-# whole: W2's 32 in flight per connection fit in one turn.
+# A connection's share of an event-loop turn: at most this many messages,
+# and while no batch is being built, about TIME_PER_TURN of work; the rest
+# waits for later turns with reading paused, so a client pipelining thousands
+# of requests delays the others by one such share, not by all of its
+# requests.  ovsdb-server's ovsdb_jsonrpc_session_run (ovsdb/jsonrpc-server.c)
+# takes one message per session per main-loop run, and none while the
+# session's replies are not all written.  50 messages keep a pipelining
+# client's batch (and its group commit) whole: W2's 32 in flight per
+# connection fit in one turn.  Transactions joining a batch are not cut off
+# by time: every reply waits for that batch's write anyway, and a batch cut
+# in two costs a second write.
 MESSAGES_PER_TURN = 50
-# Bytes of a connection framed per turn: parsing a 256 KiB read of small
-# requests at once took ~10 ms, a stall for everyone else.
+# Before the time budget, a flood of small requests took 200-450 us a turn
+# (50 served, 8 KiB framed: ~2 us a message each), and another client's
+# round trip waited for that; a turn costs the loop ~5 us.
+TIME_PER_TURN = 50e-6
+# A read up to this size is framed at once: a pipelining client's batch
+# (W2's 32 requests are 5.6 KiB).  A larger read (a flood, a large message)
+# is framed INPUT_SLICE at a time, as many slices a turn as TIME_PER_TURN
+# allows: 1 KiB of small requests takes ~40 us to frame, of a large message
+# ~17 us.
 INPUT_PER_TURN = 8192
+INPUT_SLICE = 1024
 # How long the loop keeps polling, instead of sleeping, for a client that
 # answers quickly (see Server.input_arrived).  A sequential client's next
 # request came 40-80 us after the reply in `make bench`'s W1.
@@ -156,8 +167,8 @@ class Connection(asyncio.Protocol):
             self.unparsed = memoryview(bytes(self.unparsed) + data)
         else:
             if len(data) > INPUT_PER_TURN:
-                self.unparsed = memoryview(data)[INPUT_PER_TURN:]
-                data = data[:INPUT_PER_TURN]
+                self.unparsed = memoryview(data)[INPUT_SLICE:]
+                data = data[:INPUT_SLICE]
                 self.pause_input()
             self.take(data)
         if self.input_held or self.framer.buffered or self.unparsed:
@@ -194,8 +205,8 @@ class Connection(asyncio.Protocol):
         self.serve_pending()
 
     def serve_pending(self, resumed: bool = False) -> None:
-        """Serve this turn's share (MESSAGES_PER_TURN) of the messages
-        received, in order, and the rest on later turns.
+        """Serve this turn's share (MESSAGES_PER_TURN, TIME_PER_TURN) of the
+        messages received, in order, and the rest on later turns.
 
         A message the server must hold (Server.must_hold) stops the queue:
         the connection then waits in the server's backlog, and so does any
@@ -214,9 +225,12 @@ class Connection(asyncio.Protocol):
             # One write for the replies of all of them, not one each: the
             # peer (and the system) then handles one wake-up per turn.
             self.collected = []
+        deadline = time.perf_counter() + TIME_PER_TURN
         try:
-            for _ in range(MESSAGES_PER_TURN):
+            for served in range(MESSAGES_PER_TURN):
                 if not pending:
+                    break
+                if served and not server.gate_closed and time.perf_counter() >= deadline:
                     break
                 if server.gate_closed and server.must_hold(pending[0]):
                     self.wait()
@@ -264,21 +278,27 @@ class Connection(asyncio.Protocol):
 
     def serve_deferred(self) -> None:
         """This turn's share of the input left from earlier turns: messages
-        already framed, else the next INPUT_PER_TURN bytes (nothing while the
-        peer does not read: resume_writing schedules this again)."""
+        already framed, else the input that follows, framed INPUT_SLICE at a
+        time until some message is waiting or TIME_PER_TURN has passed
+        (nothing while the peer does not read: resume_writing schedules this
+        again)."""
         self.deferred_scheduled = False
         session = self.session
         if self.transport is None or session is None or session.closed or session.backlogged:
             return
-        if self.pending:
-            self.serve_pending()
-        elif self.unparsed:
-            data = bytes(self.unparsed[:INPUT_PER_TURN])
-            self.unparsed = self.unparsed[INPUT_PER_TURN:]
+        if self.pending or not self.unparsed:
+            self.serve_pending()  # with no input left, this only resumes reading
+            return
+        deadline = time.perf_counter() + TIME_PER_TURN
+        while True:
+            data = bytes(self.unparsed[:INPUT_SLICE])
+            self.unparsed = self.unparsed[INPUT_SLICE:]
             self.take(data)
-            self.account_input()
-        else:
-            self.serve_pending()  # only resumes reading
+            # Closing or aborting drops the input: nothing is left then.
+            if (self.pending or not self.unparsed or session.backlogged
+                    or time.perf_counter() >= deadline):
+                break
+        self.account_input()
 
     def message_in_progress(self, completed_some: bool) -> None:
         """Start the deadline of a message that began in the last read."""
