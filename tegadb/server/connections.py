@@ -48,28 +48,29 @@ PROBE_INTERVAL = 5.0
 # byte a second would otherwise hold its buffer forever).
 MESSAGE_TIMEOUT = 30.0
 # A connection's share of an event-loop turn: at most this many messages,
-# and while no batch is being built, about TIME_PER_TURN of work; the rest
-# waits for later turns with reading paused, so a client pipelining thousands
-# of requests delays the others by one such share, not by all of its
-# requests.  ovsdb-server's ovsdb_jsonrpc_session_run (ovsdb/jsonrpc-server.c)
-# takes one message per session per main-loop run, and none while the
-# session's replies are not all written.  50 messages keep a pipelining
-# client's batch (and its group commit) whole: W2's 32 in flight per
-# connection fit in one turn.  Transactions joining a batch are not cut off
-# by time: every reply waits for that batch's write anyway, and a batch cut
-# in two costs a second write.
+# and, while other connections share the loop and no batch is being built,
+# about TIME_PER_TURN of work; the rest waits for later turns with reading
+# paused, so a client pipelining thousands of requests delays the others by
+# one such share, not by all of its requests.  ovsdb-server's
+# ovsdb_jsonrpc_session_run (ovsdb/jsonrpc-server.c) takes one message per
+# session per main-loop run, and none while the session's replies are not
+# all written.  50 messages keep a pipelining client's batch (and its group
+# commit) whole: W2's 32 in flight per connection fit in one turn.
+# Transactions joining a batch are not cut off by time: every reply waits
+# for that batch's write anyway, and a batch cut in two costs a second write.
 MESSAGES_PER_TURN = 50
 # Before the time budget, a flood of small requests took 200-450 us a turn
 # (50 served, 8 KiB framed: ~2 us a message each), and another client's
-# round trip waited for that; a turn costs the loop ~5 us.
-TIME_PER_TURN = 50e-6
+# round trip waited for that.  A turn costs the loop ~5 us.
+TIME_PER_TURN = 30e-6
 # A read up to this size is framed at once: a pipelining client's batch
 # (W2's 32 requests are 5.6 KiB).  A larger read (a flood, a large message)
-# is framed INPUT_SLICE at a time, as many slices a turn as TIME_PER_TURN
-# allows: 1 KiB of small requests takes ~40 us to frame, of a large message
-# ~17 us.
+# is framed a turn's worth at a time: INPUT_PER_TURN for a connection alone
+# on the server (nobody waits for the loop), else INPUT_SLICE at a time, as
+# many slices a turn as TIME_PER_TURN allows (512 bytes of small requests
+# take ~20 us to frame, of a large message ~9 us).
 INPUT_PER_TURN = 8192
-INPUT_SLICE = 1024
+INPUT_SLICE = 512
 # How long the loop keeps polling, instead of sleeping, for a client that
 # answers quickly (see Server.input_arrived).  A sequential client's next
 # request came 40-80 us after the reply in `make bench`'s W1.
@@ -167,8 +168,9 @@ class Connection(asyncio.Protocol):
             self.unparsed = memoryview(bytes(self.unparsed) + data)
         else:
             if len(data) > INPUT_PER_TURN:
-                self.unparsed = memoryview(data)[INPUT_SLICE:]
-                data = data[:INPUT_SLICE]
+                cut = self.input_slice()
+                self.unparsed = memoryview(data)[cut:]
+                data = data[:cut]
                 self.pause_input()
             self.take(data)
         if self.input_held or self.framer.buffered or self.unparsed:
@@ -225,12 +227,14 @@ class Connection(asyncio.Protocol):
             # One write for the replies of all of them, not one each: the
             # peer (and the system) then handles one wake-up per turn.
             self.collected = []
+        shared = len(server.connections) > 1
         deadline = time.perf_counter() + TIME_PER_TURN
         try:
             for served in range(MESSAGES_PER_TURN):
                 if not pending:
                     break
-                if served and not server.gate_closed and time.perf_counter() >= deadline:
+                if (served and shared and not server.gate_closed
+                        and time.perf_counter() >= deadline):
                     break
                 if server.gate_closed and server.must_hold(pending[0]):
                     self.wait()
@@ -278,8 +282,8 @@ class Connection(asyncio.Protocol):
 
     def serve_deferred(self) -> None:
         """This turn's share of the input left from earlier turns: messages
-        already framed, else the input that follows, framed INPUT_SLICE at a
-        time until some message is waiting or TIME_PER_TURN has passed
+        already framed, else the input that follows, framed input_slice() at
+        a time until some message is waiting or TIME_PER_TURN has passed
         (nothing while the peer does not read: resume_writing schedules this
         again)."""
         self.deferred_scheduled = False
@@ -290,15 +294,20 @@ class Connection(asyncio.Protocol):
             self.serve_pending()  # with no input left, this only resumes reading
             return
         deadline = time.perf_counter() + TIME_PER_TURN
+        cut = self.input_slice()
         while True:
-            data = bytes(self.unparsed[:INPUT_SLICE])
-            self.unparsed = self.unparsed[INPUT_SLICE:]
+            data = bytes(self.unparsed[:cut])
+            self.unparsed = self.unparsed[cut:]
             self.take(data)
             # Closing or aborting drops the input: nothing is left then.
             if (self.pending or not self.unparsed or session.backlogged
                     or time.perf_counter() >= deadline):
                 break
         self.account_input()
+
+    def input_slice(self) -> int:
+        """How much of a large read to frame at a time (see INPUT_SLICE)."""
+        return INPUT_SLICE if len(self.server.connections) > 1 else INPUT_PER_TURN
 
     def message_in_progress(self, completed_some: bool) -> None:
         """Start the deadline of a message that began in the last read."""

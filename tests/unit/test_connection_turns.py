@@ -1,8 +1,9 @@
 """A connection's share of an event-loop turn (issue 14, item 4), driven
 through `Connection` with a transport that records what it is asked to do:
-the replies of the messages served together go out in one write, a turn
-ends after about TIME_PER_TURN of work, except for transactions joining a
-batch, and what is left is served on later turns, in order."""
+the replies of the messages served together go out in one write; while
+other connections share the loop, a turn ends after about TIME_PER_TURN of
+work, except for transactions joining a batch, and a large read is framed a
+slice at a time; what is left is served on later turns, in order."""
 
 from __future__ import annotations
 
@@ -70,13 +71,19 @@ def slow_method() -> Iterator[str]:
     del methods.METHODS["test_slow"]
 
 
-def _connected(tmp_path: Path) -> tuple[Server, Connection, RecordingTransport]:
+def _connected(tmp_path: Path, others: int = 1,
+               ) -> tuple[Server, Connection, RecordingTransport]:
+    """A server with a connection to drive and ``others`` idle ones (the
+    time budget and the slices apply only while others share the loop)."""
     db_file = tmp_path / "test.db"
     create_database_file(db_file, SCHEMA)
     server = Server(ServerDatabases([DatabaseService.open(db_file)]))
-    connection = Connection(server, parse_passive(f"punix:{tmp_path / 'db.sock'}"))
+    remote = parse_passive(f"punix:{tmp_path / 'db.sock'}")
+    connection = Connection(server, remote)
     transport = RecordingTransport()
     connection.connection_made(transport)
+    for _ in range(others):
+        Connection(server, remote).connection_made(RecordingTransport())
     return server, connection, transport
 
 
@@ -117,6 +124,22 @@ def test_a_turn_ends_once_its_time_is_used_and_the_rest_follows_in_order(tmp_pat
         await _turns(count + 2)
         assert [r["result"] for r in transport.replies()] == [[i] for i in range(count)]
         assert transport.reading
+        server.databases.close()
+
+    asyncio.run(run())
+
+
+def test_a_connection_alone_keeps_whole_turns(tmp_path, slow_method):
+    async def run() -> None:
+        server, connection, transport = _connected(tmp_path, others=0)
+        count = 10
+        # Nobody waits for the loop: no time budget, and reads are framed
+        # a turn's worth at a time.
+        connection.data_received(_requests(slow_method, count))
+        assert [r["id"] for r in transport.replies()] == list(range(count))
+        transport.writes.clear()
+        connection.data_received(_requests("echo", 2000))
+        assert len(transport.replies()) == connections.MESSAGES_PER_TURN
         server.databases.close()
 
     asyncio.run(run())
