@@ -324,8 +324,10 @@ class DatabaseService:
                             outcome.comment, session.peer)
             self.storage.append(record)
             self.durable_pending |= outcome.durable
-        self.batch.append(BatchEntry(session, request_id, dialect, ops, outcome, record))
-        self.request_flush()
+        batch = self.batch
+        batch.append(BatchEntry(session, request_id, dialect, ops, outcome, record))
+        if len(batch) == 1:
+            self.request_flush()  # once a batch: it is written at the end of the turn
         return None
 
     def _arm_timer(self, txn: ParkedTransaction, key: tuple[int, str], deadline_ms: float) -> None:
@@ -371,12 +373,17 @@ class DatabaseService:
 
     def publish(self, changes: Any, txn_id: str) -> None:
         """Feed a committed change set to the monitors; flush at the end of the turn."""
+        self._feed_monitors(changes, txn_id)
+        self.request_flush()
+
+    def _feed_monitors(self, changes: Any, txn_id: str) -> None:
+        """Publish without asking for a flush: what a batch being answered
+        publishes goes out when the server opens its gate after the batch."""
         dirty = self.dirty_sessions
         for monitor in self.hub.commit(changes, txn_id):
             session = monitor.owner
             session.dirty = True
             dirty.add(session)
-        self.request_flush()
 
     def flush_sessions(self) -> None:
         """Send every pending monitor update (sessions that are not backed up)."""
@@ -420,7 +427,7 @@ class DatabaseService:
                 self.seq = record.seq
                 self.last_txn = record.txn
                 assert entry.outcome.changes is not None
-                self.publish(entry.outcome.changes, record.txn)
+                self._feed_monitors(entry.outcome.changes, record.txn)
                 committed = True
             assert entry.outcome.results is not None
             if not entry.session.closed:
