@@ -4,30 +4,30 @@ arrive whole in time gets its connection dropped."""
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import threading
 import time
 
-from peers import TEST_SCHEMA, start_tegadb_server
+from peers import TEST_SCHEMA, RawClient, start_tegadb_server
 
 FLOOD = 30_000
 
 
-def flood(path: str, done: threading.Event) -> threading.Thread:
-    """Pipeline FLOOD invalid requests on a new connection, reading the
-    replies until the one to the final echo came back; `done` is set then."""
+def pipeline(path: str, requests: bytes, done: threading.Event) -> threading.Thread:
+    """Send `requests` and an echo on a new connection at once, reading the
+    replies until the echo's came back; `done` is set then."""
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(path)
-    data = b"".join(b'{"method":"no_such_method","params":[],"id":%d}' % i for i in range(FLOOD))
-    data += b'{"method":"echo","params":["flood done"],"id":"done"}'
+    data = requests + b'{"method":"echo","params":["pipeline done"],"id":"done"}'
 
     def drain() -> None:
         tail = b""
         try:
-            while b"flood done" not in tail:
+            while b"pipeline done" not in tail:
                 chunk = sock.recv(1 << 20)
-                assert chunk, "the server closed the flooding connection"
+                assert chunk, "the server closed the pipelining connection"
                 tail = tail[-16:] + chunk
         finally:
             done.set()
@@ -39,18 +39,26 @@ def flood(path: str, done: threading.Event) -> threading.Thread:
     return reader
 
 
+def round_trips_while(client: RawClient, done: threading.Event) -> list[float]:
+    """`client`'s echo round trips, one after another, until `done` is set."""
+    round_trips = []
+    while not done.is_set():
+        start = time.monotonic()
+        assert client.request("echo", ["mine"], timeout=10)["result"] == ["mine"]
+        round_trips.append(time.monotonic() - start)
+    return round_trips
+
+
 def test_a_flooding_connection_does_not_hold_up_another(tmp_path):
     server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA])
     try:
         with server.client() as other:
             other.request("echo", [])
             done = threading.Event()
-            reader = flood(server.unix_path, done)
-            round_trips = []
-            while not done.is_set():
-                start = time.monotonic()
-                assert other.request("echo", ["mine"], timeout=10)["result"] == ["mine"]
-                round_trips.append(time.monotonic() - start)
+            flood = b"".join(b'{"method":"no_such_method","params":[],"id":%d}' % i
+                             for i in range(FLOOD))
+            reader = pipeline(server.unix_path, flood, done)
+            round_trips = round_trips_while(other, done)
             reader.join(30)
             # Served a bounded share per turn, the flood leaves room for the
             # other client at every turn: many round trips while it lasts, each
@@ -58,6 +66,35 @@ def test_a_flooding_connection_does_not_hold_up_another(tmp_path):
             # ~25 ms per turn and the flood lasted a few such turns).
             assert len(round_trips) >= 100, (len(round_trips), max(round_trips))
             assert statistics.median(round_trips) < 0.005, statistics.median(round_trips)
+    finally:
+        server.stop()
+
+
+def test_slow_requests_pipelined_on_one_connection_take_turns_with_another(tmp_path):
+    """Fewer requests than a turn's 50, each slow: the time budget, not the
+    count, gives the other client its turns between them."""
+    server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA])
+    try:
+        with server.client() as other:
+            rows = 5000
+            other.transact("Test", *({"op": "insert", "table": "Root", "row": {"name": f"r{i}"}}
+                                     for i in range(rows)), timeout=30)
+            # A wait that fails at once after comparing every row: a read
+            # that takes milliseconds and commits nothing.
+            scan = {"op": "wait", "timeout": 0, "table": "Root", "where": [],
+                    "columns": ["name"], "until": "==", "rows": []}
+            count = 40
+            slow = b"".join(json.dumps({"method": "transact", "params": ["Test", scan],
+                                        "id": i}).encode() for i in range(count))
+            done = threading.Event()
+            started = time.monotonic()
+            reader = pipeline(server.unix_path, slow, done)
+            round_trips = round_trips_while(other, done)
+            elapsed = time.monotonic() - started
+            reader.join(30)
+            # Served all in one turn (the count alone), the 40 scans left
+            # room for one or two round trips.
+            assert len(round_trips) >= count // 4, (len(round_trips), elapsed)
     finally:
         server.stop()
 
