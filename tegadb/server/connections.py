@@ -61,16 +61,24 @@ MESSAGE_TIMEOUT = 30.0
 MESSAGES_PER_TURN = 50
 # Before the time budget, a flood of small requests took 200-450 us a turn
 # (50 served, 8 KiB framed: ~2 us a message each), and another client's
-# round trip waited for that.  A turn costs the loop ~5 us.
-TIME_PER_TURN = 30e-6
+# round trip waited for that.  A turn costs the loop ~5 us.  W8's p99 round
+# trip: 143 us with 30 us turns and 512-byte slices, 117 us with these
+# (ovsdb-server: ~105 us), for 30% more CPU per flood request.
+TIME_PER_TURN = 15e-6
 # A read up to this size is framed at once: a pipelining client's batch
 # (W2's 32 requests are 5.6 KiB).  A larger read (a flood, a large message)
 # is framed a turn's worth at a time: INPUT_PER_TURN for a connection alone
 # on the server (nobody waits for the loop), else INPUT_SLICE at a time, as
-# many slices a turn as TIME_PER_TURN allows (512 bytes of small requests
-# take ~20 us to frame, of a large message ~9 us).
+# many slices a turn as TIME_PER_TURN allows (256 bytes of small requests
+# take ~10 us to frame).  Inside a message already larger than
+# LARGE_MESSAGE_SLICE, framing costs by the byte (~17 us a KiB), not by the
+# message, and each slice costs ~3 us more: such a message is framed
+# LARGE_MESSAGE_SLICE at a time (a 1000-row transaction, 147 KB, with
+# another connection open: 15.0 us of CPU per row in 256-byte slices, 13.0
+# alone).
 INPUT_PER_TURN = 8192
-INPUT_SLICE = 512
+INPUT_SLICE = 256
+LARGE_MESSAGE_SLICE = 2048
 # How long the loop keeps polling, instead of sleeping, for a client that
 # answers quickly (see Server.input_arrived).  A sequential client's next
 # request came 40-80 us after the reply in `make bench`'s W1.
@@ -294,8 +302,8 @@ class Connection(asyncio.Protocol):
             self.serve_pending()  # with no input left, this only resumes reading
             return
         deadline = time.perf_counter() + TIME_PER_TURN
-        cut = self.input_slice()
         while True:
+            cut = self.input_slice()
             data = bytes(self.unparsed[:cut])
             self.unparsed = self.unparsed[cut:]
             self.take(data)
@@ -307,7 +315,9 @@ class Connection(asyncio.Protocol):
 
     def input_slice(self) -> int:
         """How much of a large read to frame at a time (see INPUT_SLICE)."""
-        return INPUT_SLICE if len(self.server.connections) > 1 else INPUT_PER_TURN
+        if len(self.server.connections) < 2:
+            return INPUT_PER_TURN
+        return LARGE_MESSAGE_SLICE if self.framer.buffered > LARGE_MESSAGE_SLICE else INPUT_SLICE
 
     def message_in_progress(self, completed_some: bool) -> None:
         """Start the deadline of a message that began in the last read."""

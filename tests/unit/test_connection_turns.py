@@ -187,3 +187,26 @@ def test_a_large_read_is_framed_a_slice_at_a_time(tmp_path, monkeypatch):
         server.databases.close()
 
     asyncio.run(run())
+
+
+def test_a_large_message_is_framed_in_larger_slices(tmp_path, monkeypatch):
+    # One slice a turn: the number of turns counts the slices.
+    monkeypatch.setattr(connections, "TIME_PER_TURN", 0.0)
+
+    async def run() -> None:
+        server, connection, transport = _connected(tmp_path)
+        message = ujson.dumps({"method": "echo", "params": ["x" * 50_000], "id": 1}).encode()
+        connection.data_received(message)
+        turns = 0
+        while not transport.writes:
+            await asyncio.sleep(0)
+            turns += 1
+        # In INPUT_SLICE pieces it would take ~200 turns; past
+        # LARGE_MESSAGE_SLICE bytes of it, the slices grow to that size.
+        small_slices = connections.LARGE_MESSAGE_SLICE // connections.INPUT_SLICE + 1
+        large_slices = len(message) // connections.LARGE_MESSAGE_SLICE + 1
+        assert turns <= small_slices + large_slices + 2, turns
+        assert transport.replies() == [{"id": 1, "result": ["x" * 50_000], "error": None}]
+        server.databases.close()
+
+    asyncio.run(run())
