@@ -341,6 +341,23 @@ def tegadb_stats(session: Session, *params: Any) -> Any:
     return session.databases.stats()
 
 
+def tegadb_writers(session: Session, *params: Any) -> Any:
+    """tegadb's own: who committed each of the given transactions, and when,
+    for those still in the database's history whose writer is known:
+    ``{TXN: {"writer": ADDRESS, "date": MS}}`` (what ``tegadb-client watch`` shows)."""
+    service = lookup_database(session, "tegadb_writers", params)
+    if len(params) != 2 or type(params[1]) is not list \
+            or not all(type(txn) is str for txn in params[1]):
+        raise syntax_error("tegadb_writers request params must be <db-name> "
+                           "and an array of transaction ids", list(params))
+    writers = {}
+    for txn in params[1]:
+        origin = service.history.origin(txn)
+        if origin is not None:
+            writers[txn] = {"writer": origin[0], "date": origin[1]}
+    return writers
+
+
 def send_notices(notices: list[Notice]) -> None:
     for holder, notice, lock_name in notices:
         assert isinstance(holder, Session)
@@ -442,6 +459,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "unlock": unlock,
     "tegadb_stats": tegadb_stats,
     "tegadb_forward": forward_transact,
+    "tegadb_writers": tegadb_writers,
 }
 
 __all__ = [

@@ -254,7 +254,7 @@ class DatabaseService:
         # deque: compiled, its append is a direct call.
         keep = max(history.max_transactions, 0) + 1
         trim_at = keep + keep // 4 + 1
-        recent: list[tuple[str, Changes]] = []
+        recent: list[tuple[str, Changes, str | None, int]] = []
         base = None
         record = Record(0, ZERO_UUID, 0, {})
         for record in storage.read():
@@ -267,13 +267,15 @@ class DatabaseService:
                 recent.clear()
                 base = record.txn
             else:
-                recent.append((record.txn, changes))
+                recent.append((record.txn, changes, record.writer, record.date))
                 if len(recent) >= trim_at:
                     del recent[:-keep]
         if base is not None:
             history.reset(base)
-        for txn, changes in recent[-keep:]:
+        for txn, changes, writer, date_ms in recent[-keep:]:
             history.append(txn, changes)
+            if writer is not None:
+                history.note_origin(txn, writer, date_ms)
         service.seq = record.seq
         service.last_txn = record.txn
         return service
@@ -359,7 +361,8 @@ class DatabaseService:
             txn.session.reply(txn.request_id, results, txn.dialect)
 
     def apply_committed(self, seq: int, txn: str, changes_json: dict[str, Any],
-                        snapshot: bool = False) -> Changes:
+                        snapshot: bool = False, writer: str | None = None,
+                        date_ms: int = 0) -> Changes:
         """Apply what was committed elsewhere (another member's log record, a
         relay's source) as transaction ``txn`` at position ``seq``, and publish
         it.  Raises what changesets.apply_changes_json raises when it does not fit."""
@@ -367,6 +370,8 @@ class DatabaseService:
         self.seq = seq
         self.last_txn = txn
         self.publish(changes, txn)
+        if writer is not None:
+            self.history.note_origin(txn, writer, date_ms)
         return changes
 
     def publish(self, changes: Any, txn_id: str) -> None:
@@ -421,6 +426,8 @@ class DatabaseService:
                 self.last_txn = record.txn
                 assert entry.outcome.changes is not None
                 self.publish(entry.outcome.changes, record.txn)
+                if record.writer is not None:
+                    self.history.note_origin(record.txn, record.writer, record.date)
                 committed = True
             assert entry.outcome.results is not None
             if not entry.session.closed:
