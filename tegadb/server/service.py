@@ -740,7 +740,8 @@ class ServerDatabases:
             "sessions": len(self.sessions),
             "monitors": sum(len(s.monitors) for s in self.sessions),
             "monitor_specs": sum(s.hub.group_count for s in services),
-            "locks": len(self.locks.records),
+            "locks": (len(self.locks.records) if self.cluster_locks is None
+                      else self.cluster_locks.names_in_use),
             "parked_transactions": sum(len(s.parked) for s in services),
         }
 
