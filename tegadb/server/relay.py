@@ -20,6 +20,11 @@ source goes to it:
   session, so its queue, ``locked``/``stolen`` and ``assert`` work as they do
   for its direct clients.  That client's transactions are forwarded over its
   connection (an ``assert`` is checked against the session that locked).
+  Relays of different sources in one server refuse locks: which server a
+  lock means is ambiguous;
+- a client's ``cancel`` of a forwarded transaction becomes a ``cancel`` of
+  its id at the source, on the connection it went over; the source's answer
+  ("canceled", or the outcome if it had already run) is the client's.
 
 Each update from the source is applied to the copy as one transaction with
 the source's transaction id (a fresh one where the source reports none, as a
@@ -232,8 +237,9 @@ class RelayService(DatabaseService):
         # it is not connected: the relay takes writes while it follows, and
         # is a "leader" to leader-only clients (ovs-vsctl, ovn-nbctl, IDLs).
         # Those refuse any row whose model is "relay", whatever its leader
-        # (ovs.db.idl, ovsdb-cs.c): the relay says "clustered", which they
-        # judge on connected and leader, as it behaves (docs/relay.md).
+        # (lib/ovsdb-cs.c 3.1.0 line 1992, ovs/db/idl.py 4.0.0 line 1133):
+        # the relay says "clustered", which they judge on connected and
+        # leader, as it behaves (docs/relay.md, "_Server").
         state: dict[str, Any] = {"model": "clustered", "connected": self.connected,
                                  "leader": self.connected}
         if not self.synced:
@@ -480,7 +486,7 @@ class _LockLink:
             # ovsdb-server answers a "cancel" only on a change-aware session.
             await connection.request("set_db_change_aware", [True])
         except RPCError:
-            pass  # an older server: a canceled transaction then gets its own answer
+            pass  # as the follower: every server with monitor_cond_since has it
         except BaseException:
             await connection.close()
             raise
