@@ -258,10 +258,12 @@ PARKED = [{"op": "wait", "table": "Root", "where": [["name", "==", "go"]], "colu
 
 
 def park(client: RawClient, request_id: Any, jsonrpc2: bool = False) -> None:
-    """Send PARKED as ``request_id``, and give it time to be parked at the source."""
+    """Send PARKED as ``request_id``; returns once the source holds it: the
+    answer to a wait sent behind it, which a relay forwards behind it."""
     version = {"jsonrpc": "2.0"} if jsonrpc2 else {}
     client.send({**version, "id": request_id, "method": "transact", "params": ["Test", *PARKED]})
-    time.sleep(0.3)
+    assert client.transact("Test", {"op": "wait", "table": "Root", "where": [], "until": "==",
+                                    "rows": [], "timeout": 0}) == [{}]
 
 
 def cancel(client: RawClient, request_id: Any) -> dict[str, Any]:
