@@ -303,6 +303,16 @@ def test_a_cancel_reaches_the_source(peer: PeerFactory, relay: Callable[..., Pee
     assert_parked_transactions_are_gone(source)
 
 
+def test_a_cancel_goes_down_a_chain_of_relays(peer: PeerFactory,
+                                             relay: Callable[..., Peer]) -> None:
+    source = peer()
+    second = relay(relay(source.remote_unix).remote_unix)
+    with second.client() as client:
+        park(client, "w")
+        assert cancel(client, "w")["error"] == "canceled"
+    assert_parked_transactions_are_gone(source)
+
+
 def test_a_cancel_through_the_relay_is_answered_as_tegadb_answers(
         tegadb_peer: PeerFactory, ovsdb_peer: PeerFactory, relay: Callable[..., Peer]) -> None:
     """Every client gets "canceled" (tegadb's rule, PROTOCOL.md 2.4), in its
