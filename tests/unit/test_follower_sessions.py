@@ -27,9 +27,9 @@ ROW = "22222222-2222-2222-2222-222222222222"
 class FakeSource:
     """An OVSDB server that answers the follower's requests from a script.
 
-    Every request is kept in ``requests`` as (connection number, method,
-    params).  ``after_monitor`` bytes go out in the same write as the
-    ``monitor_cond_since`` reply.
+    Every request (and notification) is kept in ``requests`` as (connection
+    number, method, params), its id in ``ids``.  ``after_monitor`` bytes go
+    out in the same write as the ``monitor_cond_since`` reply.
     """
 
     def __init__(self, *, leader: bool = True, found: bool = True) -> None:
@@ -38,6 +38,7 @@ class FakeSource:
         self.silent = False
         self.after_monitor: list[Any] = []
         self.requests: list[tuple[int, str, Any]] = []
+        self.ids: list[Any] = []
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.remote = ""
@@ -83,7 +84,8 @@ class FakeSource:
         while data := await reader.read(65536):
             for request in framer.feed(data):
                 self.requests.append((number, request["method"], request["params"]))
-                if self.silent:
+                self.ids.append(request["id"])
+                if self.silent or request["id"] is None:
                     continue
                 out = _message({"id": request["id"], "result": self._answer(request["method"],
                                                                            request["params"]),
@@ -329,6 +331,30 @@ def test_notifications_not_for_the_monitors_go_to_the_callback() -> None:
                 await follower.wait_connected(5)
                 source.notify("locked", ["my-lock"])
                 await eventually(lambda: got == [("locked", ["my-lock"])], "the locked notification")
+
+            await following(follower, body)
+
+    run(test)
+
+
+def test_a_request_says_where_it_went_for_a_cancel_of_it() -> None:
+    """``sent`` gets the connection and the request's id there: a ``cancel``
+    naming them reaches the source on the request's connection, for it."""
+    async def test() -> None:
+        async with FakeSource() as source:
+            follower = Follower([source.remote], "Test", Sink(), probe_interval=None)
+
+            async def body() -> None:
+                await follower.wait_connected(5)
+                sent: list[tuple[Any, int]] = []
+                reply = await follower.request("echo", ["x"],
+                                               lambda connection, id_: sent.append((connection, id_)))
+                assert reply == ["x"]
+                [(connection, request_id)] = sent
+                await connection.notify("cancel", [request_id])
+                await eventually(lambda: source.methods()[-1] == "cancel", "the cancel")
+                echo = source.methods().index("echo")
+                assert source.requests[-1] == (source.requests[echo][0], "cancel", [source.ids[echo]])
 
             await following(follower, body)
 
