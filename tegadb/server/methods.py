@@ -144,6 +144,13 @@ def handle_message(session: Session, raw: Any) -> None:
         # malformed one with a 2.0 error instead of dropping the connection.
         if not session.dialect:
             session.dialect = JSONRPC2_DIALECT
+        if raw["method"] == "cancel" and "id" not in raw:
+            # A notification, which jsonrpcserver would answer with nothing
+            # and run nowhere: OVSDB's cancel is no method of the registry.
+            params = raw.get("params")
+            if type(params) is list:
+                cancel(session, params)
+            return
         _dispatch_jsonrpc2(session, raw)
         return
     message = classify(raw)
