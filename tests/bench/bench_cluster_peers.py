@@ -125,26 +125,14 @@ class RaftCluster(Cluster):
                 if made.returncode != 0:
                     raise BenchError(f"{' '.join(argv)} failed ({made.returncode}): "
                                      f"{made.stdout}{made.stderr}")
-                member = peers.Peer(self.kind, member_dir, self._command(member_dir, db_file))
+                member = peers.Peer(self.kind, member_dir,
+                                    peers.ovsdb_server_command(member_dir, [str(db_file)]))
                 self.members.append(member)
                 member.start()
             self.wait_ready()
         except BaseException:
             self.stop()
             raise
-
-    @staticmethod
-    def _command(member_dir: Path, db_file: Path) -> Callable[[int], list[str]]:
-        def command(port: int) -> list[str]:
-            # --unixctl and --pidfile keep it out of /var/run/openvswitch (PEERS.md).
-            return ["ovsdb-server", "--no-chdir",
-                    f"--remote=punix:{member_dir / 'db.sock'}",
-                    f"--remote=ptcp:{port}:127.0.0.1",
-                    f"--unixctl={member_dir / 'ovsdb-server.ctl'}",
-                    f"--pidfile={member_dir / 'ovsdb-server.pid'}",
-                    f"--log-file={member_dir / 'server.log'}",
-                    str(db_file)]
-        return command
 
     def leader(self) -> int | None:
         """The member whose `cluster/status` says `Role: leader`."""
