@@ -8,12 +8,13 @@ import asyncio
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import peers
 from bench_client import BenchError, BenchTimeout, Conn, ServerGone
-from bench_workloads import DB, SCHEMA, Meter
+from bench_workloads import DB, SCHEMA, Meter, run_async
 from etcdpeers import EtcdCluster
 
 SIZE = 3                   # members per cluster
@@ -33,6 +34,8 @@ class Cluster:
     own directory, Unix socket and TCP port on 127.0.0.1."""
 
     kind = ""
+    # What run_then_stop's failure calls one of the processes alive() checks.
+    process_noun = "member"
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -57,6 +60,19 @@ class Cluster:
 
     def alive(self) -> bool:
         return all(m.process is not None and m.process.poll() is None for m in self.members)
+
+    def run_then_stop(self, workload: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """Run `workload` (a workload's coroutine on this cluster) to its end, then
+        stop the cluster, also when the workload fails.  Its metrics, or
+        ServerGone if a process had exited meanwhile."""
+        try:
+            metrics: dict[str, Any] = run_async(workload)
+        finally:
+            alive = self.alive()
+            self.stop()
+        if not alive:
+            raise ServerGone(f"a {self.process_noun} exited during the run")
+        return metrics
 
     def restart(self, i: int) -> None:
         """Start member i again on its files and TCP port; wait until the cluster is whole."""

@@ -35,6 +35,7 @@ from bench_client import (
     error_text,
     machine_busy_seconds,
     percentile,
+    pipelined_throughput,
     proc_cpu_seconds,
     proc_status_kib,
     rpc_failure,
@@ -296,15 +297,8 @@ async def w2_throughput(srv: Server, cfg: Config) -> dict[str, Any]:
         return why
 
     # Warm up, then measure; ids keep counting so every insert has a new name.
-    warm = Pipeline(conns, make, check, cfg.w2_inflight, duration=cfg.w2_duration / 5)
-    await warm.run(cfg.timeout)
-    meter = Meter(srv.pid).start()
-    res = await Pipeline(conns, make, check, cfg.w2_inflight, duration=cfg.w2_duration,
-                         first_id=warm.next_id).run(cfg.timeout)
-    metrics = meter.stop(res.ok)
-    for c in conns:
-        c.close()
-    return {"txn_per_s": res.rate, **metrics}
+    return await pipelined_throughput(conns, make, check, cfg.w2_inflight, cfg.w2_duration,
+                                      cfg.timeout, lambda: Meter(srv.pid).start())
 
 
 # --- W3: bulk load -----------------------------------------------------------------
