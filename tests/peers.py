@@ -18,9 +18,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -221,6 +223,34 @@ def free_tcp_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextmanager
+def not_ovsdb_remote() -> Iterator[str]:
+    """A remote (`tcp:127.0.0.1:PORT`) that is not an OVSDB server: it answers
+    every connection with an HTTP 400 and closes it.  Nothing of it is left
+    listening or running after the block."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def answer_like_a_web_server() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    thread = threading.Thread(target=answer_like_a_web_server, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp:127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:

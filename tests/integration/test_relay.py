@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,6 +30,7 @@ from peers import (
     RawClient,
     free_tcp_port,
     make_pki,
+    not_ovsdb_remote,
     start_ovsdb_server,
     start_tegadb_server,
 )
@@ -687,33 +686,14 @@ def test_a_source_over_tls(tmp_path: Path, relay: Callable[..., Peer]) -> None:
 
 
 def test_a_source_that_is_not_ovsdb(relay: Callable[..., Peer]) -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def answer_nonsense() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-
-    thread = threading.Thread(target=answer_nonsense, daemon=True)
-    thread.start()
-    try:
-        through = relay(f"tcp:127.0.0.1:{listener.getsockname()[1]}")
+    with not_ovsdb_remote() as remote:
+        through = relay(remote)
         row = server_row(through)
         assert row["connected"] is False and row["schema"] == ["set", []]
         with through.client() as client:
             reply = client.request("transact", ["Test", {"op": "delete", "table": "Root",
                                                          "where": []}])
             assert reply["error"]["error"] == "not connected"
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
 
 
 def test_a_database_the_source_does_not_serve(peer: PeerFactory,
