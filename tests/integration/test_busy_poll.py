@@ -103,13 +103,15 @@ def test_a_client_answering_within_the_window_keeps_the_server_polling(tmp_path,
                 time.sleep(0.004)  # well within a 20 ms window
                 assert c.request("echo", [i])["result"] == [i]
             sleeps = _sleeps(server.pid) - before
-        # Without polling: once a request at least.  Polling: measured 0-15
+        # Without polling: about once a request (149 of 150 seen: a request
+        # may come while the server is awake anyway).  Polling: measured 0-15
         # on a quiet machine, 50-55 with three times more runnable processes
         # than cores (a preempted server finds its window gone, and sleeps).
         if polls:
             assert sleeps < requests * 3 // 4, f"the server slept {sleeps} times while polling"
         else:
-            assert sleeps >= requests, f"the server slept only {sleeps} times with polling off"
+            assert sleeps >= requests * 9 // 10, \
+                f"the server slept only {sleeps} times with polling off"
     finally:
         server.stop()
 
