@@ -10,14 +10,15 @@ Compiled with the core (tegadb/native.py): every request passes through here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import logging
+import os
 import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ..protocol.framer import Framer, ProtocolError
@@ -437,7 +438,7 @@ class Server:
         self.ssl_context = ssl_context
         self.connections: set[Connection] = set()
         self.listeners: list[asyncio.AbstractServer] = []
-        self.socket_paths: list[Path] = []
+        self.socket_paths: list[str] = []
         self.gate_closed = False
         self.held_connections: list[Connection] = []
         # Input held back while a batch may not commit (must_hold), served
@@ -650,7 +651,7 @@ class Server:
             return Connection(self, remote)
 
         if remote.is_unix:
-            path = Path(remote.path)
+            path = remote.path
             if not allow_world_writable_dir:
                 unix_sockets.check_directory(path)
             sock = unix_sockets.bind(path, socket_mode)
@@ -673,7 +674,8 @@ class Server:
         for listener in self.listeners:
             listener.close()
         for path in self.socket_paths:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         for connection in list(self.connections):
             connection.close()
         self.databases.close()
