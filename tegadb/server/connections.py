@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import gc
 import logging
 import os
@@ -66,17 +66,18 @@ INPUT_PER_TURN = 8192
 BUSY_POLL = 100e-6
 
 
-def _find_malloc_trim() -> Callable[[int], int] | None:
+@functools.cache
+def malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, which hands freed heap memory back to the system,
+    or None.  A dropped peer's backlog is many megabytes freed at once, which
+    glibc otherwise keeps (RSS stayed 8 MB up after a 10 MB backlog was
+    freed).  Looked up on first use: ctypes would be ~1 ms of every start."""
+    import ctypes
+
     try:
         return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None  # not glibc
-
-
-# Hands freed heap memory back to the system.  A dropped peer's backlog is
-# many megabytes freed at once, which glibc otherwise keeps (RSS stayed 8 MB
-# up after a 10 MB backlog was freed).
-malloc_trim = _find_malloc_trim()
 
 
 class Connection(asyncio.Protocol):
@@ -383,8 +384,10 @@ class Connection(asyncio.Protocol):
             log.debug("%s: disconnected", self.session.peer)
             self.session.close()
         self.transport = None
-        if (self.aborted or self.input_peak >= TRIM_AFTER_INPUT) and malloc_trim is not None:
-            malloc_trim(0)
+        if self.aborted or self.input_peak >= TRIM_AFTER_INPUT:
+            trim = malloc_trim()
+            if trim is not None:
+                trim(0)
 
     def pause_writing(self) -> None:
         # A client that stops reading gets no more input processed and no
