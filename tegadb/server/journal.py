@@ -701,19 +701,9 @@ class _Reader:
     def _parse_line(self, line: bytes) -> Any:
         """The JSON object of a line (without its seal), checked against
         its checksum, or against the rule that sealed lines stay sealed."""
-        return self._parse_text(line, self._unseal(line))
-
-    @staticmethod
-    def _unseal(line: bytes) -> bytes | None:
-        """A whole line's JSON without its seal, or None if it has none;
-        RecordError if its checksum does not match."""
         if not line.endswith(b"\n"):
             raise _BadLine("line does not end with a newline")
-        return unseal(line)
-
-    def _parse_text(self, line: bytes, text: bytes | None) -> Any:
-        """The JSON object of `line`, whose `text` is its JSON without the
-        seal, or None if it has none."""
+        text = unseal(line)  # RecordError if its checksum does not match
         try:
             obj = json_loads(line if text is None else text)
         except ValueError as e:
@@ -728,14 +718,7 @@ class _Reader:
 
     def _parse_record(self, line: bytes) -> Record:
         try:
-            text = self._unseal(line)
-            # A sealed transaction as the journal writes it takes the fast
-            # path; any other line is parsed whole.
-            record = None if text is None else Record.from_text(text)
-            if record is None:
-                record = Record.from_json(self._parse_text(line, text))
-            else:
-                self.sealed = True
+            record = Record.from_json(self._parse_line(line))
         except RecordError as e:
             raise _BadLine(str(e)) from None
         seq = record.seq

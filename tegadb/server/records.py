@@ -46,8 +46,6 @@ from collections.abc import Callable, Container
 from typing import Any, Final
 from zlib import crc32  # a global, not a module's attribute, per line replayed
 
-from ujson import loads as json_loads
-
 FORMAT = "tegadb-journal"
 VERSION = 1
 
@@ -110,17 +108,6 @@ def _has_seal(line: bytes, end: int, crc: int) -> bool:
     return True
 
 
-# What `Record.to_json` writes around the members of a transaction without
-# a comment (a snapshot has more): `Record.from_text` reads such a line.
-_SEQ: Final = b'{"seq":'
-_TXN: Final = b',"txn":"'
-_DATE: Final = b'","date":'
-_WRITER: Final = b',"writer":"'
-_CHANGES: Final = b',"changes":'
-# ujson reads up to 18 digits as Python reads them (more may overflow it).
-_MAX_DIGITS: Final = 18
-
-
 class Header:
     """What a log holds before its records: the format and the schema."""
 
@@ -172,43 +159,6 @@ class Record:
         self.schema = schema
 
     @staticmethod
-    def from_text(text: bytes) -> Record | None:
-        """The transaction record whose JSON `text` is exactly as `to_json`
-        writes one without a comment (strings in ASCII without escapes),
-        else None: then parse `text` and read it with `from_json`, which
-        gives the same record for every text this reads.
-
-        Replay's fast path: ujson spent a third of its time on the members
-        around ``changes``, and `from_json` checked what this reads by
-        position (~2,000 instructions a record of the 35,000 it took)."""
-        if not text.startswith(_SEQ) or not text.endswith(b"}"):
-            return None
-        seq, at = _digits(text, len(_SEQ))
-        if seq < 0 or text[at:at + len(_TXN)] != _TXN:
-            return None
-        txn, at = _ascii_string(text, at + len(_TXN))
-        if txn is None or text[at:at + len(_DATE)] != _DATE:
-            return None
-        date, at = _digits(text, at + len(_DATE))
-        if date < 0:
-            return None
-        writer = None
-        if text[at:at + len(_WRITER)] == _WRITER:
-            writer, at = _ascii_string(text, at + len(_WRITER))
-            if writer is None:
-                return None
-            at += 1  # the closing quote
-        if text[at:at + len(_CHANGES)] != _CHANGES:
-            return None
-        try:
-            changes = json_loads(text[at + len(_CHANGES):-1])  # up to the record's closing brace
-        except ValueError:
-            return None
-        if type(changes) is not dict:
-            return None
-        return Record(seq, txn, date, changes, None, writer)
-
-    @staticmethod
     def from_json(obj: Any) -> Record:
         """The record ``obj`` holds; RecordError names the member that is wrong."""
         if type(obj) is not dict:
@@ -255,39 +205,6 @@ class Record:
 
     def __repr__(self) -> str:
         return f"Record({self.to_json()!r})"
-
-
-def _digits(text: bytes, start: int) -> tuple[int, int]:
-    """The integer whose digits start at `start` in `text`, and where they
-    end; -1 if there are none or more than ujson reads exactly."""
-    value = 0
-    at = start
-    end = min(len(text), start + _MAX_DIGITS + 1)
-    while at < end:
-        digit = text[at] - 48  # "0"
-        if not 0 <= digit <= 9:
-            break
-        value = value * 10 + digit
-        at += 1
-    if at == start or at - start > _MAX_DIGITS:
-        return -1, at
-    return value, at
-
-
-def _ascii_string(text: bytes, start: int) -> tuple[str | None, int]:
-    """The JSON string that starts at `start` in `text` (after its opening
-    quote) and where its closing quote is; None unless it is ASCII without
-    escapes or NUL (which ujson refuses), as ujson would read it then."""
-    end = text.find(b'"', start)
-    if end < 0:
-        return None, start
-    raw = text[start:end]
-    if b"\\" in raw or b"\0" in raw:
-        return None, end
-    try:
-        return raw.decode("ascii"), end
-    except UnicodeDecodeError:
-        return None, end
 
 
 def _is_str(value: Any) -> bool:

@@ -9,7 +9,6 @@ import zlib
 from typing import Any
 
 import pytest
-import ujson
 
 from tegadb.server.records import Header, Record, RecordError, seal, unseal
 
@@ -153,91 +152,3 @@ def test_every_flipped_bit_is_found() -> None:
                 assert unseal(bytes(damaged)) is None, (offset, bit)
             except RecordError as e:
                 assert "bytes have CRC-32" in str(e)
-
-
-# ---------------------------------------------------------------------------
-# Replay's fast path: Record.from_text reads what it can, and that only as
-# from_json reads the parsed text.
-
-def as_written(obj: dict[str, Any]) -> bytes:
-    """A record's JSON as the journal writes it (before the seal)."""
-    return ujson.dumps(Record.from_json(obj).to_json(), ensure_ascii=False,
-                       escape_forward_slashes=False).encode()
-
-
-def read_whole(text: bytes) -> Record | None:
-    """What replay reads from `text` off the fast path; None if it is refused."""
-    try:
-        return Record.from_json(ujson.loads(text))
-    except (ValueError, RecordError):
-        return None
-
-
-@pytest.mark.parametrize("obj", [
-    {"seq": 1, "txn": TXN, "date": 1700000000123, "writer": "unix:/run/tegadb.sock",
-     "changes": {"T": {TXN: {"n": 1}, TXN[:-1] + "0": None}}},
-    {"seq": 0, "txn": TXN, "date": 0, "changes": {}},
-    {"seq": 10**18 - 1, "txn": "", "date": 5, "writer": "", "changes": {"T": {}}},
-    {"seq": 3, "txn": TXN, "date": 5, "writer": "tcp:[::1]:6640",
-     "changes": {"T": {TXN: {"s": 'a "quoted" \\ été'}}}},
-])
-def test_fast_path_reads_a_transaction_as_written(obj: dict[str, Any]) -> None:
-    text = as_written(obj)
-    record = Record.from_text(text)
-    assert record is not None and record == Record.from_json(obj)
-    assert type(record.changes) is dict and record.comment is None and not record.snapshot
-
-
-@pytest.mark.parametrize("obj", [
-    COMMIT,                                                           # a comment
-    SNAPSHOT,
-    {"seq": 1, "txn": TXN, "date": 1, "writer": "unix:/run/té.sock", "changes": {}},  # not ASCII
-    {"seq": 1, "txn": 'a"b', "date": 1, "changes": {}},              # an escape
-    {"seq": 1, "txn": TXN, "date": 1, "writer": "a\\b", "changes": {}},
-    {"seq": 10**18, "txn": TXN, "date": 1, "changes": {}},            # more digits than it reads
-])
-def test_fast_path_leaves_other_records_to_from_json(obj: dict[str, Any]) -> None:
-    text = as_written(obj)
-    assert Record.from_text(text) is None
-    assert read_whole(text) == Record.from_json(obj)
-
-
-@pytest.mark.parametrize("text", [
-    b'{"seq":1,"txn":"t","date":2,"changes":{}}',
-    b'{"seq":01,"txn":"t","date":2,"changes":{}}',           # ujson reads leading zeros
-    b'{"seq":1,"txn":"t\x01","date":2,"changes":{}}',        # and raw control characters
-    b'{"seq":1,"txn":"t","date":2,"changes":[]}',
-    b'{"seq":1,"txn":"t","date":2,"changes":{},"seq":2}',
-    b'{"seq":1,"txn":"t","date":2,"changes":{}} ',
-    b'{"seq":1,"txn":"t","date":2,"changes":{"a":}}',
-    b'{"seq":-1,"txn":"t","date":2,"changes":{}}',
-    b'{"seq":1.0,"txn":"t","date":2,"changes":{}}',
-    b'{"seq":1,"txn":"t","date":2, "changes":{}}',
-    b'{"seq":1,"txn":"t","date":2,"writer":null,"changes":{}}',
-    b'{"seq":1,"txn":"t","date":2,"writer":"w","writer":"v","changes":{}}',
-    b'{"seq":1,"txn":"t","date":2,"writer":"w\xff","changes":{}}',
-    b'{"seq":1,"txn":"t","date":2,"changes":{}',
-    b'{"seq":1,"txn":"t","date":',
-    b'{"seq":',
-])
-def test_fast_path_agrees_with_from_json(text: bytes) -> None:
-    record = Record.from_text(text)
-    assert record is None or record == read_whole(text)
-
-
-def test_fast_path_agrees_with_from_json_on_damaged_lines() -> None:
-    """Every byte of a record replaced by each of a few others: what the
-    fast path reads, from_json reads the same; what it refuses, from_json
-    reads or refuses on its own."""
-    text = as_written({"seq": 12, "txn": TXN, "date": 1700000000123,
-                       "writer": "unix:/run/tegadb.sock",
-                       "changes": {"T": {TXN: {"n": 1, "s": ["set", ["a"]]}}}})
-    read = 0
-    for offset in range(len(text)):
-        for byte in b'0 9",:{}\\-.ax\x00\x80':
-            damaged = text[:offset] + bytes([byte]) + text[offset + 1:]
-            record = Record.from_text(damaged)
-            if record is not None:
-                read += 1
-                assert record == read_whole(damaged), damaged
-    assert read > len(text)  # the test covered lines the fast path reads, not only refusals
