@@ -171,10 +171,14 @@ class Record:
         txn = members_of.get("txn")
         date = members_of.get("date")
         changes = members_of.get("changes")
-        comment = members_of.get("comment")
         writer = members_of.get("writer")
-        snapshot = members_of.get("snapshot")
-        schema = members_of.get("schema")
+        comment = snapshot = schema = None
+        # A transaction's usual members are all it has when they are all
+        # there is room for: the rarer members are looked up only otherwise.
+        if len(members_of) != 4 + (writer is not None):
+            comment = members_of.get("comment")
+            snapshot = members_of.get("snapshot")
+            schema = members_of.get("schema")
         members = (4 + (comment is not None) + (writer is not None) + (snapshot is not None)
                    + (schema is not None))
         if (type(seq) is not int or seq < 0 or type(txn) is not str or type(date) is not int
