@@ -82,8 +82,8 @@ def unseal(line: bytes) -> bytes | None:
     end = len(line) - _SEAL_SIZE
     if end <= 0:
         return None
-    # The usual line passes with one comparison; only a line that fails it
-    # pays for finding out whether it has a seal at all.
+    # The usual line passes `_has_seal`; only a line that fails it pays
+    # for finding out whether it has a seal at all.
     body = line[:end]
     actual = crc32(body)
     if _has_seal(line, end, actual):
