@@ -10,14 +10,15 @@ Compiled with the core (tegadb/native.py): every request passes through here.
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import contextlib
+import functools
 import gc
 import logging
+import os
 import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ..protocol.framer import Framer, ProtocolError
@@ -65,17 +66,18 @@ INPUT_PER_TURN = 8192
 BUSY_POLL = 100e-6
 
 
-def _find_malloc_trim() -> Callable[[int], int] | None:
+@functools.cache
+def malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, which hands freed heap memory back to the system,
+    or None.  A dropped peer's backlog is many megabytes freed at once, which
+    glibc otherwise keeps (RSS stayed 8 MB up after a 10 MB backlog was
+    freed).  Looked up on first use: ctypes would be ~1 ms of every start."""
+    import ctypes
+
     try:
         return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None  # not glibc
-
-
-# Hands freed heap memory back to the system.  A dropped peer's backlog is
-# many megabytes freed at once, which glibc otherwise keeps (RSS stayed 8 MB
-# up after a 10 MB backlog was freed).
-malloc_trim = _find_malloc_trim()
 
 
 class Connection(asyncio.Protocol):
@@ -382,8 +384,10 @@ class Connection(asyncio.Protocol):
             log.debug("%s: disconnected", self.session.peer)
             self.session.close()
         self.transport = None
-        if (self.aborted or self.input_peak >= TRIM_AFTER_INPUT) and malloc_trim is not None:
-            malloc_trim(0)
+        if self.aborted or self.input_peak >= TRIM_AFTER_INPUT:
+            trim = malloc_trim()
+            if trim is not None:
+                trim(0)
 
     def pause_writing(self) -> None:
         # A client that stops reading gets no more input processed and no
@@ -437,7 +441,7 @@ class Server:
         self.ssl_context = ssl_context
         self.connections: set[Connection] = set()
         self.listeners: list[asyncio.AbstractServer] = []
-        self.socket_paths: list[Path] = []
+        self.socket_paths: list[str] = []
         self.gate_closed = False
         self.held_connections: list[Connection] = []
         # Input held back while a batch may not commit (must_hold), served
@@ -650,7 +654,7 @@ class Server:
             return Connection(self, remote)
 
         if remote.is_unix:
-            path = Path(remote.path)
+            path = remote.path
             if not allow_world_writable_dir:
                 unix_sockets.check_directory(path)
             sock = unix_sockets.bind(path, socket_mode)
@@ -673,7 +677,8 @@ class Server:
         for listener in self.listeners:
             listener.close()
         for path in self.socket_paths:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         for connection in list(self.connections):
             connection.close()
         self.databases.close()

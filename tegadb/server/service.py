@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from os import PathLike
 from typing import Any, Protocol
 
 import ujson
@@ -41,12 +41,12 @@ COMPACT_MIN_INTERVAL = 10 * 60.0
 COMPACT_MAX_INTERVAL = 24 * 60 * 60.0
 
 
-def read_schema_file(path: Path) -> DbSchema:
+def read_schema_file(path: str | PathLike[str]) -> DbSchema:
     with open(path, "rb") as f:
         return DbSchema.from_json(ujson.loads(f.read()))
 
 
-def create_database_file(db_file: Path, schema_file: Path,
+def create_database_file(db_file: str | PathLike[str], schema_file: str | PathLike[str],
                          mode: int = journal.DEFAULT_FILE_MODE) -> DbSchema:
     """A new, empty database file from a schema file (``tegadb-tool create``),
     with permissions `mode`."""
@@ -221,7 +221,7 @@ class DatabaseService:
         self.call_later: Callable[[float, Callable[[], None]], Any] | None = None
 
     @classmethod
-    def open(cls, path: Path, history: History | None = None) -> DatabaseService:
+    def open(cls, path: str | PathLike[str], history: History | None = None) -> DatabaseService:
         """Open a database file (the file storage) and replay it into memory."""
         return cls.load(journal.Journal.open(str(path)), history)
 
