@@ -59,6 +59,9 @@ MESSAGES_PER_TURN = 50
 # Bytes of a connection framed per turn: parsing a 256 KiB read of small
 # requests at once took ~10 ms, a stall for everyone else.
 INPUT_PER_TURN = 8192
+# A message longer than this is decoded a step (two 32 KiB pieces) per turn:
+# at once, a 60 MiB one held every other client up for ~350 ms.
+DECODE_AT_ONCE = 64 * 1024
 # How long the loop keeps polling, instead of sleeping, for a client that
 # answers quickly (see Server.input_arrived).  A sequential client's next
 # request came 40-80 us after the reply in `make bench`'s W1.
@@ -84,7 +87,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: Server, remote: Remote) -> None:
         self.server = server
         self.remote = remote
-        self.framer = Framer(server.max_message_size)
+        self.framer = Framer(server.max_message_size, large=DECODE_AT_ONCE)
         self.transport: asyncio.Transport | None = None
         self.session: methods.Session | None = None
         self.held: list[bytes] = []
@@ -221,7 +224,7 @@ class Connection(asyncio.Protocol):
                 return
             if session.closed:
                 return
-        if pending or self.unparsed:
+        if pending or self.unparsed or self.framer.decoding:
             self.pause_input()
         elif self.pending_error is not None:
             log.warning("%s: %s, closing connection", session.peer, self.pending_error)
@@ -254,14 +257,18 @@ class Connection(asyncio.Protocol):
 
     def serve_deferred(self) -> None:
         """This turn's share of the input left from earlier turns: messages
-        already framed, else the next INPUT_PER_TURN bytes (nothing while the
-        peer does not read: resume_writing schedules this again)."""
+        already framed, else a step of a large message's decoding, else the
+        next INPUT_PER_TURN bytes (nothing while the peer does not read:
+        resume_writing schedules this again)."""
         self.deferred_scheduled = False
         session = self.session
         if self.transport is None or session is None or session.closed or session.backlogged:
             return
         if self.pending:
             self.serve_pending()
+        elif self.framer.decoding:
+            self.take(b"")
+            self.account_input()
         elif self.unparsed:
             data = bytes(self.unparsed[:INPUT_PER_TURN])
             self.unparsed = self.unparsed[INPUT_PER_TURN:]
@@ -361,7 +368,7 @@ class Connection(asyncio.Protocol):
         """Forget input not served yet: the connection is going away."""
         self.pending.clear()
         self.unparsed = memoryview(b"")
-        self.framer = Framer(self.server.max_message_size)
+        self.framer = Framer(self.server.max_message_size, large=DECODE_AT_ONCE)
         if self.input_held:
             self.account_input()
 
@@ -399,7 +406,7 @@ class Connection(asyncio.Protocol):
         if self.session is not None:
             self.session.backlogged = False
             self.session.flush_monitors()
-            if self.pending or self.unparsed:
+            if self.pending or self.unparsed or self.framer.decoding:
                 self.schedule_deferred()
 
 
