@@ -470,7 +470,7 @@ class _Pieces:
                     self.value = top.value
                     return True
                 self._add(stack[-1], top.key, top.value)
-            elif top.expect == _SEPARATOR or char < 0 or char in b"]}":
+            elif top.expect == _SEPARATOR or char < 0 or char in b"]},:":
                 raise self._syntax_error(top, pos)
             else:
                 work += self._element(top, pos)
@@ -481,11 +481,11 @@ class _Pieces:
         bytes it took."""
         cut = self._run_cut(pos) if pos >= self.exact_until else -1
         if cut >= 0:
-            if top.run_start < 0:
-                top.run_start = pos
-            top.run_end = self.pos = cut
-            top.expect = _SEPARATOR
             self._flush(top)
+            top.run_start, top.run_end = pos, cut
+            self._flush(top)
+            self.pos = cut
+            top.expect = _SEPARATOR
             return cut - pos
         limit = pos + self.piece
         if pos >= self.exact_until:
@@ -493,13 +493,13 @@ class _Pieces:
             self.exact_until = limit
         value_at = self._value_start(top, pos)
         stop = self._value_end(value_at, limit) if 0 <= value_at < limit else -1
-        if stop >= 0:   # small: it joins the run
+        if stop >= 0:   # small: it joins the run, or starts the next
+            if stop - top.run_start > self.piece:
+                self._flush(top)
             if top.run_start < 0:
                 top.run_start = pos
             top.run_end = self.pos = stop
             top.expect = _SEPARATOR
-            if stop - top.run_start >= self.piece:
-                self._flush(top)
             return stop - pos
         self._flush(top)
         if value_at < 0:   # an object's key without a valid `:` after it
