@@ -213,6 +213,7 @@ class Framer:
                 self._scan(messages)
         except ProtocolError as e:
             e.messages = messages
+            self._large = None   # the stream is broken: nothing more to decode
             raise
         return messages
 

@@ -33,8 +33,12 @@ def error_at_once(text: bytes) -> str:
 
 
 def error_in_pieces(text: bytes, piece: int = 16) -> str:
+    framer = Framer(large=32, piece=piece)
     with pytest.raises(ProtocolError) as info:
-        decode(text, piece)
+        framer.feed(text)
+        while framer.decoding:
+            framer.feed(b"")
+    assert not framer.decoding   # the owner is not asked to go on
     return info.value.reason
 
 
