@@ -69,8 +69,10 @@ def test_same_values_as_decoding_at_once(seed: int) -> None:
 
 
 def test_a_large_message_is_decoded_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No text handed to ujson is much longer than a piece, and the work is
-    spread over many feeds."""
+    """The work is spread over many feeds, and no text handed to ujson is
+    much longer than a piece (seen only interpreted: compiled code calls
+    `_decode` directly)."""
+    interpreted = framer_module.__file__.endswith(".py")
     decoded: list[int] = []
     real_decode = framer_module._decode
 
@@ -93,7 +95,8 @@ def test_a_large_message_is_decoded_in_pieces(monkeypatch: pytest.MonkeyPatch) -
             out = framer.feed(b"")
             feeds += 1
         assert out == [{"method": "transact", "params": value, "id": 1}]
-        assert max(decoded) <= 8 * 1024 * 5 // 4 + 200, max(decoded)
+        if interpreted:
+            assert max(decoded) <= 8 * 1024 * 5 // 4 + 200, max(decoded)
         assert feeds >= len(text) // (4 * 8 * 1024), (feeds, len(text))
         decoded.clear()
 
