@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..protocol.framer import Framer, ProtocolError
+from ..protocol.framer import Framer, Leftovers, ProtocolError
 from ..protocol.messages import encode_request
 from ..protocol.remotes import Remote
 from . import methods, unix_sockets
@@ -195,8 +195,15 @@ class Connection(asyncio.Protocol):
             self.hold_collector(True)
         self.pending.extend(messages)
         self.serve_pending()
+        if self.framer.leftovers:
+            self.hand_over_leftovers()
         if self.holds_collector and not self.framer.decoding:
             self.hold_collector(False)
+
+    def hand_over_leftovers(self) -> None:
+        """Large messages decoded and served go to the server to be freed."""
+        self.server.discard(self.framer.leftovers)
+        self.framer.leftovers.clear()
 
     def hold_collector(self, hold: bool) -> None:
         """Pause the cyclic GC while a large message is decoded, until it has
@@ -384,6 +391,8 @@ class Connection(asyncio.Protocol):
         """Forget input not served yet: the connection is going away."""
         self.pending.clear()
         self.unparsed = memoryview(b"")
+        if self.framer.leftovers:
+            self.hand_over_leftovers()
         self.framer = Framer(self.server.max_message_size, large=DECODE_AT_ONCE)
         if self.holds_collector:
             self.hold_collector(False)
@@ -483,6 +492,7 @@ class Server:
         # Compactions writing and large messages being decoded: the cyclic
         # GC is off meanwhile.
         self.collector_paused = 0
+        self.leftovers: list[Leftovers] = []   # large messages being freed
         databases.attach(self.request_flush, self.loop.call_later, self.start_compaction)
 
     def shed_input(self) -> None:
@@ -648,6 +658,22 @@ class Server:
         finally:
             self.resume_collector()
         service.finish_compaction(compaction)
+
+    def discard(self, leftovers: list[Leftovers]) -> None:
+        """Free large messages a step per turn, the cyclic GC paused until
+        they are gone (it would scan their millions of objects)."""
+        if not self.leftovers:
+            self.pause_collector()
+            self.loop.call_soon(self.free_leftovers)
+        self.leftovers += leftovers
+
+    def free_leftovers(self) -> None:
+        if self.leftovers[0].step():
+            self.leftovers.pop(0)
+        if self.leftovers:
+            self.loop.call_soon(self.free_leftovers)
+        else:
+            self.resume_collector()
 
     def pause_collector(self) -> None:
         """Turn the cyclic GC off until as many resume_collector calls."""

@@ -4,6 +4,7 @@ with the same error as a small message when they are not valid JSON."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -83,9 +84,10 @@ def test_a_large_message_does_not_hold_up_other_clients(server: Peer) -> None:
 
 def test_a_large_transaction_is_answered_right_and_in_order(server: Peer) -> None:
     tags = [f"{i:08d}" + "t" * 1016 for i in range(4 * 1024)]   # 4 MiB of strings
-    transact = ('{"method":"transact","id":"big","params":["Test",{"op":"insert","table":"Root",'
-                '"row":{"name":"big","tags":["set",[%s]]}}]}'
-                % ",".join(f'"{tag}"' for tag in tags)).encode()
+    row = {"name": "big", "tags": ["set", tags]}
+    transact = json.dumps({"method": "transact", "id": "big",
+                           "params": ["Test", {"op": "insert", "table": "Root", "row": row}]},
+                          separators=(",", ":")).encode()
     stream = (b'{"method":"echo","id":"before","params":["before"]}' + transact
               + b'{"method":"echo","id":"after","params":["after"]}')
     done, received = send_in_background(server, stream)

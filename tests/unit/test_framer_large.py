@@ -193,3 +193,35 @@ def test_size_cap_holds() -> None:
     framer = Framer(max_size=len(text) - 1, large=100)
     with pytest.raises(ProtocolError, match="message longer than"):
         framer.feed(text)
+
+
+def test_leftovers_are_freed_in_steps_except_what_is_kept() -> None:
+    """Once served, a large message is emptied a step at a time, innermost
+    containers first; a container its handler kept, and what it holds, stays whole."""
+    value = {"rows": [[i, {"x": i}] for i in range(3000)], "kept": [[i] for i in range(3000)],
+             "map": {str(i): i for i in range(3000)}}
+    framer = Framer(large=1024, piece=1024)
+    out = framer.feed(ujson.dumps(value).encode())
+    while framer.decoding:
+        out += framer.feed(b"")
+    [decoded] = out
+    assert decoded == value
+    rows, kept, mapping = decoded["rows"], decoded["kept"], decoded["map"]
+    [leftovers] = framer.leftovers
+    del out, decoded, rows, mapping   # the handler keeps only "kept"
+    steps = 1
+    while not leftovers.step():
+        steps += 1
+    assert steps > 20
+    assert kept == [[i] for i in range(3000)]
+    assert not leftovers.walked
+
+
+def test_leftovers_of_a_message_still_referenced_are_left_whole() -> None:
+    framer = Framer(large=1024, piece=1024)
+    out = framer.feed(ujson.dumps([[i, "x"] for i in range(3000)]).encode())
+    while framer.decoding:
+        out += framer.feed(b"")
+    [leftovers] = framer.leftovers
+    assert leftovers.step()   # out still holds the whole message
+    assert out == [[[i, "x"] for i in range(3000)]]
