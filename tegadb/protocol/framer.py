@@ -424,6 +424,11 @@ class Framer:
 # where the message ends before the walk starts.
 _SCALAR = re.compile(rb'[^\s,:\[\]{}"]*')
 _COMMA, _COLON = ord(","), ord(":")
+# The start of a string's content that holds whole escapes: a surrogate pair
+# whole or not at all (a high surrogate alone stops it).
+_STRING_PIECE = re.compile(
+    rb'(?:[^"\\]+|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[0-9a-fA-F]{4}'
+    rb'|\\u(?![dD][89abAB])[0-9a-fA-F]{4}|\\[^u])*')
 _CLOSER_OF = {ord("["): ord("]"), ord("{"): ord("}")}
 # What a `_Container` expects next: an element or its end, an element, a
 # comma or its end.
@@ -448,6 +453,15 @@ class _Container:
         self.held = False   # referenced from outside the message (see Leftovers)
 
 
+class _LongString:
+    """A string of a large message too long for a piece: its content is
+    buf[pos:end] (the rest of it), decoded piece by piece into `parts`."""
+
+    def __init__(self, key: Any, pos: int, end: int) -> None:
+        self.key, self.pos, self.end = key, pos, end
+        self.parts: list[str] = []
+
+
 class _Pieces:
     """Decodes the message in `buf[:end]` (complete, its depth checked) a
     bounded step at a time."""
@@ -456,6 +470,7 @@ class _Pieces:
         self.buf, self.end, self.piece = buf, end, piece
         self.pos = 1
         self.exact_until = 0   # the cheap way failed: walk exactly up to here
+        self.long_string: _LongString | None = None   # being decoded a piece at a time
         self.stack = [_Container(buf[0], None, None, 0)]
         self.walked = self.stack[:]   # every container walked, each after its parent
         self.value: Any = None
@@ -466,6 +481,9 @@ class _Pieces:
         work = 0
         while work < 2 * self.piece:
             top = stack[-1]
+            if self.long_string is not None:
+                work += self._string_piece(top)
+                continue
             pos = _WHITESPACE.match(buf, self.pos, end).end()  # type: ignore[union-attr]
             char = buf[pos] if pos < end else -1
             if top.expect == _SEPARATOR and char == _COMMA:
@@ -521,13 +539,34 @@ class _Pieces:
             self.stack.append(container)
             self.walked.append(container)
             self.pos = value_at + 1
-        else:   # a string or a number too long for a piece: alone
-            stop = self._string_end(value_at) if opener == _QUOTE else _SCALAR.match(
-                self.buf, value_at, self.end).end()  # type: ignore[union-attr]
-            stop = self.end if stop < 0 else stop
-            self._add(top, key, _decode(self.buf[value_at:stop]))
+        elif opener == _QUOTE and (stop := self._string_end(value_at)) >= 0:
+            self.long_string = _LongString(key, value_at + 1, stop - 1)
+            self.pos = stop
+        else:   # a number too long for a piece, or no value: ujson says why
+            stop = _SCALAR.match(self.buf, value_at, self.end).end()  # type: ignore[union-attr]
+            self._add(top, key, _decode(self.buf[value_at:max(stop, value_at + 1)]))
             self.pos = stop
         return self.piece
+
+    def _string_piece(self, top: _Container) -> int:
+        """Decodes a piece of the long string under way; its bytes."""
+        string, buf = self.long_string, self.buf
+        assert string is not None
+        start = string.pos
+        stop = min(start + self.piece, string.end)
+        if stop < string.end:
+            # Not inside an escape (nor a surrogate pair), nor a UTF-8 sequence.
+            stop = _STRING_PIECE.match(buf, start, stop).end()  # type: ignore[union-attr]
+            while stop > start and 0x80 <= buf[stop] < 0xC0:
+                stop -= 1
+            if stop == start:   # a lone surrogate: the rest at once refuses it
+                stop = string.end
+        string.parts.append(_decode(b'"' + buf[start:stop] + b'"'))
+        string.pos = stop
+        if stop == string.end:
+            self.long_string = None
+            self._add(top, string.key, "".join(string.parts))
+        return stop - start
 
     def _value_start(self, top: _Container, pos: int) -> int:
         """Where the element at `pos` has its value: `pos` in a list, after

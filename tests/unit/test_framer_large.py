@@ -169,10 +169,24 @@ def test_faults_between_pieces_give_the_error_of_decoding_at_once(text: bytes) -
     ["x" * 5000, "é" * 3000, 'quote \\" and \\\\' * 200],
     {"k" * 5000: 1, "n": 10**15, "v": "y" * 5000},
     [1.5e300, -(2**53), [[[]]], {}, ""],
+    # long strings decoded in slices: none may split an escape, a surrogate
+    # pair or a UTF-8 sequence
+    ["😀" * 3000, "aé😀\n\\u" * 1000, "\\" * 3000 + "u0000", "\n" * 5000],
+    {"s": "x" * 100 + "😀é\t" * 2000},
 ])
-def test_long_strings_keys_and_scalars(value: Any) -> None:
-    text = ujson.dumps(value, ensure_ascii=False).encode()
+@pytest.mark.parametrize("ensure_ascii", [False, True])
+def test_long_strings_keys_and_scalars(value: Any, ensure_ascii: bool) -> None:
+    text = ujson.dumps(value, ensure_ascii=ensure_ascii).encode()
     assert decode(text, piece=64, large=128) == [value]
+
+
+@pytest.mark.parametrize("fault", [b"\\u0000", b"\\ud800", b"\\udc00x", b"\\ud800\\u0041",
+                                   b"\\x", b"\\uzzzz", b"\xed\xa0\x80"])
+@pytest.mark.parametrize("where", [0, 1000, 2996])
+def test_faults_in_a_long_string(fault: bytes, where: int) -> None:
+    content = b"abcd" * 1000
+    text = b'["' + content[:where] + fault + content[where:] + b'"]'
+    assert error_in_pieces(text, piece=64) == error_at_once(text)
 
 
 def test_deep_nesting_up_to_the_cap() -> None:
