@@ -29,8 +29,8 @@ import ujson
 
 MAX_DEPTH = 1000
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
-# The size of the pieces a large message is decoded in; ujson takes about
-# 5.5 ms per MiB.
+# The size of the pieces a large message is decoded in: a step of two took
+# 1.7 ms (median, compiled, on a busy machine) for small objects.
 PIECE = 32 * 1024
 
 
@@ -216,7 +216,9 @@ class Framer:
                 self._scan(messages)
         except ProtocolError as e:
             e.messages = messages
-            self._large = None   # the stream is broken: nothing more to decode
+            if self._large is not None:   # the stream is broken: nothing more to decode
+                self.leftovers.append(Leftovers(self._large.walked, self.piece))
+                self._large = None
             raise
         return messages
 

@@ -239,3 +239,17 @@ def test_leftovers_of_a_message_still_referenced_are_left_whole() -> None:
     [leftovers] = framer.leftovers
     assert leftovers.step()   # out still holds the whole message
     assert out == [[[i, "x"] for i in range(3000)]]
+
+
+def test_a_large_message_refused_halfway_is_freed_in_steps_too() -> None:
+    framer = Framer(large=1024, piece=1024)
+    with pytest.raises(ProtocolError, match="NaN"):
+        framer.feed(b"[" + b'{"x":[1,2.5,null],"s":"abc"},' * 5000 + b"NaN]")
+        while framer.decoding:
+            framer.feed(b"")
+    [leftovers] = framer.leftovers
+    assert leftovers.walked[0].value   # decoded up to the fault
+    steps = 1
+    while not leftovers.step():
+        steps += 1
+    assert steps > 10
