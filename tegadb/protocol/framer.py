@@ -217,7 +217,7 @@ class Framer:
         except ProtocolError as e:
             e.messages = messages
             if self._large is not None:   # the stream is broken: nothing more to decode
-                self.leftovers.append(Leftovers(self._large.walked, self.piece))
+                self.leftovers.append(Leftovers(self._large.abandon(), self.piece))
                 self._large = None
             raise
         return messages
@@ -504,6 +504,13 @@ class _Pieces:
             else:
                 work += self._element(top, pos)
         return False
+
+    def abandon(self) -> list[_Container]:
+        """The containers walked, for Leftovers, when the message turned out
+        invalid: those still open end where the walk stopped."""
+        for container in self.stack:
+            container.end = self.pos
+        return self.walked
 
     def _element(self, top: _Container, pos: int) -> int:
         """Walks the run or the element starting at `pos`; returns the
