@@ -23,15 +23,14 @@ the top, the rest where it is used.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-NATIVE_DIR = PACKAGE_DIR / "_native"
-MANIFEST = NATIVE_DIR / "SOURCES.json"
+# Paths as strings: pathlib would be ~3 ms of every start, which needs none of it.
+PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
+NATIVE_DIR = os.path.join(PACKAGE_DIR, "_native")
+MANIFEST = os.path.join(NATIVE_DIR, "SOURCES.json")
 
 # The per-request path. The commands (server/main.py, the CLIs) and the client
 # stay interpreted: their cost is per start, connection or command.
@@ -52,7 +51,8 @@ def source_checksums() -> dict[str, str]:
 
     checksums = {}
     for name in MODULES:
-        data = (PACKAGE_DIR / f"{name}.py").read_bytes()
+        with open(os.path.join(PACKAGE_DIR, f"{name}.py"), "rb") as source:
+            data = source.read()
         checksums[name] = f"{len(data)}:{zlib.crc32(data):08x}"
     return checksums
 
@@ -62,7 +62,8 @@ def stale_modules() -> list[str] | None:
     """The compiled modules whose source changed since the build, or None
     when there is no (readable) build.  Read once per process."""
     try:
-        manifest = MANIFEST.read_bytes()
+        with open(MANIFEST, "rb") as file:
+            manifest = file.read()
     except OSError:  # an installed package, or a checkout before `make native`
         return None
     import json
@@ -89,7 +90,7 @@ def use_compiled(package_path: list[str], package: str = "") -> bool:
             log.warning("compiled core is older than %s.py: running the interpreted core; "
                         "rebuild with `make native`", ".py, ".join(stale))
         return False
-    package_path.insert(0, str(NATIVE_DIR / package))
+    package_path.insert(0, os.path.join(NATIVE_DIR, package) if package else NATIVE_DIR)
     return True
 
 
@@ -97,6 +98,8 @@ def is_compiled() -> bool:
     """Whether this process runs the compiled core: where the import system
     finds the core's modules (asked by name, so that this module, which
     every layer imports, imports no layer)."""
+    import importlib.util
+
     spec = importlib.util.find_spec("tegadb.core.database")
     return spec is not None and spec.origin is not None and not spec.origin.endswith(".py")
 
@@ -114,7 +117,7 @@ def mypyc_extensions(c_dir: str) -> list[Any]:
 
     from mypyc.build import mypycify  # only a build needs mypyc
 
-    with contextlib.chdir(PACKAGE_DIR.parent):  # mypyc names modules by their path from here
+    with contextlib.chdir(os.path.dirname(PACKAGE_DIR)):  # mypyc names modules by their path from here
         return mypycify([f"tegadb/{name}.py" for name in MODULES], opt_level="3",
                         group_name="tegadb.native", target_dir=c_dir)
 
@@ -132,11 +135,12 @@ def build() -> None:
     shutil.rmtree(NATIVE_DIR, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="tegadb-native-") as work:
         extensions = mypyc_extensions(os.path.join(work, "c"))
-        with contextlib.chdir(PACKAGE_DIR.parent):
+        with contextlib.chdir(os.path.dirname(PACKAGE_DIR)):
             setup(name="tegadb-native", ext_modules=extensions,
                   script_args=["--quiet", "build_ext", "--parallel", str(os.cpu_count() or 1),
                                "--build-lib", os.path.join(work, "lib"),
                                "--build-temp", os.path.join(work, "obj")])
-        compiled = Path(work, "lib", "tegadb")
-        (compiled / MANIFEST.name).write_text(json.dumps(checksums, indent=1) + "\n")
+        compiled = os.path.join(work, "lib", "tegadb")
+        with open(os.path.join(compiled, os.path.basename(MANIFEST)), "w") as manifest:
+            manifest.write(json.dumps(checksums, indent=1) + "\n")
         shutil.move(compiled, NATIVE_DIR)

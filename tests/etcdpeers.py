@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -31,6 +30,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
+
+from peers import stop_process
 
 ETCD_BINARIES = ("etcd", "etcdctl")
 STOP_TIMEOUT = 5.0
@@ -285,15 +286,8 @@ class EtcdCluster:
         # follower first, and waits ~5 s if that follower is stopping too.
         for member in members:
             process, member.process = member.process, None
-            if process is None:
-                continue
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            if process is not None:
+                stop_process(process, STOP_TIMEOUT)
 
     @staticmethod
     def _status(member: _Member) -> dict[str, Any]:

@@ -18,9 +18,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -223,6 +225,46 @@ def free_tcp_port() -> int:
         return port
 
 
+@contextmanager
+def not_ovsdb_remote() -> Iterator[str]:
+    """A remote (`tcp:127.0.0.1:PORT`) that is not an OVSDB server: it answers
+    every connection with an HTTP 400 and closes it.  Nothing of it is left
+    listening or running after the block."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def answer_like_a_web_server() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    thread = threading.Thread(target=answer_like_a_web_server, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp:127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """Stop a process by its pid: SIGTERM, then SIGKILL if it lingers past
+    `timeout`.  It has been reaped when this returns."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def schema_name(schema_path: str | os.PathLike[str]) -> str:
     """The database name a schema file declares."""
     name: str = json.loads(Path(schema_path).read_text())["name"]
@@ -292,13 +334,7 @@ class Peer:
         if self.process is None:
             return
         process, self.process = self.process, None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
 
     def kill(self) -> None:
         """SIGKILL the server (a crash): nothing of it runs after this returns."""
@@ -364,7 +400,15 @@ def start_ovsdb_server(directory: Path, schema_paths: Sequence[str | os.PathLike
         db_file = directory / f"{schema_name(schema)}.db"
         _run(["ovsdb-tool", "create", str(db_file), str(schema)], directory)
         db_files.append(str(db_file))
+    peer = Peer("ovsdb-server", directory, ovsdb_server_command(directory, db_files))
+    peer.start()
+    return peer
 
+
+def ovsdb_server_command(directory: Path, db_files: Sequence[str]) -> Callable[[int], list[str]]:
+    """The argv of ovsdb-server serving `db_files`, everything of it under
+    `directory` (its socket, control socket, pidfile and log), for a TCP port:
+    what a `Peer` of kind ovsdb-server runs."""
     def command(port: int) -> list[str]:
         # --unixctl and --pidfile keep it out of /var/run/openvswitch (PEERS.md).
         return ["ovsdb-server", "--no-chdir",
@@ -374,10 +418,7 @@ def start_ovsdb_server(directory: Path, schema_paths: Sequence[str | os.PathLike
                 f"--pidfile={directory / 'ovsdb-server.pid'}",
                 f"--log-file={directory / 'server.log'}",
                 *db_files]
-
-    peer = Peer("ovsdb-server", directory, command)
-    peer.start()
-    return peer
+    return command
 
 
 def start_tegadb_server(directory: Path, schema_paths: Sequence[str | os.PathLike[str]],

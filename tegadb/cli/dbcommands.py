@@ -526,7 +526,7 @@ def cmd_add(ctx: Context, inv: Invocation) -> None:
     elements = dict.fromkeys(row.data[column.name])
     keys = {e[0] for e in elements} if type_.is_map else set(elements)
     for arg in inv.args[3:]:
-        for element in ctx.datum(replace(type_, n_min=1, n_max=UNLIMITED), arg):
+        for element in ctx.datum(type_.relaxed(1, UNLIMITED), arg):
             key = element[0] if type_.is_map else element
             if key not in keys:  # a map keeps the value it has
                 keys.add(key)
@@ -543,7 +543,7 @@ def cmd_remove(ctx: Context, inv: Invocation) -> None:
     type_ = column.type
     remaining = list(row.data[column.name])
     for arg in inv.args[3:]:
-        removal_type = replace(type_, n_min=1, n_max=UNLIMITED)
+        removal_type = type_.relaxed(1, UNLIMITED)
         try:
             removed = set(parse_datum(removal_type, arg, ctx.symbols))
             remaining = [e for e in remaining if e not in removed]

@@ -4,7 +4,9 @@
 [--since ID] [--format=json]``
 
 Each line: the time (UTC), the transaction id (for ``--since``; ``-`` from
-a server that gives none, as a standalone ovsdb-server), the
+a server that gives none, as a standalone ovsdb-server), the writer (the
+address of the client that committed it, which tegadb-server tells through
+its ``tegadb_writers`` method; ``-`` where unknown, as from ovsdb-server), the
 table, the row (its name, from the table's first index column, else its
 UUID's first 8 digits), and what changed: ``+`` and the columns of an
 inserted row, ``-`` for a deleted one, ``mtu: 1500 -> 9000`` for a change.
@@ -22,8 +24,8 @@ The watch follows the server with the client library's `Follower`
 reconnects (with back-off) and resumes after the last transaction shown, so
 nothing is shown twice; a server that cannot resume (ovsdb-server, or
 history gone) sends the whole table, and only its differences from what was
-shown are printed.  The server sends no writer in
-its updates, so lines name none.
+shown are printed.  Changes shown at once for a span of transactions (after
+``--since``, or a reconnection) name no writer.
 
 Exit status: 130 after Ctrl-C, 1 after an error (a bad argument, a server
 that cannot be reached at the start), 0 if stdout closes (``| head``).
@@ -43,13 +45,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from ..client.connection import SyncConnection
+from ..client.connection import RPCError, SyncConnection
 from ..client.follower import Follower
 from ..core import conditions, values
 from ..core.atoms import UUID_RE
 from ..core.errors import OVSDBError
 from ..core.schema import DbSchema, TableSchema
 from ..core.types import UNLIMITED, ZERO_UUID
+from ..protocol.framer import ProtocolError
 from . import formats
 from .dbcommands import choose_database
 from .dbrecords import NotFound, get_column, get_table, name_column
@@ -276,20 +279,22 @@ class Printer:
 
             self.console = Console(file=out, highlight=False, soft_wrap=True)
 
-    def show(self, change: Change, txn: str) -> None:
+    def show(self, change: Change, txn: str, writer: str | None) -> None:
         try:
-            self._show(change, txn)
+            self._show(change, txn, writer)
         except BrokenPipeError:  # not the server's socket: stdout
             raise ReaderGone from None
 
-    def _show(self, change: Change, txn: str) -> None:
+    def _show(self, change: Change, txn: str, writer: str | None) -> None:
         now = time.time()
         if self.as_json:
-            self.write_out(json.dumps(self._json(change, txn, now), ensure_ascii=False) + "\n")
+            self.write_out(json.dumps(self._json(change, txn, writer, now),
+                                      ensure_ascii=False) + "\n")
             return
         # A standalone ovsdb-server gives no transaction ids (all zeros).
         shown_txn = "-" if txn == ZERO_UUID else txn
-        line = f"{formats.timestamp(now)} {shown_txn} {change.table} {change.label} "
+        line = (f"{formats.timestamp(now)} {shown_txn} {writer or '-'} "
+                f"{change.table} {change.label} ")
         line += {"insert": "+ ", "delete": "- ", "modify": ""}[change.op] + self._diff(change)
         if self.console is None:
             self.write_out(line.rstrip() + "\n")
@@ -317,13 +322,14 @@ class Printer:
         return ", ".join(f"{c}: {self._text(c, old)} -> {self._text(c, new)}"
                          for c, (old, new) in change.columns.items())
 
-    def _json(self, change: Change, txn: str, now: float) -> dict[str, Any]:
+    def _json(self, change: Change, txn: str, writer: str | None,
+              now: float) -> dict[str, Any]:
         def value(column: str, datum: values.Datum | None) -> Any:
             if datum is None or datum is UNKNOWN:
                 return None
             return values.to_json(self.table.columns[column].type, datum)
         return {"time": formats.timestamp(now), "txn": None if txn == ZERO_UUID else txn,
-                "table": change.table,
+                "writer": writer, "table": change.table,
                 "uuid": change.uuid, "row": change.label, "op": change.op,
                 "changes": {c: {"old": value(c, old), "new": value(c, new)}
                             for c, (old, new) in change.columns.items()}}
@@ -345,6 +351,10 @@ class Watch:
         self.printer: Printer | None = None
         self.where: list[Any] = []
         self.follower: Follower | None = None
+        # Changes waiting for their writers' names: (changes, txn, ask the server).
+        self.queue: list[tuple[list[Change], str, bool]] = []
+        self.printing: asyncio.Task[None] | None = None
+        self.server_names_writers = True   # until it answers tegadb_writers with an error
 
     def check(self) -> None:
         """Connect once: the database, table, columns and condition must be
@@ -418,25 +428,52 @@ class Watch:
                 f"{self.settings.remote} (Ctrl-C to stop)")
         # The first copy of the rows is the starting point, not a change.
         if found or self.shown_before:
-            self._show(changes, last_id)
+            self._show(changes, last_id, one_transaction=False)
         self.shown_before = True
 
     def update(self, updates: dict[str, Any], last_id: str) -> None:
         assert self.cache is not None
-        self._show(list(self.cache.update(updates)), last_id)
+        self._show(list(self.cache.update(updates)), last_id, one_transaction=True)
 
     def disconnected(self) -> None:
         """The follower says why (a warning on stderr) and reconnects."""
 
-    def _show(self, changes: list[Change], txn: str) -> None:
+    def _show(self, changes: list[Change], txn: str, one_transaction: bool) -> None:
+        """Print ``changes`` once their writer is known (in order: a queue)."""
+        if not changes or self.reader_gone:
+            return
+        ask = one_transaction and txn != ZERO_UUID and self.server_names_writers
+        self.queue.append((changes, txn, ask))
+        if self.printing is None or self.printing.done():
+            self.printing = asyncio.get_running_loop().create_task(self._print_queued())
+
+    async def _print_queued(self) -> None:
         assert self.printer is not None and self.follower is not None
+        while self.queue and not self.reader_gone:
+            batch, self.queue = self.queue, []
+            writers = await self._writers([txn for _, txn, ask in batch if ask])
+            try:
+                for changes, txn, _ in batch:
+                    for change in changes:
+                        self.printer.show(change, txn, writers.get(txn))
+            except ReaderGone:
+                self.reader_gone = True
+                await self.follower.close()
+
+    async def _writers(self, txns: list[str]) -> dict[str, str]:
+        """Who committed ``txns``, as far as the server knows (tegadb_writers)."""
+        assert self.follower is not None
+        if not txns or not self.server_names_writers:
+            return {}
         try:
-            for change in changes:
-                if not self.reader_gone:
-                    self.printer.show(change, txn)
-        except ReaderGone:
-            self.reader_gone = True
-            asyncio.get_running_loop().create_task(self.follower.close())
+            known = await self.follower.request("tegadb_writers",
+                                                [self.settings.database, txns])
+        except RPCError:
+            self.server_names_writers = False   # ovsdb-server: unknown method
+            return {}
+        except (OSError, ProtocolError):
+            return {}   # shown without; the follower reconnects
+        return {txn: origin["writer"] for txn, origin in known.items()}
 
 
 def say(message: str) -> None:

@@ -145,8 +145,13 @@ class Connection:
                 where.host, where.port, ssl=ssl_context if where.uses_tls else None)
         return cls(reader, writer, on_notification)
 
-    async def request(self, method: str, params: list[Any]) -> Any:
-        """Send a request and wait for its result; RPCError on an error reply."""
+    async def request(self, method: str, params: list[Any],
+                      sent: Callable[[int], None] | None = None) -> Any:
+        """Send a request and wait for its result; RPCError on an error reply.
+
+        ``sent`` is called with the request's id once it is written: the id
+        a ``cancel`` notification names.
+        """
         if self._closed is not None:
             raise ConnectionError("connection closed") from self._closed
         request_id, data = self._protocol.request(method, params)
@@ -154,6 +159,8 @@ class Connection:
         self._pending[request_id] = future
         try:
             self._writer.write(data)
+            if sent is not None:
+                sent(request_id)
             await self._writer.drain()
             return _result(await future)
         finally:

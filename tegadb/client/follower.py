@@ -186,15 +186,20 @@ class Follower:
         """Until the sink has had its ``start`` on a live connection (TimeoutError after ``timeout``)."""
         await asyncio.wait_for(self._connected.wait(), timeout)
 
-    async def request(self, method: str, params: list[Any]) -> Any:
+    async def request(self, method: str, params: list[Any],
+                      sent: Callable[[Connection, int], None] | None = None) -> Any:
         """A request on the current connection; ConnectionError when there is none.
 
-        Every update the server sends before the reply is in the sink when it returns.
+        Every update the server sends before the reply is in the sink when it
+        returns.  ``sent`` is called with the connection and the request's id
+        there once it is written (what a ``cancel`` of it must name).
         """
         connection = self._connection
         if connection is None or not self.connected:
             raise ConnectionError(f"not connected to a source of database {self.database}")
-        return await connection.request(method, params)
+        if sent is None:
+            return await connection.request(method, params)
+        return await connection.request(method, params, functools.partial(sent, connection))
 
     async def cond_change(self, conditions: dict[str, list[Any]]) -> None:
         """New ``where`` clauses for the listed tables (others keep theirs).

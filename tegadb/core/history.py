@@ -73,6 +73,9 @@ class History:
         self._base: str | None = None
         self._entries: deque[tuple[str, Changes, int]] = deque()
         self._position: dict[str, int] = {}   # txn id -> sequence number
+        # txn id -> (writer, date in ms) for the ids in the window whose
+        # writer is known (what ``tegadb-client watch`` shows).
+        self._origins: dict[str, tuple[str, int]] = {}
         self._next = 0                        # sequence number of the next append
         self._rows = 0
 
@@ -96,9 +99,20 @@ class History:
                                  or self._rows > self.max_rows):
             self._drop_oldest()
 
+    def note_origin(self, txn_id: str, writer: str, date_ms: int) -> None:
+        """Who committed ``txn_id`` (appended just before), and when."""
+        if txn_id in self._position:
+            self._origins[txn_id] = (writer, date_ms)
+
+    def origin(self, txn_id: str) -> tuple[str, int] | None:
+        """``(writer, date in ms)`` of a transaction in the window, where known."""
+        return self._origins.get(txn_id)
+
     def _drop_oldest(self) -> None:
         txn_id, _, size = self._entries.popleft()
         self._rows -= size
+        if self._origins:
+            self._origins.pop(txn_id, None)
         if self._base is not None:
             del self._position[self._base]
         self._base = txn_id
@@ -107,6 +121,7 @@ class History:
         """Forget everything: ``txn_id`` becomes the base (a snapshot, or a converted db)."""
         self._entries.clear()
         self._position = {txn_id: self._next}
+        self._origins.clear()
         self._next += 1
         self._rows = 0
         self._base = txn_id

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import ujson
@@ -70,17 +69,32 @@ DEFAULT_MAX_LAG = 32
 
 # --- specs ------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+# The specs are plain classes, not dataclasses, whose methods would be
+# generated at every start (types.BaseType).  Specs are immutable values:
+# equal specs share their monitors' updates.
+
 class TableRequest:
     """A table's monitor-requests merged: (column, select flags) pairs and the condition."""
 
-    name: str
-    columns: tuple[tuple[str, int], ...]
-    select: int = 0                            # union of the requests' flags, columns or not
-    where: tuple[Clause, ...] | None = None   # None: every row
+    __slots__ = ("columns", "name", "select", "where")
+
+    def __init__(self, name: str, columns: tuple[tuple[str, int], ...], select: int = 0,
+                 where: tuple[Clause, ...] | None = None) -> None:
+        self.name = name
+        self.columns = columns
+        self.select = select  # union of the requests' flags, columns or not
+        self.where = where    # None: every row
+
+    def _members(self) -> tuple[Any, ...]:
+        return (self.name, self.columns, self.select, self.where)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TableRequest) and self._members() == other._members()
+
+    def __hash__(self) -> int:
+        return hash(self._members())
 
 
-@dataclass(frozen=True, slots=True)
 class MonitorSpec:
     """Everything that decides a monitor's updates, and nothing else: the sharing key.
 
@@ -88,23 +102,39 @@ class MonitorSpec:
     monitor id and the notification method belong to the monitor.
     """
 
-    db: str
-    v1: bool
-    tables: tuple[TableRequest, ...]   # sorted by name
+    __slots__ = ("db", "tables", "v1")
+
+    def __init__(self, db: str, v1: bool, tables: tuple[TableRequest, ...]) -> None:
+        self.db = db
+        self.v1 = v1
+        self.tables = tables  # sorted by name
+
+    def _members(self) -> tuple[Any, ...]:
+        return (self.db, self.v1, self.tables)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MonitorSpec) and self._members() == other._members()
+
+    def __hash__(self) -> int:
+        return hash(self._members())
 
     def with_conditions(self, where: dict[str, tuple[Clause, ...] | None]) -> MonitorSpec:
-        return replace(self, tables=tuple(replace(t, where=where[t.name]) if t.name in where
-                                          else t for t in self.tables))
+        return MonitorSpec(self.db, self.v1, tuple(
+            TableRequest(t.name, t.columns, t.select, where[t.name]) if t.name in where else t
+            for t in self.tables))
 
 
-@dataclass(frozen=True, slots=True)
 class MonitorRequest:
     """A parsed ``monitor``, ``monitor_cond`` or ``monitor_cond_since`` request."""
 
-    version: int
-    monitor_id: Any
-    spec: MonitorSpec
-    last_txn_id: str | None = None   # v3 only
+    __slots__ = ("last_txn_id", "monitor_id", "spec", "version")
+
+    def __init__(self, version: int, monitor_id: Any, spec: MonitorSpec,
+                 last_txn_id: str | None = None) -> None:
+        self.version = version
+        self.monitor_id = monitor_id
+        self.spec = spec
+        self.last_txn_id = last_txn_id  # v3 only
 
 
 # --- parsing -------------------------------------------------------------------------

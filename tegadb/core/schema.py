@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from .atoms import is_id
@@ -13,14 +12,29 @@ from .types import UUID_TYPE, Type, check_members
 VERSION_RE = re.compile(r"\d+\.\d+\.\d+\Z")
 
 
-@dataclass(frozen=True)
 class ColumnSchema:
-    """One column: its type and whether it may change or is kept on disk."""
+    """One column: its type and whether it may change or is kept on disk.
 
-    name: str
-    type: Type
-    mutable: bool = True
-    ephemeral: bool = False
+    Immutable, and equal to (and hashed as) any ColumnSchema with the same
+    members (a plain class: see types.BaseType)."""
+
+    __slots__ = ("ephemeral", "mutable", "name", "type")
+
+    def __init__(self, name: str, type: Type, mutable: bool = True,
+                 ephemeral: bool = False) -> None:
+        self.name = name
+        self.type = type
+        self.mutable = mutable
+        self.ephemeral = ephemeral
+
+    def _members(self) -> tuple[Any, ...]:
+        return (self.name, self.type, self.mutable, self.ephemeral)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ColumnSchema) and self._members() == other._members()
+
+    def __hash__(self) -> int:
+        return hash(self._members())
 
     @property
     def persistent(self) -> bool:
@@ -67,16 +81,30 @@ IMPLICIT_COLUMNS = {
 }
 
 
-@dataclass
 class TableSchema:
-    """A table: its columns (``columns`` includes ``_uuid`` and ``_version``)."""
+    """A table: its columns (``columns`` includes ``_uuid`` and ``_version``).
 
-    name: str
-    columns: dict[str, ColumnSchema]
-    max_rows: int | None = None
-    is_root: bool = False
-    indexes: list[tuple[str, ...]] = field(default_factory=list)
-    mutable: bool = True
+    Equal to any TableSchema with the same members (a plain class: see
+    types.BaseType)."""
+
+    __slots__ = ("columns", "indexes", "is_root", "max_rows", "mutable", "name")
+
+    def __init__(self, name: str, columns: dict[str, ColumnSchema], max_rows: int | None = None,
+                 is_root: bool = False, indexes: list[tuple[str, ...]] | None = None,
+                 mutable: bool = True) -> None:
+        self.name = name
+        self.columns = columns
+        self.max_rows = max_rows
+        self.is_root = is_root
+        self.indexes: list[tuple[str, ...]] = [] if indexes is None else indexes
+        self.mutable = mutable
+
+    def _members(self) -> tuple[Any, ...]:
+        return (self.name, self.columns, self.max_rows, self.is_root, self.indexes, self.mutable)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TableSchema) and self._members() == other._members()
+
 
     @property
     def user_columns(self) -> dict[str, ColumnSchema]:
@@ -162,14 +190,27 @@ def _parse_index(json: Any, columns: dict[str, ColumnSchema]) -> tuple[str, ...]
     return tuple(json)
 
 
-@dataclass
 class DbSchema:
-    """A database schema: name, version, checksum and tables."""
+    """A database schema: name, version, checksum and tables.
 
-    name: str
-    tables: dict[str, TableSchema]
-    version: str = ""
-    cksum: str = ""
+    Equal to any DbSchema with the same members (a plain class: see
+    types.BaseType)."""
+
+    __slots__ = ("cksum", "name", "tables", "version")
+
+    def __init__(self, name: str, tables: dict[str, TableSchema], version: str = "",
+                 cksum: str = "") -> None:
+        self.name = name
+        self.tables = tables
+        self.version = version
+        self.cksum = cksum
+
+    def _members(self) -> tuple[Any, ...]:
+        return (self.name, self.tables, self.version, self.cksum)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DbSchema) and self._members() == other._members()
+
 
     @property
     def all_root(self) -> bool:

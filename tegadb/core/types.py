@@ -6,7 +6,6 @@ reads it, with its error strings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .atoms import atoms_to_json, is_id, parse_atoms
@@ -44,20 +43,46 @@ def _bound(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any
     return value
 
 
-@dataclass(frozen=True)
 class BaseType:
-    """An atomic type plus its constraints (enum, ranges, lengths, references)."""
+    """An atomic type plus its constraints (enum, ranges, lengths, references).
 
-    type: str
-    enum: tuple[Any, ...] | None = None
-    min_integer: int | None = None
-    max_integer: int | None = None
-    min_real: float | None = None
-    max_real: float | None = None
-    min_length: int | None = None
-    max_length: int | None = None
-    ref_table: str | None = None
-    ref_type: str = "strong"
+    Immutable, and equal to (and hashed as) any BaseType with the same
+    members.  The core's classes are plain classes, not dataclasses: those
+    have their methods generated when their module is imported, at every
+    start (BENCHMARKS.md, W6)."""
+
+    __slots__ = ("enum", "has_constraints", "max_integer", "max_length", "max_real",
+                 "min_integer", "min_length", "min_real", "ref_table", "ref_type", "type")
+
+    def __init__(self, type: str, enum: tuple[Any, ...] | None = None,
+                 min_integer: int | None = None, max_integer: int | None = None,
+                 min_real: float | None = None, max_real: float | None = None,
+                 min_length: int | None = None, max_length: int | None = None,
+                 ref_table: str | None = None, ref_type: str = "strong") -> None:
+        self.type = type
+        self.enum = enum
+        self.min_integer = min_integer
+        self.max_integer = max_integer
+        self.min_real = min_real
+        self.max_real = max_real
+        self.min_length = min_length
+        self.max_length = max_length
+        self.ref_table = ref_table
+        self.ref_type = ref_type
+        # Derived once: checked for every value parsed.
+        self.has_constraints = any(v is not None for v in (
+            enum, min_integer, max_integer, min_real, max_real, min_length, max_length,
+            ref_table))
+
+    def _members(self) -> tuple[Any, ...]:
+        return (self.type, self.enum, self.min_integer, self.max_integer, self.min_real,
+                self.max_real, self.min_length, self.max_length, self.ref_table, self.ref_type)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BaseType) and self._members() == other._members()
+
+    def __hash__(self) -> int:
+        return hash(self._members())
 
     @classmethod
     def from_json(cls, json: Any) -> BaseType:
@@ -127,14 +152,6 @@ class BaseType:
             obj["refType"] = "weak"
         return obj
 
-    # Derived once: checked for every value parsed.
-    has_constraints: bool = field(init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "has_constraints", any(v is not None for v in (
-            self.enum, self.min_integer, self.max_integer, self.min_real, self.max_real,
-            self.min_length, self.max_length, self.ref_table)))
-
     @property
     def is_strong_ref(self) -> bool:
         return self.ref_table is not None and self.ref_type == "strong"
@@ -174,29 +191,37 @@ def _length(obj: dict[str, Any], name: str) -> int | None:
     return int(value)
 
 
-@dataclass(frozen=True)
 class Type:
-    """A column type: key, optional value (a map), and size bounds."""
+    """A column type: key, optional value (a map), and size bounds.
 
-    key: BaseType
-    value: BaseType | None = None
-    n_min: int = 1
-    n_max: int = 1
-    # Derived flags, computed once: they sit on every hot path.
-    is_map: bool = field(init=False, compare=False, repr=False)
-    is_scalar: bool = field(init=False, compare=False, repr=False)
-    is_optional: bool = field(init=False, compare=False, repr=False)
-    is_set: bool = field(init=False, compare=False, repr=False)
-    is_composite: bool = field(init=False, compare=False, repr=False)
+    Immutable, and equal to (and hashed as) any Type with the same key,
+    value and bounds: values' parsers and encoders are cached by type."""
 
-    def __post_init__(self) -> None:
-        is_map = self.value is not None
-        set_attr = object.__setattr__
-        set_attr(self, "is_map", is_map)
-        set_attr(self, "is_scalar", not is_map and self.n_min == 1 and self.n_max == 1)
-        set_attr(self, "is_optional", not is_map and self.n_min == 0 and self.n_max == 1)
-        set_attr(self, "is_set", not is_map and not (self.n_min == 1 and self.n_max == 1))
-        set_attr(self, "is_composite", self.n_max > 1)
+    __slots__ = ("is_composite", "is_map", "is_optional", "is_scalar", "is_set", "key",
+                 "n_max", "n_min", "value")
+
+    def __init__(self, key: BaseType, value: BaseType | None = None, n_min: int = 1,
+                 n_max: int = 1) -> None:
+        self.key = key
+        self.value = value
+        self.n_min = n_min
+        self.n_max = n_max
+        # Derived flags, computed once: they sit on every hot path.
+        is_map = value is not None
+        self.is_map = is_map
+        self.is_scalar = not is_map and n_min == 1 and n_max == 1
+        self.is_optional = not is_map and n_min == 0 and n_max == 1
+        self.is_set = not is_map and not (n_min == 1 and n_max == 1)
+        self.is_composite = n_max > 1
+
+    def _members(self) -> tuple[Any, ...]:
+        return (self.key, self.value, self.n_min, self.n_max)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Type) and self._members() == other._members()
+
+    def __hash__(self) -> int:
+        return hash(self._members())
 
     @classmethod
     def from_json(cls, json: Any) -> Type:
@@ -229,7 +254,7 @@ class Type:
 
     def relaxed(self, n_min: int = 0, n_max: int | None = None) -> Type:
         """A copy with other size bounds (condition and mutation arguments)."""
-        return replace(self, n_min=n_min, n_max=self.n_max if n_max is None else n_max)
+        return Type(self.key, self.value, n_min, self.n_max if n_max is None else n_max)
 
     def english(self) -> str:
         """The type in words, as OVS puts it in error messages."""

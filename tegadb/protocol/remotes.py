@@ -9,22 +9,37 @@ brackets.  Every parse error names the remote it rejects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 DEFAULT_PORT = 6640
 PASSIVE_KINDS = ("ptcp", "pssl", "punix")
 _ANY_IPV4 = "0.0.0.0"
 
 
-@dataclass(frozen=True)
 class Remote:
     """One parsed remote; ``path`` for the Unix kinds, ``host`` and ``port``
-    for the others."""
+    for the others.  Immutable, equal to (and hashed as) any Remote with
+    the same members; not a dataclass, whose methods would be generated at
+    every start."""
 
-    kind: str
-    host: str = ""
-    port: int = DEFAULT_PORT
-    path: str = ""
+    __slots__ = ("host", "kind", "path", "port")
+
+    def __init__(self, kind: str, host: str = "", port: int = DEFAULT_PORT,
+                 path: str = "") -> None:
+        self.kind = kind
+        self.host = host
+        self.port = port
+        self.path = path
+
+    def _members(self) -> tuple[str, str, int, str]:
+        return (self.kind, self.host, self.port, self.path)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Remote) and self._members() == other._members()
+
+    def __hash__(self) -> int:
+        return hash(self._members())
+
+    def __repr__(self) -> str:
+        return f"Remote{self._members()!r}"
 
     @property
     def is_unix(self) -> bool:

@@ -413,7 +413,8 @@ class ClusterService(DatabaseService):
                         session.disconnect()
                     applied = True
                     continue
-                self.apply_committed(record.seq, record.txn, record.changes, record.snapshot)
+                self.apply_committed(record.seq, record.txn, record.changes, record.snapshot,
+                                     record.writer, record.date)
             except (OVSDBError, LookupError, TypeError, ValueError, AttributeError) as e:
                 self._diverged(f"cannot apply {self.log.where(record.seq)}: {e}")
                 return

@@ -184,6 +184,11 @@ class ClusterLocks:
     def has_record(self, holder: Holder, name: str) -> bool:
         return (holder, name) in self._records
 
+    @property
+    def names_in_use(self) -> int:
+        """How many lock names this member's sessions hold or wait for (tegadb_stats)."""
+        return len({name for _, name in self._records})
+
     def owner_is(self, holder: Holder, name: str) -> bool:
         """Whether ``holder`` owns ``name`` as this member sees the cluster."""
         record = self._records.get((holder, name))

@@ -10,17 +10,18 @@ Compiled with the core (tegadb/native.py): every request passes through here.
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import contextlib
+import functools
 import gc
 import logging
+import os
 import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-from ..protocol.framer import Framer, ProtocolError
+from ..protocol.framer import Framer, Leftovers, ProtocolError
 from ..protocol.messages import encode_request
 from ..protocol.remotes import Remote
 from . import methods, unix_sockets
@@ -79,23 +80,27 @@ TIME_PER_TURN = 15e-6
 INPUT_PER_TURN = 8192
 INPUT_SLICE = 256
 LARGE_MESSAGE_SLICE = 2048
+# A message longer than this is decoded a step (two 32 KiB pieces) per turn:
+# at once, a 60 MiB one held every other client up for ~350 ms.
+DECODE_AT_ONCE = 64 * 1024
 # How long the loop keeps polling, instead of sleeping, for a client that
 # answers quickly (see Server.input_arrived).  A sequential client's next
 # request came 40-80 us after the reply in `make bench`'s W1.
 BUSY_POLL = 100e-6
 
 
-def _find_malloc_trim() -> Callable[[int], int] | None:
+@functools.cache
+def malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, which hands freed heap memory back to the system,
+    or None.  A dropped peer's backlog is many megabytes freed at once, which
+    glibc otherwise keeps (RSS stayed 8 MB up after a 10 MB backlog was
+    freed).  Looked up on first use: ctypes would be ~1 ms of every start."""
+    import ctypes
+
     try:
         return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None  # not glibc
-
-
-# Hands freed heap memory back to the system.  A dropped peer's backlog is
-# many megabytes freed at once, which glibc otherwise keeps (RSS stayed 8 MB
-# up after a 10 MB backlog was freed).
-malloc_trim = _find_malloc_trim()
 
 
 class Connection(asyncio.Protocol):
@@ -104,7 +109,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: Server, remote: Remote) -> None:
         self.server = server
         self.remote = remote
-        self.framer = Framer(server.max_message_size)
+        self.framer = Framer(server.max_message_size, large=DECODE_AT_ONCE)
         self.transport: asyncio.Transport | None = None
         self.session: methods.Session | None = None
         self.held: list[bytes] = []
@@ -127,6 +132,7 @@ class Connection(asyncio.Protocol):
         self.deferred_scheduled = False
         self.input_paused = False   # reading paused until the above are served
         self.input_held = 0   # bytes of it counted in the server's total
+        self.holds_collector = False   # paused it while decoding a large message
         self.input_peak = 0
         # loop.time() when the message now in the framer began; 0: none.
         self.message_started = 0.0
@@ -211,8 +217,30 @@ class Connection(asyncio.Protocol):
                 self.message_in_progress(bool(messages))
         elif self.message_started:
             self.message_started = 0.0
+        if self.framer.decoding and not self.holds_collector:
+            self.hold_collector(True)
         self.pending.extend(messages)
         self.serve_pending()
+        if self.framer.leftovers:
+            self.hand_over_leftovers()
+        if self.holds_collector and not self.framer.decoding:
+            self.hold_collector(False)
+
+    def hand_over_leftovers(self) -> None:
+        """Large messages decoded and served go to the server to be freed."""
+        self.server.discard(self.framer.leftovers)
+        self.framer.leftovers.clear()
+
+    def hold_collector(self, hold: bool) -> None:
+        """Pause the cyclic GC while a large message is decoded, until it has
+        been served (and freed) if it could be at once.  Its young objects
+        grow by the million: at 60 MiB, one collection of them took 160 ms,
+        while freed before any collection, they cost none."""
+        self.holds_collector = hold
+        if hold:
+            self.server.pause_collector()
+        else:
+            self.server.resume_collector()
 
     def serve_pending(self, resumed: bool = False) -> None:
         """Serve this turn's share (MESSAGES_PER_TURN, TIME_PER_TURN) of the
@@ -257,7 +285,7 @@ class Connection(asyncio.Protocol):
                     return
         finally:
             self.send_collected()
-        if pending or self.unparsed:
+        if pending or self.unparsed or self.framer.decoding:
             self.pause_input()
         elif self.pending_error is not None:
             log.warning("%s: %s, closing connection", session.peer, self.pending_error)
@@ -290,26 +318,39 @@ class Connection(asyncio.Protocol):
 
     def serve_deferred(self) -> None:
         """This turn's share of the input left from earlier turns: messages
-        already framed, else the input that follows, framed input_slice() at
-        a time until some message is waiting or TIME_PER_TURN has passed
-        (nothing while the peer does not read: resume_writing schedules this
-        again)."""
+        already framed, else a step of a large message's decoding, else the
+        input that follows, framed input_slice() at a time until some message
+        is waiting or TIME_PER_TURN has passed (nothing while the peer does
+        not read: resume_writing schedules this again)."""
         self.deferred_scheduled = False
         session = self.session
         if self.transport is None or session is None or session.closed or session.backlogged:
             return
-        if self.pending or not self.unparsed:
-            self.serve_pending()  # with no input left, this only resumes reading
-            return
+        if self.pending:
+            self.serve_pending()
+        elif self.framer.decoding:
+            self.take(b"")
+            self.account_input()
+        elif self.unparsed:
+            self.frame_unparsed()
+        else:
+            self.serve_pending()  # only resumes reading
+
+    def frame_unparsed(self) -> None:
+        """Frame the input left from earlier turns, input_slice() at a time,
+        until some message is waiting or TIME_PER_TURN has passed."""
+        session = self.session
+        assert session is not None
         deadline = time.perf_counter() + TIME_PER_TURN
         while True:
             cut = self.input_slice()
             data = bytes(self.unparsed[:cut])
             self.unparsed = self.unparsed[cut:]
             self.take(data)
-            # Closing or aborting drops the input: nothing is left then.
-            if (self.pending or not self.unparsed or session.backlogged
-                    or time.perf_counter() >= deadline):
+            # Closing or aborting drops the input: nothing is left then.  A
+            # large message's decoding goes a step a turn (serve_deferred).
+            if (self.pending or not self.unparsed or self.framer.decoding
+                    or session.backlogged or time.perf_counter() >= deadline):
                 break
         self.account_input()
 
@@ -413,7 +454,11 @@ class Connection(asyncio.Protocol):
         """Forget input not served yet: the connection is going away."""
         self.pending.clear()
         self.unparsed = memoryview(b"")
-        self.framer = Framer(self.server.max_message_size)
+        if self.framer.leftovers:
+            self.hand_over_leftovers()
+        self.framer = Framer(self.server.max_message_size, large=DECODE_AT_ONCE)
+        if self.holds_collector:
+            self.hold_collector(False)
         if self.input_held:
             self.account_input()
 
@@ -441,8 +486,10 @@ class Connection(asyncio.Protocol):
             log.debug("%s: disconnected", self.session.peer)
             self.session.close()
         self.transport = None
-        if (self.aborted or self.input_peak >= TRIM_AFTER_INPUT) and malloc_trim is not None:
-            malloc_trim(0)
+        if self.aborted or self.input_peak >= TRIM_AFTER_INPUT:
+            trim = malloc_trim()
+            if trim is not None:
+                trim(0)
 
     def pause_writing(self) -> None:
         # A client that stops reading gets no more input processed and no
@@ -458,7 +505,7 @@ class Connection(asyncio.Protocol):
         if self.session is not None:
             self.session.backlogged = False
             self.session.flush_monitors()
-            if self.pending or self.unparsed:
+            if self.pending or self.unparsed or self.framer.decoding:
                 self.schedule_deferred()
 
 
@@ -496,7 +543,7 @@ class Server:
         self.ssl_context = ssl_context
         self.connections: set[Connection] = set()
         self.listeners: list[asyncio.AbstractServer] = []
-        self.socket_paths: list[Path] = []
+        self.socket_paths: list[str] = []
         self.gate_closed = False
         self.held_connections: list[Connection] = []
         # Input held back while a batch may not commit (must_hold), served
@@ -514,7 +561,10 @@ class Server:
         # for a compaction, which must not see what may yet be undone.
         self.between_batches: list[Callable[[], None]] = []
         self.compactions: dict[str, asyncio.Task[None]] = {}
-        self.collector_paused = 0  # compactions writing (the cyclic GC is off meanwhile)
+        # Compactions writing and large messages being decoded: the cyclic
+        # GC is off meanwhile.
+        self.collector_paused = 0
+        self.leftovers: list[Leftovers] = []   # large messages being freed
         databases.attach(self.request_flush, self.loop.call_later, self.start_compaction)
 
     def shed_input(self) -> None:
@@ -671,18 +721,41 @@ class Server:
         # would run full collections of the whole heap meanwhile (20-30 ms
         # each at 100k rows, holding the interpreter: the loop stalls).  What
         # it allocates is acyclic and freed as it goes.
-        self.collector_paused += 1
-        gc.disable()
+        self.pause_collector()
         try:
             await self.loop.run_in_executor(None, compaction.write)
         except BaseException:
             compaction.discard()
             raise
         finally:
-            self.collector_paused -= 1
-            if not self.collector_paused:
-                gc.enable()
+            self.resume_collector()
         service.finish_compaction(compaction)
+
+    def discard(self, leftovers: list[Leftovers]) -> None:
+        """Free large messages a step per turn, the cyclic GC paused until
+        they are gone (it would scan their millions of objects)."""
+        if not self.leftovers:
+            self.pause_collector()
+            self.loop.call_soon(self.free_leftovers)
+        self.leftovers += leftovers
+
+    def free_leftovers(self) -> None:
+        if self.leftovers[0].step():
+            self.leftovers.pop(0)
+        if self.leftovers:
+            self.loop.call_soon(self.free_leftovers)
+        else:
+            self.resume_collector()
+
+    def pause_collector(self) -> None:
+        """Turn the cyclic GC off until as many resume_collector calls."""
+        self.collector_paused += 1
+        gc.disable()
+
+    def resume_collector(self) -> None:
+        self.collector_paused -= 1
+        if not self.collector_paused:
+            gc.enable()
 
     async def _between_batches(self, callback: Callable[[], T]) -> T:
         """``callback()``, run now if no batch is under way, else once the
@@ -709,7 +782,7 @@ class Server:
             return Connection(self, remote)
 
         if remote.is_unix:
-            path = Path(remote.path)
+            path = remote.path
             if not allow_world_writable_dir:
                 unix_sockets.check_directory(path)
             sock = unix_sockets.bind(path, socket_mode)
@@ -732,7 +805,8 @@ class Server:
         for listener in self.listeners:
             listener.close()
         for path in self.socket_paths:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         for connection in list(self.connections):
             connection.close()
         self.databases.close()

@@ -11,16 +11,18 @@ shapes and error texts; tegadb's own are under ``tegadb/``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ujson
 
 from .. import __version__
 from ..protocol.framer import Framer, ProtocolError
+from . import unix_sockets
 from .server_db import SERVER_DB_NAME
 
 if TYPE_CHECKING:
@@ -63,7 +65,7 @@ class ControlServer:
         self.server = server
         self.log_to_file = log_to_file
         self.listener: asyncio.AbstractServer | None = None
-        self.path: Path | None = None
+        self.path: str | None = None
         self.commands: dict[str, Command] = {
             "list-commands": Command("", 0, 0, self.list_commands),
             "version": Command("", 0, 0, lambda args: f"tegadb-server (tegadb) {__version__}\n"),
@@ -79,25 +81,26 @@ class ControlServer:
         }
 
     # --- the socket -------------------------------------------------------
-    async def listen(self, path: Path) -> None:
+    async def listen(self, path: str) -> None:
         """Serve on ``path``, replacing a stale socket but not a live one
         (another server started in the same directory)."""
-        if path.is_socket():
+        if unix_sockets.is_socket(path):
             if in_use(path):
                 raise OSError(f"{path} is in use by a running server: give another --unixctl")
-            path.unlink()
-        self.listener = await asyncio.start_unix_server(self.serve_client, str(path))
+            os.unlink(path)
+        self.listener = await asyncio.start_unix_server(self.serve_client, path)
         self.path = path
         # Whoever can connect can stop the server: owner and group only,
         # whatever the umask (ovsdb-server's sockets are 0770 too).
-        path.chmod(SOCKET_MODE)
+        os.chmod(path, SOCKET_MODE)
         log.info("control socket %s", path)
 
     async def close(self) -> None:
         if self.listener is not None:
             self.listener.close()
         if self.path is not None:
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     async def serve_client(self, reader: asyncio.StreamReader,
                            writer: asyncio.StreamWriter) -> None:
@@ -237,10 +240,10 @@ class ControlServer:
         return "".join(lines)
 
 
-def in_use(path: Path) -> bool:
+def in_use(path: str) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         try:
-            probe.connect(str(path))
+            probe.connect(path)
         except OSError:
             return False
     return True

@@ -56,6 +56,7 @@ from collections.abc import Iterator
 from typing import IO, Any, NamedTuple
 
 import ujson
+from ujson import loads as json_loads  # a global, not a module's attribute, per line
 
 from .records import Header, Record, RecordError, seal, seal_end, unseal
 from .storage import Storage, StorageError
@@ -704,7 +705,7 @@ class _Reader:
             raise _BadLine("line does not end with a newline")
         text = unseal(line)  # RecordError if its checksum does not match
         try:
-            obj = ujson.loads(line if text is None else text)
+            obj = json_loads(line if text is None else text)
         except ValueError as e:
             raise _BadLine(f"not valid JSON ({e})") from None
         if text is not None:

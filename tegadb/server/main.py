@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -17,7 +18,6 @@ import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import uvloop
@@ -58,17 +58,18 @@ def build_ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return tls_context(args.private_key, args.certificate, args.ca_cert, server=True)
 
 
-def default_database_files(var_dir: Path, schema_dirs: list[Path], mode: int) -> list[Path]:
+def default_database_files(var_dir: str, schema_dirs: list[str], mode: int) -> list[str]:
     """The built-in default: one database under var/ per shipped schema,
     created with permissions `mode` if missing."""
-    schema_dir = next((d for d in schema_dirs if d.is_dir()), None)
+    schema_dir = next((d for d in schema_dirs if os.path.isdir(d)), None)
     if schema_dir is None:
         raise SystemExit("tegadb-server: no schemas/ directory found for the default databases")
-    var_dir.mkdir(mode=VAR_DIR_MODE, parents=True, exist_ok=True)
+    os.makedirs(var_dir, mode=VAR_DIR_MODE, exist_ok=True)
     files = []
-    for schema in sorted(schema_dir.glob("*.ovsschema")):
-        db_file = var_dir / f"{schema.stem}.db"
-        if not db_file.exists():
+    for name in sorted(n for n in os.listdir(schema_dir) if n.endswith(".ovsschema")):
+        schema = os.path.join(schema_dir, name)
+        db_file = os.path.join(var_dir, name.removesuffix(".ovsschema") + ".db")
+        if not os.path.exists(db_file):
             create_database_file(db_file, schema, mode)
             log.info("created %s from %s", db_file, schema)
         files.append(db_file)
@@ -227,7 +228,7 @@ def detach() -> Callable[[], None]:
     return notify_ready
 
 
-def open_databases(files: list[Path], args: argparse.Namespace) -> list[DatabaseService]:
+def open_databases(files: list[str], args: argparse.Namespace) -> list[DatabaseService]:
     """Replay every database file, with the cyclic garbage collector paused.
 
     Replay allocates millions of acyclic objects (rows are dicts of tuples);
@@ -247,7 +248,7 @@ def open_databases(files: list[Path], args: argparse.Namespace) -> list[Database
         gc.set_threshold(50_000, 20, 100)
 
 
-async def join_cluster(files: list[Path], args: argparse.Namespace) -> tuple[Any, list[Any]]:
+async def join_cluster(files: list[str], args: argparse.Namespace) -> tuple[Any, list[Any]]:
     """Join each database's cluster (its log in etcd), waiting for etcd at most
     ``--etcd-start-timeout`` seconds."""
     # The etcd client (gRPC) is loaded only in cluster mode.
@@ -331,15 +332,14 @@ def follow_cluster(server: Server, service: Any) -> None:
     service.follower.add_done_callback(check)
 
 
-def control_socket_path(args: argparse.Namespace) -> Path:
+def control_socket_path(args: argparse.Namespace) -> str:
     """--unixctl, else beside the pidfile, else var/tegadb-server.ctl."""
     if args.unixctl:
-        return Path(args.unixctl)
+        return str(args.unixctl)
     if args.pidfile:
-        return Path(args.pidfile).parent / "tegadb-server.ctl"
-    var = Path("var")
-    var.mkdir(mode=VAR_DIR_MODE, exist_ok=True)
-    return var / "tegadb-server.ctl"
+        return os.path.join(os.path.dirname(args.pidfile), "tegadb-server.ctl")
+    os.makedirs("var", mode=VAR_DIR_MODE, exist_ok=True)
+    return os.path.join("var", "tegadb-server.ctl")
 
 
 async def start_observability(server: Server, args: argparse.Namespace) -> list[Any]:
@@ -384,10 +384,10 @@ def busy_poll_seconds(usec: float) -> float:
     return usec / 1e6
 
 
-def split_databases(arguments: list[str]) -> tuple[list[Path], list[tuple[str, list[str]]]]:
+def split_databases(arguments: list[str]) -> tuple[list[str], list[tuple[str, list[str]]]]:
     """The DBFILE arguments: database files, and relays as (DBNAME, remotes);
     ValueError for a relay argument that is malformed."""
-    files = [Path(text) for text in arguments if not text.startswith("relay:")]
+    files = [text for text in arguments if not text.startswith("relay:")]
     if len(files) == len(arguments):
         return files, []
     # The relay's code (and the client's under it) is loaded only for relays.
@@ -419,10 +419,10 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
                       for name, sources in relay_args]
         remotes = args.remote
     else:
-        here = Path(__file__).resolve().parent
+        package = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
         files = default_database_files(
-            Path("var"), [Path("schemas"), here.parent / "schemas",
-                          Path(sys.prefix) / "share" / "tegadb" / "schemas"], args.db_file_mode)
+            "var", ["schemas", os.path.join(package, "schemas"),
+                    os.path.join(sys.prefix, "share", "tegadb", "schemas")], args.db_file_mode)
         remotes = args.remote or DEFAULT_REMOTES
     members: list[Any] = []  # ClusterService, imported only in cluster mode
     if args.etcd_endpoints:
@@ -454,7 +454,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
     for sig in (signal.SIGTERM, signal.SIGINT):
         server.loop.add_signal_handler(sig, server.stopped.set)
     if args.pidfile:
-        Path(args.pidfile).write_text(f"{os.getpid()}\n")
+        with open(args.pidfile, "w") as pidfile:
+            pidfile.write(f"{os.getpid()}\n")
     if not args.no_forward_writes:
         for member in members:
             member.forward_writes(cluster_remote(args, remotes))
@@ -479,7 +480,8 @@ async def serve(args: argparse.Namespace, ready: Callable[[], Any] | None = None
             await release_locks()
             await etcd.close()
         if args.pidfile:
-            Path(args.pidfile).unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(args.pidfile)
     return 1 if server.failed else 0
 
 

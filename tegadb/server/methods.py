@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import ujson
 
-from ..client.connection import RPCError
 from ..core.atoms import is_id
 from ..core.errors import OVSDBError, syntax_error
 from ..core.locks import Notice
@@ -144,6 +143,13 @@ def handle_message(session: Session, raw: Any) -> None:
         # malformed one with a 2.0 error instead of dropping the connection.
         if not session.dialect:
             session.dialect = JSONRPC2_DIALECT
+        if raw["method"] == "cancel" and "id" not in raw:
+            # A notification, which jsonrpcserver would answer with nothing
+            # and run nowhere: OVSDB's cancel is no method of the registry.
+            params = raw.get("params")
+            if type(params) is list:
+                cancel(session, params)
+            return
         _dispatch_jsonrpc2(session, raw)
         return
     message = classify(raw)
@@ -341,6 +347,23 @@ def tegadb_stats(session: Session, *params: Any) -> Any:
     return session.databases.stats()
 
 
+def tegadb_writers(session: Session, *params: Any) -> Any:
+    """tegadb's own: who committed each of the given transactions, and when,
+    for those still in the database's history whose writer is known:
+    ``{TXN: {"writer": ADDRESS, "date": MS}}`` (what ``tegadb-client watch`` shows)."""
+    service = lookup_database(session, "tegadb_writers", params)
+    if len(params) != 2 or type(params[1]) is not list \
+            or not all(type(txn) is str for txn in params[1]):
+        raise syntax_error("tegadb_writers request params must be <db-name> "
+                           "and an array of transaction ids", list(params))
+    writers = {}
+    for txn in params[1]:
+        origin = service.history.origin(txn)
+        if origin is not None:
+            writers[txn] = {"writer": origin[0], "date": origin[1]}
+    return writers
+
+
 def send_notices(notices: list[Notice]) -> None:
     for holder, notice, lock_name in notices:
         assert isinstance(holder, Session)
@@ -386,6 +409,9 @@ def _acquire_in_cluster(cluster_locks: Any, method_name: str, session: Session,
             session.reply(request_id, {"locked": answer.result()}, dialect)
             return
         session.lock_names.discard(name)
+        # Imported here: the client library is ~1.4 ms of every start, needed only by relays.
+        from ..client.connection import RPCError
+
         if isinstance(error, RPCError):  # a relay's source answered, or cannot be reached
             session.reply_error(request_id, error.error, dialect)
             return
@@ -442,6 +468,7 @@ METHODS: dict[str, Callable[..., Any]] = {
     "unlock": unlock,
     "tegadb_stats": tegadb_stats,
     "tegadb_forward": forward_transact,
+    "tegadb_writers": tegadb_writers,
 }
 
 __all__ = [

@@ -20,6 +20,11 @@ source goes to it:
   session, so its queue, ``locked``/``stolen`` and ``assert`` work as they do
   for its direct clients.  That client's transactions are forwarded over its
   connection (an ``assert`` is checked against the session that locked).
+  Relays of different sources in one server refuse locks: which server a
+  lock means is ambiguous;
+- a client's ``cancel`` of a forwarded transaction becomes a ``cancel`` of
+  its id at the source, on the connection it went over; the source's answer
+  ("canceled", or the outcome if it had already run) is the client's.
 
 Each update from the source is applied to the copy as one transaction with
 the source's transaction id (a fresh one where the source reports none, as a
@@ -32,6 +37,7 @@ clients see only what really changed.  A schema change on the source
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections.abc import Callable, Coroutine
@@ -186,7 +192,7 @@ class RelayService(DatabaseService):
     follower: Follower | None
     following: asyncio.Task[None] | None
     first_sync: asyncio.Event
-    forwarded: dict[tuple[int, str], asyncio.Task[None]]
+    forwarded: dict[tuple[int, str], _Forwarded]
     in_flight: dict[int, int]     # per session (id): its forwarded transactions not answered
     locks: RelayLocks | None
 
@@ -231,8 +237,9 @@ class RelayService(DatabaseService):
         # it is not connected: the relay takes writes while it follows, and
         # is a "leader" to leader-only clients (ovs-vsctl, ovn-nbctl, IDLs).
         # Those refuse any row whose model is "relay", whatever its leader
-        # (ovs.db.idl, ovsdb-cs.c): the relay says "clustered", which they
-        # judge on connected and leader, as it behaves (docs/relay.md).
+        # (lib/ovsdb-cs.c 3.1.0 line 1992, ovs/db/idl.py 4.0.0 line 1133):
+        # the relay says "clustered", which they judge on connected and
+        # leader, as it behaves (docs/relay.md, "_Server").
         state: dict[str, Any] = {"model": "clustered", "connected": self.connected,
                                  "leader": self.connected}
         if not self.synced:
@@ -315,15 +322,17 @@ class RelayService(DatabaseService):
         key = (client, _id_key(request_id))
         if key in self.forwarded:
             raise syntax_error("transact: duplicate request ID", [self.name, *ops])
+        forwarded = _Forwarded(dialect)
         task = asyncio.get_running_loop().create_task(
-            self._forward(session, request_id, dialect, ops))
-        self.forwarded[key] = task
+            self._forward(session, request_id, forwarded, ops))
+        forwarded.task = task
+        self.forwarded[key] = forwarded
         if client not in self.in_flight:
             session.cleanups.append(lambda: self._forget_session(session))
         self.in_flight[client] = self.in_flight.get(client, 0) + 1
 
         def forget(_: object) -> None:
-            if self.forwarded.get(key) is task:
+            if self.forwarded.get(key) is forwarded:
                 del self.forwarded[key]
             left = self.in_flight.get(client, 0) - 1
             if left > 0:
@@ -335,29 +344,32 @@ class RelayService(DatabaseService):
         return None
 
     def _forget_session(self, session: ClientSession) -> None:
-        """The client is gone: its forwarded transactions are not waited for."""
+        """The client is gone: its forwarded transactions are canceled at the
+        source (a blocking ``wait`` would stay parked there) and not waited for."""
         self.in_flight.pop(id(session), None)
-        for key, task in list(self.forwarded.items()):
+        for key, forwarded in list(self.forwarded.items()):
             if key[0] == id(session):
-                task.cancel()
+                forwarded.cancel_at_source()
+                forwarded.stop()
 
-    async def _forward(self, session: ClientSession, request_id: Any, dialect: int,
+    async def _forward(self, session: ClientSession, request_id: Any, forwarded: _Forwarded,
                        ops: list[Any]) -> None:
-        locks = self.locks
-        link = locks.links.get(session) if locks is not None and locks.service is self else None
+        # Every relay of the server has the locks' source (RelayLocks).
+        link = self.locks.links.get(session) if self.locks is not None else None
         params = [self.name, *ops]
+        dialect = forwarded.dialect
         sent = False
         try:
             if self.follower is None or not self.connected:
                 raise ConnectionError
             sent = True
             if link is None:
-                result = await self.follower.request("transact", params)
+                result = await self.follower.request("transact", params, forwarded.sent)
             else:
                 # A lock holder's transaction goes where its locks are (its
                 # asserts); its update comes on the follower's connection,
                 # before the source answers this there.
-                result = await link.request("transact", params)
+                result = await link.request("transact", params, forwarded.sent)
                 await self.follower.request("transact", [self.name])
         # One handler, then isinstance: mypyc-compiled handlers that bind
         # ``as e`` mis-type exceptions raised through awaits (as in cluster.py).
@@ -386,11 +398,20 @@ class RelayService(DatabaseService):
                            "and the relay is not connected to it"}
 
     def cancel(self, session: ClientSession, request_id: Any) -> bool:
-        task = self.forwarded.pop((id(session), _id_key(request_id)), None)
-        if task is None:
+        """A client's ``cancel``.  A forwarded transaction is canceled at the
+        source, and the client gets the source's answer: "canceled", or the
+        outcome if it had already run there (a "canceled" reply must mean it
+        did not commit).  One not sent yet is dropped here."""
+        key = (id(session), _id_key(request_id))
+        forwarded = self.forwarded.get(key)
+        if forwarded is None:
             return super().cancel(session, request_id)
-        task.cancel()  # the source may still run it: the follower cannot cancel there
-        session.reply_error(request_id, "canceled")
+        if forwarded.at_source is None:
+            del self.forwarded[key]
+            forwarded.stop()
+            session.reply_error(request_id, "canceled", forwarded.dialect)
+        else:
+            forwarded.cancel_at_source()
         return True
 
     def converted(self, schema: DbSchema) -> Database:
@@ -404,9 +425,41 @@ class RelayService(DatabaseService):
         return None
 
     def close(self) -> None:
-        for task in list(self.forwarded.values()):
-            task.cancel()
+        for forwarded in list(self.forwarded.values()):
+            forwarded.stop()
         super().close()
+
+
+class _Forwarded:
+    """A client's transaction forwarded to the source, until it is answered."""
+
+    def __init__(self, dialect: int) -> None:
+        self.dialect = dialect
+        self.task: asyncio.Task[None] | None = None
+        # The connection it went on and its id there, once written.
+        self.at_source: tuple[Connection, int] | None = None
+
+    def sent(self, connection: Connection, source_id: int) -> None:
+        self.at_source = (connection, source_id)
+
+    def cancel_at_source(self) -> None:
+        """Send the source a ``cancel`` for it; it answers on the same
+        connection.  Nothing to do once that connection is gone: the source
+        dropped the transaction with it."""
+        if self.at_source is not None and not self.at_source[0].closed.done():
+            _spawn(_send_cancel(*self.at_source))
+
+    def stop(self) -> None:
+        """Stop waiting for the answer."""
+        if self.task is not None:
+            self.task.cancel()
+
+
+async def _send_cancel(connection: Connection, source_id: int) -> None:
+    try:
+        await connection.notify("cancel", [source_id])
+    except (ConnectionError, OSError):
+        pass  # the connection went meanwhile, and the transaction with it
 
 
 # --- locks ------------------------------------------------------------------------
@@ -424,13 +477,29 @@ class _LockLink:
         self.in_flight = 0
         self.held: list[tuple[str, str]] = []
         self.closing = False
-        self.opened = asyncio.get_running_loop().create_task(
-            Connection.open(remote, ssl_context, self._received))
+        self.opened = asyncio.get_running_loop().create_task(self._open(ssl_context))
         self.opened.add_done_callback(self._watch)
 
-    async def request(self, method: str, params: list[Any]) -> Any:
-        connection = await self.opened
-        return await connection.request(method, params)
+    async def _open(self, ssl_context: ssl.SSLContext | None) -> Connection:
+        connection = await Connection.open(self.remote, ssl_context, self._received)
+        try:
+            # ovsdb-server answers a "cancel" only on a change-aware session.
+            await connection.request("set_db_change_aware", [True])
+        except RPCError:
+            pass  # as the follower: every server with monitor_cond_since has it
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
+    async def request(self, method: str, params: list[Any],
+                      sent: Callable[[Connection, int], None] | None = None) -> Any:
+        # Shielded: a canceled request must not cancel the opening the
+        # client's other requests share.
+        connection = await asyncio.shield(self.opened)
+        if sent is None:
+            return await connection.request(method, params)
+        return await connection.request(method, params, functools.partial(sent, connection))
 
     def _watch(self, opened: asyncio.Task[Connection]) -> None:
         if opened.cancelled() or opened.exception() is not None:
@@ -470,22 +539,36 @@ class _LockLink:
 
 
 class RelayLocks:
-    """The server's locks kept at the relay's source (PROTOCOL.md 6), in
+    """The server's locks kept at its relays' source (PROTOCOL.md 6), in
     ``ServerDatabases.cluster_locks``'s place: one connection to the source per
     client that locks, so the source queues each client as its own session.
+    That client's transactions on every relay database go over it.
+
+    A lock belongs to one server: when the relays' sources differ (another
+    set of SOURCEs), which one a lock means is ambiguous, and ``lock`` and
+    ``steal`` are refused (docs/relay.md, "Locks").
 
     A client whose connection to the source is lost has lost its locks there:
     the relay disconnects it, as the source would have.
     """
 
-    def __init__(self, service: RelayService, ssl_context: ssl.SSLContext | None,
+    def __init__(self, relays: list[RelayService], ssl_context: ssl.SSLContext | None,
                  notify: Callable[[Any, str, str], None]) -> None:
-        self.service = service
+        self.relays = relays
         self.ssl_context = ssl_context
         self.notify = notify
         self.links: dict[Any, _LockLink] = {}
         self.records: set[tuple[Any, str]] = set()
         self.owned: set[tuple[Any, str]] = set()
+        self.ambiguous = len({frozenset(relay.remotes) for relay in relays}) > 1
+        self.label = ",".join(relay.name for relay in relays)  # for the log
+
+    def _refusal(self, method: str) -> dict[str, Any]:
+        sources = "; ".join(f"{relay.name} from {relay.source}" for relay in self.relays)
+        return {"error": "not allowed",
+                "details": f'"{method}": this server relays databases of different sources '
+                           f"({sources}), and a lock belongs to one server: serve each "
+                           "source's relays from a tegadb-server of their own"}
 
     def has_record(self, holder: Any, name: str) -> bool:
         return (holder, name) in self.records
@@ -518,21 +601,27 @@ class RelayLocks:
     def _acquire(self, holder: Any, name: str, method: str) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
+        if self.ambiguous:
+            answer.set_exception(RPCError(self._refusal(method)))
+            return answer
         self.records.add((holder, name))
         link = self.links.get(holder) or self._open_link(holder)
         if link is None:
             self.records.discard((holder, name))
-            answer.set_exception(RPCError(self.service.not_connected(f'"{method}"')))
+            answer.set_exception(RPCError(self.relays[0].not_connected(f'"{method}"')))
             return answer
         link.in_flight += 1
         _spawn(self._ask(link, holder, name, method, answer))
         return answer
 
     def _open_link(self, holder: Any) -> _LockLink | None:
-        follower = self.service.follower
-        if follower is None or not self.service.connected or follower.remote is None:
+        """A link to the source, where one of the relays follows it now."""
+        remote = next((relay.follower.remote for relay in self.relays
+                       if relay.connected and relay.follower is not None
+                       and relay.follower.remote is not None), None)
+        if remote is None:
             return None
-        link = _LockLink(follower.remote, self.ssl_context,
+        link = _LockLink(remote, self.ssl_context,
                          lambda notice, name: self._notice(holder, notice, name),
                          lambda was_open: self._lost(holder, was_open))
         self.links[holder] = link
@@ -547,8 +636,8 @@ class RelayLocks:
                 raise
             self.records.discard((holder, name))
             if not isinstance(e, RPCError):
-                log.warning("%s: %s at %s: %s", self.service.name, method, link.remote, e)
-                e = RPCError(self.service.not_connected(f'"{method}"'))
+                log.warning("%s: %s at %s: %s", self.label, method, link.remote, e)
+                e = RPCError(self.relays[0].not_connected(f'"{method}"'))
             answer.set_exception(e)
         else:
             locked = bool(isinstance(result, dict) and result.get("locked"))
@@ -564,7 +653,7 @@ class RelayLocks:
         except Exception as e:  # one handler: see RelayService._forward
             if not isinstance(e, (RPCError, ConnectionError, OSError)):
                 raise
-            log.warning("%s: unlock at %s: %s", self.service.name, link.remote, e)
+            log.warning("%s: unlock at %s: %s", self.label, link.remote, e)
 
     def _notice(self, holder: Any, notice: str, name: str) -> None:
         if (holder, name) not in self.records:
@@ -581,7 +670,7 @@ class RelayLocks:
         if self.links.pop(holder, None) is None or not was_open:
             return
         log.warning("%s: lost %s's connection to the source: disconnecting it (its locks "
-                    "are gone there)", self.service.name, getattr(holder, "peer", holder))
+                    "are gone there)", self.label, getattr(holder, "peer", holder))
         for key in [k for k in self.records if k[0] is holder]:
             self.records.discard(key)
             self.owned.discard(key)
@@ -591,9 +680,9 @@ class RelayLocks:
 async def start_relays(databases: ServerDatabases, relays: list[RelayService],
                        ssl_context: ssl.SSLContext | None,
                        notify: Callable[[Any, str, str], None]) -> None:
-    """Follow every relay's source, and keep the server's locks at the first
-    relay's source; returns once each copy is there, or after FIRST_SYNC_TIMEOUT."""
-    databases.cluster_locks = RelayLocks(relays[0], ssl_context, notify)
+    """Follow every relay's source, and keep the server's locks there
+    (RelayLocks); returns once each copy is there, or after FIRST_SYNC_TIMEOUT."""
+    databases.cluster_locks = RelayLocks(relays, ssl_context, notify)
     for service in relays:
         service.locks = databases.cluster_locks
         service.follow(databases, ssl_context)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from os import PathLike
 from typing import Any, Protocol
 
 import ujson
@@ -41,12 +41,12 @@ COMPACT_MIN_INTERVAL = 10 * 60.0
 COMPACT_MAX_INTERVAL = 24 * 60 * 60.0
 
 
-def read_schema_file(path: Path) -> DbSchema:
+def read_schema_file(path: str | PathLike[str]) -> DbSchema:
     with open(path, "rb") as f:
         return DbSchema.from_json(ujson.loads(f.read()))
 
 
-def create_database_file(db_file: Path, schema_file: Path,
+def create_database_file(db_file: str | PathLike[str], schema_file: str | PathLike[str],
                          mode: int = journal.DEFAULT_FILE_MODE) -> DbSchema:
     """A new, empty database file from a schema file (``tegadb-tool create``),
     with permissions `mode`."""
@@ -221,7 +221,7 @@ class DatabaseService:
         self.call_later: Callable[[float, Callable[[], None]], Any] | None = None
 
     @classmethod
-    def open(cls, path: Path, history: History | None = None) -> DatabaseService:
+    def open(cls, path: str | PathLike[str], history: History | None = None) -> DatabaseService:
         """Open a database file (the file storage) and replay it into memory."""
         return cls.load(journal.Journal.open(str(path)), history)
 
@@ -254,7 +254,7 @@ class DatabaseService:
         # deque: compiled, its append is a direct call.
         keep = max(history.max_transactions, 0) + 1
         trim_at = keep + keep // 4 + 1
-        recent: list[tuple[str, Changes]] = []
+        recent: list[tuple[str, Changes, str | None, int]] = []
         base = None
         record = Record(0, ZERO_UUID, 0, {})
         for record in storage.read():
@@ -267,13 +267,15 @@ class DatabaseService:
                 recent.clear()
                 base = record.txn
             else:
-                recent.append((record.txn, changes))
+                recent.append((record.txn, changes, record.writer, record.date))
                 if len(recent) >= trim_at:
                     del recent[:-keep]
         if base is not None:
             history.reset(base)
-        for txn, changes in recent[-keep:]:
+        for txn, changes, writer, date_ms in recent[-keep:]:
             history.append(txn, changes)
+            if writer is not None:
+                history.note_origin(txn, writer, date_ms)
         service.seq = record.seq
         service.last_txn = record.txn
         return service
@@ -361,7 +363,8 @@ class DatabaseService:
             txn.session.reply(txn.request_id, results, txn.dialect)
 
     def apply_committed(self, seq: int, txn: str, changes_json: dict[str, Any],
-                        snapshot: bool = False) -> Changes:
+                        snapshot: bool = False, writer: str | None = None,
+                        date_ms: int = 0) -> Changes:
         """Apply what was committed elsewhere (another member's log record, a
         relay's source) as transaction ``txn`` at position ``seq``, and publish
         it.  Raises what changesets.apply_changes_json raises when it does not fit."""
@@ -369,6 +372,8 @@ class DatabaseService:
         self.seq = seq
         self.last_txn = txn
         self.publish(changes, txn)
+        if writer is not None:
+            self.history.note_origin(txn, writer, date_ms)
         return changes
 
     def publish(self, changes: Any, txn_id: str) -> None:
@@ -428,6 +433,8 @@ class DatabaseService:
                 self.last_txn = record.txn
                 assert entry.outcome.changes is not None
                 self._feed_monitors(entry.outcome.changes, record.txn)
+                if record.writer is not None:
+                    self.history.note_origin(record.txn, record.writer, record.date)
                 committed = True
             assert entry.outcome.results is not None
             if not entry.session.closed:
@@ -740,7 +747,8 @@ class ServerDatabases:
             "sessions": len(self.sessions),
             "monitors": sum(len(s.monitors) for s in self.sessions),
             "monitor_specs": sum(s.hub.group_count for s in services),
-            "locks": len(self.locks.records),
+            "locks": (len(self.locks.records) if self.cluster_locks is None
+                      else self.cluster_locks.names_in_use),
             "parked_transactions": sum(len(s.parked) for s in services),
         }
 

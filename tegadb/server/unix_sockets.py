@@ -19,18 +19,17 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from pathlib import Path
 
 DEFAULT_SOCKET_MODE = 0o770
 
 
-def check_directory(path: Path) -> None:
+def check_directory(path: str) -> None:
     """Raises ValueError if the directory holding socket `path` is writable
     by everyone without the sticky bit.  A missing directory is left to bind
     to report."""
-    directory = path.parent.resolve()
+    directory = os.path.realpath(os.path.dirname(path) or ".")
     try:
-        mode = directory.stat().st_mode
+        mode = os.stat(directory).st_mode
     except FileNotFoundError:
         return
     if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
@@ -41,15 +40,23 @@ def check_directory(path: Path) -> None:
             " --allow-unsafe-socket-dir")
 
 
-def bind(path: Path, mode: int = DEFAULT_SOCKET_MODE) -> socket.socket:
+def is_socket(path: str) -> bool:
+    """Whether `path` is a Unix socket (not an error when it is missing)."""
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def bind(path: str, mode: int = DEFAULT_SOCKET_MODE) -> socket.socket:
     """A Unix stream socket bound to `path` with permissions `mode`, ready
     to listen.  A stale socket file left at `path` is replaced."""
-    if path.is_socket():
-        path.unlink()
+    if is_socket(path):
+        os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         os.fchmod(sock.fileno(), mode)
-        sock.bind(str(path))
+        sock.bind(path)
         os.chmod(path, mode)
     except BaseException:
         sock.close()

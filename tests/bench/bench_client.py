@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from json import JSONDecodeError
-from typing import Any
+from typing import Any, Protocol
 
 _scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -387,6 +387,32 @@ class Pipeline:
                 self._finish()
 
         return on_messages
+
+
+class Metering(Protocol):
+    """What measures a phase (bench_workloads.Meter, once started; ClusterMeter)."""
+
+    def stop(self, ops: int) -> dict[str, float]: ...
+
+
+async def pipelined_throughput(conns: Sequence[Conn], make_request: Callable[[int], bytes],
+                               check: Callable[[int, Message], str | None], inflight: int,
+                               duration: float, timeout: float,
+                               start_meter: Callable[[], Metering]) -> dict[str, Any]:
+    """A Pipeline's throughput: a warm-up of a fifth of `duration`, then
+    `duration` seconds measured by the meter `start_meter()` starts.  Ids keep
+    counting from the warm-up, so no request repeats one (an insert names a new
+    row).  The connections are closed after.  Returns `txn_per_s` and the
+    meter's figures over the answered requests."""
+    warm = Pipeline(conns, make_request, check, inflight, duration=duration / 5)
+    await warm.run(timeout)
+    meter = start_meter()
+    res = await Pipeline(conns, make_request, check, inflight, duration=duration,
+                         first_id=warm.next_id).run(timeout)
+    metrics = meter.stop(res.ok)
+    for conn in conns:
+        conn.close()
+    return {"txn_per_s": res.rate, **metrics}
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench_client import BenchError, ServerGone
+from bench_client import BenchError
 from bench_cluster_peers import SIZE, Cluster, NotAvailable, RaftCluster, TegadbCluster, last_words
 from bench_cluster_workloads import (
     CLUSTER_FULL,
@@ -156,13 +156,7 @@ class ClusterBench:
                     raise NotAvailable(f"aetcd is not installed: {exc}") from None
             else:
                 cluster = self.start_cluster(kind, directory)
-                try:
-                    metrics = run_async(CLUSTER_WORKLOADS[wl][1](cluster, self.cfg))
-                finally:
-                    alive = cluster.alive()
-                    cluster.stop()
-                if not alive:
-                    raise ServerGone("a member exited during the run")
+                metrics = cluster.run_then_stop(CLUSTER_WORKLOADS[wl][1](cluster, self.cfg))
         except Exception as exc:
             self.fail(wl, kind, exc, cluster)
             return

@@ -8,12 +8,13 @@ import asyncio
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import peers
 from bench_client import BenchError, BenchTimeout, Conn, ServerGone
-from bench_workloads import DB, SCHEMA, Meter
+from bench_workloads import DB, SCHEMA, Meter, run_async
 from etcdpeers import EtcdCluster
 
 SIZE = 3                   # members per cluster
@@ -33,6 +34,8 @@ class Cluster:
     own directory, Unix socket and TCP port on 127.0.0.1."""
 
     kind = ""
+    # What run_then_stop's failure calls one of the processes alive() checks.
+    process_noun = "member"
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -57,6 +60,19 @@ class Cluster:
 
     def alive(self) -> bool:
         return all(m.process is not None and m.process.poll() is None for m in self.members)
+
+    def run_then_stop(self, workload: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """Run `workload` (a workload's coroutine on this cluster) to its end, then
+        stop the cluster, also when the workload fails.  Its metrics, or
+        ServerGone if a process had exited meanwhile."""
+        try:
+            metrics: dict[str, Any] = run_async(workload)
+        finally:
+            alive = self.alive()
+            self.stop()
+        if not alive:
+            raise ServerGone(f"a {self.process_noun} exited during the run")
+        return metrics
 
     def restart(self, i: int) -> None:
         """Start member i again on its files and TCP port; wait until the cluster is whole."""
@@ -125,26 +141,14 @@ class RaftCluster(Cluster):
                 if made.returncode != 0:
                     raise BenchError(f"{' '.join(argv)} failed ({made.returncode}): "
                                      f"{made.stdout}{made.stderr}")
-                member = peers.Peer(self.kind, member_dir, self._command(member_dir, db_file))
+                member = peers.Peer(self.kind, member_dir,
+                                    peers.ovsdb_server_command(member_dir, [str(db_file)]))
                 self.members.append(member)
                 member.start()
             self.wait_ready()
         except BaseException:
             self.stop()
             raise
-
-    @staticmethod
-    def _command(member_dir: Path, db_file: Path) -> Callable[[int], list[str]]:
-        def command(port: int) -> list[str]:
-            # --unixctl and --pidfile keep it out of /var/run/openvswitch (PEERS.md).
-            return ["ovsdb-server", "--no-chdir",
-                    f"--remote=punix:{member_dir / 'db.sock'}",
-                    f"--remote=ptcp:{port}:127.0.0.1",
-                    f"--unixctl={member_dir / 'ovsdb-server.ctl'}",
-                    f"--pidfile={member_dir / 'ovsdb-server.pid'}",
-                    f"--log-file={member_dir / 'server.log'}",
-                    str(db_file)]
-        return command
 
     def leader(self) -> int | None:
         """The member whose `cluster/status` says `Role: leader`."""

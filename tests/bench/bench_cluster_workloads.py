@@ -26,6 +26,7 @@ from bench_client import (
     ServerGone,
     error_text,
     percentile,
+    pipelined_throughput,
     rpc_failure,
 )
 from bench_cluster_peers import SIZE, Cluster, ClusterMeter, connect_member, etcd_pids, spread
@@ -116,16 +117,8 @@ async def c1_latency(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
 
 async def c2_throughput(cluster: Cluster, cfg: ClusterConfig) -> dict[str, Any]:
     conns = [await connect_member(port) for port in spread(cluster, cfg.c2_conns)]
-    make, check = insert_request("c2"), check_ops(1)
-    warm = Pipeline(conns, make, check, cfg.c2_inflight, duration=cfg.c2_duration / 5)
-    await warm.run(cfg.timeout)
-    meter = ClusterMeter(cluster)
-    res = await Pipeline(conns, make, check, cfg.c2_inflight, duration=cfg.c2_duration,
-                         first_id=warm.next_id).run(cfg.timeout)
-    metrics = meter.stop(res.ok)
-    for conn in conns:
-        conn.close()
-    return {"txn_per_s": res.rate, **metrics}
+    return await pipelined_throughput(conns, insert_request("c2"), check_ops(1), cfg.c2_inflight,
+                                      cfg.c2_duration, cfg.timeout, lambda: ClusterMeter(cluster))
 
 
 # --- C3: fail-over ------------------------------------------------------------------

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import peers  # noqa: E402
-from bench_client import BenchError, ServerGone  # noqa: E402
+from bench_client import BenchError  # noqa: E402
 from bench_cluster_peers import Cluster, last_words  # noqa: E402
 from bench_cluster_workloads import (  # noqa: E402
     CLUSTER_FULL,
@@ -49,7 +49,7 @@ from bench_cluster_workloads import (  # noqa: E402
     sequential_latencies,
 )
 from bench_run import exit_on_sigterm  # noqa: E402
-from bench_workloads import DB, SCHEMA, Meter, fmt, run_async, summarize  # noqa: E402
+from bench_workloads import DB, SCHEMA, Meter, fmt, summarize  # noqa: E402
 
 KINDS = ["ovsdb-server", "tegadb", "direct"]   # relays of each, and no relay at all
 RELAYS = 2
@@ -69,6 +69,8 @@ RELAY_METRICS: list[tuple[str, str, str, str, str, float | None, str | None, str
 class Topology(Cluster):
     """A standalone ovsdb-server source on the bench schema and the servers its
     clients use (`members`): its relays, or the source itself."""
+
+    process_noun = "server"  # alive() checks the source too
 
     def __init__(self, kind: str, directory: Path, tegadb_bin: Path | None) -> None:
         super().__init__(directory)
@@ -92,13 +94,7 @@ class Topology(Cluster):
                        ) -> Callable[[int], list[str]]:
         source = f"relay:{DB}:{self.source.remote_tcp}"
         if self.kind == "ovsdb-server":
-            def command(port: int) -> list[str]:
-                return ["ovsdb-server", "--no-chdir", f"--remote=punix:{directory / 'db.sock'}",
-                        f"--remote=ptcp:{port}:127.0.0.1",
-                        f"--unixctl={directory / 'ovsdb-server.ctl'}",
-                        f"--pidfile={directory / 'ovsdb-server.pid'}",
-                        f"--log-file={directory / 'server.log'}", source]
-            return command
+            return peers.ovsdb_server_command(directory, [source])
         server = ([str(tegadb_bin / "tegadb-server")] if tegadb_bin
                   else [sys.executable, "-m", "tegadb.server"])
 
@@ -185,13 +181,7 @@ class RelayBench:
         topology = None
         try:
             topology = Topology(kind, directory, self.tegadb_bin)
-            try:
-                metrics = run_async(RELAY_WORKLOADS[wl][1](topology, self.cfg))
-            finally:
-                alive = topology.alive()
-                topology.stop()
-            if not alive:
-                raise ServerGone("a server exited during the run")
+            metrics = topology.run_then_stop(RELAY_WORKLOADS[wl][1](topology, self.cfg))
         except Exception as exc:
             status = exc.status if isinstance(exc, BenchError) else "crashed"
             entry = {"status": status, "error": f"{type(exc).__name__}: {exc}"[:600],

@@ -104,6 +104,10 @@ METRICS: list[tuple[str, str, str, str, str, float | None, str | None, str]] = [
     ("W9", "compact_s", "compaction time", "s", "lower", None, None, ""),
     ("W9", "file_mib", "journal before compaction", "MiB", "lower", None, None, ""),
     ("W9", "compacted_mib", "journal after compaction", "MiB", "lower", None, None, ""),
+    ("W10", "probe_max_us", "max round trip, large message", "us", "lower", 1.0, None, ""),
+    ("W10", "probe_p99_us", "p99 round trip, large message", "us", "lower", None, None, ""),
+    ("W10", "message_s", "large message read and refused", "s", "lower", None,
+     "server_cpu_s", "s CPU"),
 ]
 
 
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, smaller runs (~2 min)")
     parser.add_argument("--reps", type=int, help="repetitions of each workload per server")
-    parser.add_argument("--only", help="comma-separated workloads (W1..W9, D for dispatch, "
+    parser.add_argument("--only", help="comma-separated workloads (W1..W10, D for dispatch, "
                                        "C1..C4 for the clusters; default: all, no C in --quick)")
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--monitor", choices=["monitor", "monitor_cond"],

@@ -35,6 +35,7 @@ from bench_client import (
     error_text,
     machine_busy_seconds,
     percentile,
+    pipelined_throughput,
     proc_cpu_seconds,
     proc_status_kib,
     rpc_failure,
@@ -77,6 +78,7 @@ class Config:
     w8_flood: int = 100_000         # requests the flooding connection pipelines
     w9_rows: int = 100_000          # rows of the database compacted
     w9_updates: int = 8             # transactions updating every row, after loading them
+    w10_mib: int = 16               # size of the large message
 
 
 FULL = Config(reps=5, timeout=60.0,
@@ -296,15 +298,8 @@ async def w2_throughput(srv: Server, cfg: Config) -> dict[str, Any]:
         return why
 
     # Warm up, then measure; ids keep counting so every insert has a new name.
-    warm = Pipeline(conns, make, check, cfg.w2_inflight, duration=cfg.w2_duration / 5)
-    await warm.run(cfg.timeout)
-    meter = Meter(srv.pid).start()
-    res = await Pipeline(conns, make, check, cfg.w2_inflight, duration=cfg.w2_duration,
-                         first_id=warm.next_id).run(cfg.timeout)
-    metrics = meter.stop(res.ok)
-    for c in conns:
-        c.close()
-    return {"txn_per_s": res.rate, **metrics}
+    return await pipelined_throughput(conns, make, check, cfg.w2_inflight, cfg.w2_duration,
+                                      cfg.timeout, lambda: Meter(srv.pid).start())
 
 
 # --- W3: bulk load -----------------------------------------------------------------
@@ -692,6 +687,54 @@ async def w8_fairness(srv: Server, cfg: Config) -> dict[str, Any]:
             "flood_s": metrics["wall_s"], **metrics}
 
 
+# --- W10: a large message -----------------------------------------------------------------
+
+# Sends one JSON array of `mib` MiB of small objects (no JSON-RPC message:
+# both servers parse it whole, then close the connection) and waits for the
+# close.  In a process of its own, like W8's flooding client.
+LARGE_CLIENT = r"""
+import socket, sys
+path, mib, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+item = b'{"x":[1,2.5,null],"s":"abcdefgh","u":"caf\\u00e9","n":12345}'
+data = b"[" + b",".join([item] * (mib * 1024 * 1024 // (len(item) + 1))) + b"]"
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(path)
+sock.settimeout(timeout)
+sys.stdout.write("ready\n"); sys.stdout.flush(); sys.stdin.readline()
+sock.sendall(data)
+while sock.recv(1 << 16):
+    pass
+"""
+
+
+async def w10_large_message(srv: Server, cfg: Config) -> dict[str, Any]:
+    """Round trips of one client while another sends a cfg.w10_mib MiB message."""
+    conn = await connect(srv.sock)
+    for _ in range(50):   # warm up
+        await conn.call("echo", [], cfg.timeout)
+    sender = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LARGE_CLIENT, srv.sock, str(cfg.w10_mib), str(cfg.timeout),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert sender.stdin is not None and sender.stdout is not None
+    await sender.stdout.readline()   # connected, message built
+    meter = Meter(srv.pid).start()
+    sender.stdin.write(b"go\n")
+    waiting = asyncio.ensure_future(sender.wait())
+    round_trips = []
+    while not waiting.done():
+        start = time.perf_counter()
+        await conn.call("echo", [], cfg.timeout)
+        round_trips.append(time.perf_counter() - start)
+    metrics = meter.stop(1)
+    conn.close()
+    if waiting.result() != 0:
+        raise BenchTimeout(f"the sending client failed (exit status {waiting.result()})")
+    return {"probe_p99_us": percentile(round_trips, 0.99) * 1e6,
+            "probe_max_us": max(round_trips) * 1e6,
+            "probe_round_trips": len(round_trips),
+            "message_s": metrics["wall_s"], **metrics}
+
+
 # --- W9: compaction stall ------------------------------------------------------------------
 
 def control_socket(srv: Server) -> Path:
@@ -845,4 +888,6 @@ WORKLOADS = {
     "W7": ("durable commits vs not", w7_durable),
     "W8": ("fairness: 1 client's round trips while another floods 100k requests", w8_fairness),
     "W9": ("compaction: reply delay while a ~100 MB journal is compacted", w9_compaction),
+    "W10": ("large message: 1 client's round trips while another sends a 16 MiB array",
+            w10_large_message),
 }

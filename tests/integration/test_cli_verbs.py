@@ -17,6 +17,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -358,26 +360,39 @@ def test_wait_times_out_like_ovsdb_client(loaded: Peer) -> None:
     assert wait("-t", "1", loaded.remote_unix, "Test", "removed") == (-signal.SIGALRM, "", "")
 
 
-def test_wait_for_a_server_not_started_yet(tmp_path: Path) -> None:
-    """wait keeps trying to connect, as ovsdb-client does."""
-    _require_peers()
-    port = free_tcp_port()
-    remote = f"tcp:127.0.0.1:{port}"
-    waiting = subprocess.Popen([*TEGADB_CLIENT, "wait", remote, "Test", "connected"],
+@contextmanager
+def still_waiting(remote: str, database: str, state: str) -> Iterator[subprocess.Popen[bytes]]:
+    """tegadb-client ``wait``, seen still waiting a second after its start.
+
+    The block makes the state hold; when it ends without an error, the wait
+    must end with status 0 and no output.  The client is killed if it is
+    still running when the block is left either way.
+    """
+    waiting = subprocess.Popen([*TEGADB_CLIENT, "wait", remote, database, state],
                                env=tegadb_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    server: Peer | None = None
     try:
         time.sleep(1)
         assert waiting.poll() is None
-        server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA])
-        server.stop()
-        server.start(port)
+        yield waiting
         assert waiting.wait(30) == 0
         assert waiting.communicate() == (b"", b"")
     finally:
         if waiting.poll() is None:
             waiting.kill()
             waiting.wait()
+
+
+def test_wait_for_a_server_not_started_yet(tmp_path: Path) -> None:
+    """wait keeps trying to connect, as ovsdb-client does."""
+    _require_peers()
+    port = free_tcp_port()
+    server: Peer | None = None
+    try:
+        with still_waiting(f"tcp:127.0.0.1:{port}", "Test", "connected"):
+            server = start_tegadb_server(tmp_path / "s", [TEST_SCHEMA])
+            server.stop()
+            server.start(port)
+    finally:
         if server is not None:
             server.stop()
 
@@ -390,22 +405,13 @@ def test_wait_reconnects_until_the_state_holds(tmp_path: Path) -> None:
     without = start_tegadb_server(tmp_path / "without", [TEST_SCHEMA])
     with_other = start_tegadb_server(tmp_path / "with", [TEST_SCHEMA, other_schema])
     with_other.stop()
-    remote = without.remote_tcp
-    waiting = subprocess.Popen([*TEGADB_CLIENT, "wait", remote, "Other", "added"],
-                               env=tegadb_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(1)
-        assert waiting.poll() is None
-        without.stop()
-        time.sleep(0.5)
-        assert waiting.poll() is None
-        with_other.start(without.tcp_port)
-        assert waiting.wait(30) == 0
-        assert waiting.communicate() == (b"", b"")
+        with still_waiting(without.remote_tcp, "Other", "added") as waiting:
+            without.stop()
+            time.sleep(0.5)
+            assert waiting.poll() is None
+            with_other.start(without.tcp_port)
     finally:
-        if waiting.poll() is None:
-            waiting.kill()
-            waiting.wait()
         without.stop()
         with_other.stop()
 

@@ -27,7 +27,7 @@ from peers import REPO_ROOT, SCHEMA_DIR, Peer
 ROUTER = SCHEMA_DIR / "router.ovsschema"
 DEADLINE = 20.0
 LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (?P<txn>[0-9a-f-]{36}|-) "
-                  r"(?P<rest>.*)")
+                  r"(?P<writer>\S+) (?P<rest>.*)")
 ENV = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
 CLIENT = [sys.executable, "-m", "tegadb.cli.client_main"]
 
@@ -121,8 +121,14 @@ def test_watch_shows_each_change_of_another_client(any_router: Peer) -> None:
         assert rests == ['Interface lan mtu: 1500 -> 9000, addresses: [] -> ["10.0.0.1/24"]',
                          "Interface wan +", "Interface wan -"]
         txns = [m.group("txn") for m in parsed if m]
-        # One transaction each; a standalone ovsdb-server names none.
-        assert txns == ["-"] * 3 if router.kind == "ovsdb-server" else len(set(txns)) == 3
+        writers = [m.group("writer") for m in parsed if m]
+        # One transaction each; a standalone ovsdb-server names none, nor their writers.
+        if router.kind == "ovsdb-server":
+            assert txns == ["-"] * 3 and writers == ["-"] * 3
+        else:
+            assert len(set(txns)) == 3
+            # tegadb-server names the client that committed each (tegadb_writers).
+            assert writers == [f"unix:{router.unix_path}"] * 3, writers
         assert watch.quiet()
     finally:
         status, _, err = watch.finish()
@@ -144,6 +150,7 @@ def test_watch_json_where_and_since(router: Peer) -> None:
         watch.finish()
     assert (first["table"], first["row"], first["op"]) == ("Interface", "lan", "modify")
     assert first["changes"] == {"mtu": {"old": 1500, "new": 9000}}
+    assert first["writer"] == f"unix:{router.unix_path}"
     assert second["changes"] == {"mtu": {"old": 9000, "new": 1400}}
     # --since: what came after the first change, at once.
     again = WatchProcess(f"--db={router.remote_unix}", "--format=json", "--since", first["txn"],

@@ -394,6 +394,8 @@ def test_locks_are_the_clusters(cluster):
     with cluster[0].client() as a, cluster[1].client() as b, cluster[2].client() as c:
         assert a.request("lock", ["L"])["result"] == {"locked": True}
         assert b.request("lock", ["L"])["result"] == {"locked": False}
+        # tegadb_stats counts the names each member's sessions hold or wait for
+        assert [x.request("tegadb_stats", [])["result"]["locks"] for x in (a, b, c)] == [1, 1, 0]
         # assert sees the owner as the cluster does
         assert a.transact(DB, {"op": "assert", "lock": "L"}) == [{}]
         assert b.transact(DB, {"op": "assert", "lock": "L"})[0]["error"] == "not owner"

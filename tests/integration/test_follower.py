@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from etcdpeers import EtcdCluster
-from peers import TEST_SCHEMA, Peer, PeerFactory, TegadbCluster
+from peers import TEST_SCHEMA, Peer, PeerFactory, TegadbCluster, not_ovsdb_remote
 from peers import async_eventually as eventually
 from peers import run_async as run
 
@@ -208,31 +206,16 @@ def test_a_source_without_the_database_is_not_followed(peer: PeerFactory) -> Non
 
 
 def test_a_source_that_is_not_ovsdb_is_left() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def answer_like_a_web_server() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-
-    threading.Thread(target=answer_like_a_web_server, daemon=True).start()
     sink = RecordingSink()
-    follower = Follower([f"tcp:127.0.0.1:{port}"], DB, sink, backoff=(0.05, 0.1))
+    with not_ovsdb_remote() as remote:
+        follower = Follower([remote], DB, sink, backoff=(0.05, 0.1))
 
-    async def body() -> None:
-        await eventually(lambda: follower.last_error is not None, "an error")
-        assert not follower.connected and sink.events == []
+        async def body() -> None:
+            await eventually(lambda: follower.last_error is not None, "an error")
+            assert not follower.connected and sink.events == []
 
-    try:
         run(following(follower, body))
-    finally:
-        listener.close()
-    assert f"tcp:127.0.0.1:{port}" in str(follower.last_error)
+    assert remote in str(follower.last_error)
 
 
 def test_leader_only_follows_a_standalone_source(peer: PeerFactory) -> None:

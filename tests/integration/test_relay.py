@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,6 +30,7 @@ from peers import (
     RawClient,
     free_tcp_port,
     make_pki,
+    not_ovsdb_remote,
     start_ovsdb_server,
     start_tegadb_server,
 )
@@ -51,8 +50,9 @@ DEADLINE = 10.0
 
 
 def start_relay(directory: Path, sources: Sequence[str], db: str = "Test",
-                extra: Sequence[str] = ()) -> Peer:
-    """tegadb-server serving ``relay:DB:SOURCES`` on a Unix socket and a TCP port."""
+                extra: Sequence[str] = (), more: Sequence[str] = ()) -> Peer:
+    """tegadb-server serving ``relay:DB:SOURCES`` (then the databases ``more``,
+    files or relays) on a Unix socket and a TCP port."""
     directory.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", ""))
@@ -63,7 +63,7 @@ def start_relay(directory: Path, sources: Sequence[str], db: str = "Test",
                 f"--remote=punix:{directory / 'db.sock'}", f"--remote=ptcp:{port}:127.0.0.1",
                 f"--log-file={directory / 'server.log'}",
                 f"--unixctl={directory / 'tegadb-server.ctl'}",
-                *extra, f"relay:{db}:{','.join(sources)}"]
+                *extra, f"relay:{db}:{','.join(sources)}", *more]
 
     peer = Peer("tegadb relay", directory, command, env)
     peer.start()
@@ -75,8 +75,9 @@ def relay(tmp_path: Path) -> Iterator[Callable[..., Peer]]:
     """Factory: ``relay(*sources, db="Test")`` -> a running relay, stopped at the end."""
     started: list[Peer] = []
 
-    def make(*sources: str, db: str = "Test", extra: Sequence[str] = ()) -> Peer:
-        peer = start_relay(tmp_path / f"relay{len(started)}", sources, db, extra)
+    def make(*sources: str, db: str = "Test", extra: Sequence[str] = (),
+             more: Sequence[str] = ()) -> Peer:
+        peer = start_relay(tmp_path / f"relay{len(started)}", sources, db, extra, more)
         started.append(peer)
         return peer
 
@@ -249,6 +250,119 @@ def test_a_blocking_wait_is_forwarded(peer: PeerFactory, relay: Callable[..., Pe
         assert timed_out[0]["error"] == "timed out"
 
 
+# A transaction that waits up to a minute for a "go" row, then inserts "waited".
+PARKED = [{"op": "wait", "table": "Root", "where": [["name", "==", "go"]], "columns": ["name"],
+           "until": "==", "rows": [{"name": "go"}], "timeout": 60000},
+          {"op": "insert", "table": "Root", "row": {"name": "waited"}}]
+
+
+def park(client: RawClient, request_id: Any, jsonrpc2: bool = False) -> None:
+    """Send PARKED as ``request_id``; returns once the source holds it: the
+    answer to a wait sent behind it, which a relay forwards behind it."""
+    version = {"jsonrpc": "2.0"} if jsonrpc2 else {}
+    client.send({**version, "id": request_id, "method": "transact", "params": ["Test", *PARKED]})
+    assert client.transact("Test", {"op": "wait", "table": "Root", "where": [], "until": "==",
+                                    "rows": [], "timeout": 0}) == [{}]
+
+
+def cancel(client: RawClient, request_id: Any) -> dict[str, Any]:
+    """Cancel ``request_id``: the reply, which must come at once.  (The
+    notification is OVSDB's, which tegadb takes from a JSON-RPC 2.0 client too.)"""
+    client.send({"id": None, "method": "cancel", "params": [request_id]})
+    return client.reply(request_id, timeout=5.0)
+
+
+def assert_parked_transactions_are_gone(source: Peer) -> None:
+    """What was parked at the source is gone: "go" sets nothing off there."""
+    with source.client() as writer:
+        writer.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "go"}})
+    time.sleep(0.3)  # a parked transaction would run right after that commit
+    assert names(source) == ["go"]
+
+
+@pytest.mark.parametrize("holding", [False, True], ids=["plain", "lock-holder"])
+def test_a_cancel_reaches_the_source(peer: PeerFactory, relay: Callable[..., Peer],
+                                     holding: bool) -> None:
+    """A client's cancel of a forwarded wait is passed on: the source drops the
+    transaction (it never runs), and the client gets the reply the source
+    gives a change-aware client of its own (PROTOCOL.md 2.4).  A lock holder's
+    transactions go over its own connection to the source: canceled there."""
+    source = peer()
+    through = relay(source.remote_unix)
+    replies = []
+    for server in (source, through):
+        with server.client() as client:
+            client.request("set_db_change_aware", [True])
+            if holding:
+                assert client.request("lock", ["L"])["result"] == {"locked": True}
+            park(client, "w")
+            replies.append(cancel(client, "w"))
+    assert replies[1] == replies[0]
+    assert replies[1]["error"] == "canceled"
+    assert_parked_transactions_are_gone(source)
+
+
+def test_a_cancel_goes_down_a_chain_of_relays(peer: PeerFactory,
+                                             relay: Callable[..., Peer]) -> None:
+    source = peer()
+    second = relay(relay(source.remote_unix).remote_unix)
+    with second.client() as client:
+        park(client, "w")
+        assert cancel(client, "w")["error"] == "canceled"
+    assert_parked_transactions_are_gone(source)
+
+
+def test_a_cancel_through_the_relay_is_answered_as_tegadb_answers(
+        tegadb_peer: PeerFactory, ovsdb_peer: PeerFactory, relay: Callable[..., Peer]) -> None:
+    """Every client gets "canceled" (tegadb's rule, PROTOCOL.md 2.4), in its
+    own dialect: the relay in front of ovsdb-server answers as tegadb-server."""
+    tegadb = tegadb_peer()
+    through = relay(ovsdb_peer().remote_unix)
+    for jsonrpc2 in (False, True):
+        replies = []
+        for server in (tegadb, through):
+            with server.client() as client:
+                park(client, 7, jsonrpc2)
+                replies.append(cancel(client, 7))
+        assert replies[1] == replies[0], jsonrpc2
+        assert (replies[1].get("jsonrpc") == "2.0") is jsonrpc2
+
+
+def test_a_client_that_leaves_takes_its_forwarded_transactions_along(
+        peer: PeerFactory, relay: Callable[..., Peer]) -> None:
+    """As at the source itself: a blocking wait does not outlive its client."""
+    source = peer()
+    through = relay(source.remote_unix)
+    with through.client() as client:
+        park(client, "w")
+    time.sleep(0.3)  # the relay sees the client go and cancels at the source
+    assert_parked_transactions_are_gone(source)
+
+
+def test_a_canceled_reply_means_the_write_was_not_committed(
+        peer: PeerFactory, relay: Callable[..., Peer]) -> None:
+    """A cancel races its write, at every stage: still at the relay, at the
+    source, answered there.  The client gets "canceled" exactly when the
+    source did not commit the write, else the write's own result."""
+    source = peer()
+    through = relay(source.remote_unix)
+    committed = set()
+    with through.client() as client:
+        for i in range(24):
+            name = f"c{i}"
+            client.send({"id": i, "method": "transact", "params": [
+                "Test", {"op": "insert", "table": "Root", "row": {"name": name}}]})
+            time.sleep((i % 6) * 0.0004)
+            client.send({"id": None, "method": "cancel", "params": [i]})
+            reply = client.reply(i)
+            if reply.get("error") is None:
+                assert "uuid" in reply["result"][0], reply
+                committed.add(name)
+            else:
+                assert reply["error"] == "canceled", reply
+    assert names(source) == sorted(committed)
+
+
 def test_a_rejected_write_gets_the_source_error_unchanged(
         peer: PeerFactory, relay: Callable[..., Peer]) -> None:
     source = peer()
@@ -299,6 +413,43 @@ def test_locks_are_the_source_s_across_relays(peer: PeerFactory,
         a.close()
         assert b.wait_notification("locked")["params"] == ["L"]
         assert b.transact("Test", {"op": "assert", "lock": "L"}) == [{}]
+
+
+def test_locks_of_several_relays_of_one_source(peer: PeerFactory,
+                                              relay: Callable[..., Peer]) -> None:
+    """Relays of one source (the same SOURCEs) keep the server's locks there,
+    and a holder's asserts hold on each of them."""
+    source = peer(TEST_SCHEMA, VSWITCH_SCHEMA)
+    through = relay(source.remote_unix, more=[f"relay:Open_vSwitch:{source.remote_unix}"])
+    writes = {"Test": {"op": "insert", "table": "Root", "row": {"name": "owner"}},
+              "Open_vSwitch": {"op": "insert", "table": "Open_vSwitch", "row": {}}}
+    with through.client() as holder, through.client() as other, source.client() as direct:
+        assert holder.request("lock", ["L"])["result"] == {"locked": True}
+        assert direct.request("lock", ["L"])["result"] == {"locked": False}
+        for db, write in writes.items():
+            owned = holder.transact(db, {"op": "assert", "lock": "L"}, write)
+            assert owned[0] == {} and "uuid" in owned[1], db
+            assert other.transact(db, {"op": "assert", "lock": "L"})[0]["error"] == "not owner"
+
+
+def test_locks_are_refused_when_the_relays_sources_differ(peer: PeerFactory,
+                                                          relay: Callable[..., Peer]) -> None:
+    """A lock belongs to one server, and which one is ambiguous: refused, with
+    why; everything else works."""
+    one, two = peer(), peer(VSWITCH_SCHEMA)
+    through = relay(one.remote_unix, more=[f"relay:Open_vSwitch:{two.remote_unix}"])
+    with through.client() as client:
+        for method in ("lock", "steal"):
+            error = client.request(method, ["L"])["error"]
+            assert error["error"] == "not allowed"
+            for text in (f'"{method}"', "different sources", one.remote_unix, two.remote_unix):
+                assert text in error["details"]
+        assert 'without "lock"' in client.request("unlock", ["L"])["error"]["details"]
+        client.transact("Test", {"op": "insert", "table": "Root", "row": {"name": "w"}})
+        client.transact("Open_vSwitch", {"op": "insert", "table": "Open_vSwitch", "row": {}})
+    assert names(one) == ["w"]
+    with one.client() as direct:  # nothing was taken there
+        assert direct.request("lock", ["L"])["result"] == {"locked": True}
 
 
 # --- real tools: ovs-vsctl, ovn-nbctl, the Python IDL in leader-only mode ---------------
@@ -535,33 +686,14 @@ def test_a_source_over_tls(tmp_path: Path, relay: Callable[..., Peer]) -> None:
 
 
 def test_a_source_that_is_not_ovsdb(relay: Callable[..., Peer]) -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def answer_nonsense() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-
-    thread = threading.Thread(target=answer_nonsense, daemon=True)
-    thread.start()
-    try:
-        through = relay(f"tcp:127.0.0.1:{listener.getsockname()[1]}")
+    with not_ovsdb_remote() as remote:
+        through = relay(remote)
         row = server_row(through)
         assert row["connected"] is False and row["schema"] == ["set", []]
         with through.client() as client:
             reply = client.request("transact", ["Test", {"op": "delete", "table": "Root",
                                                          "where": []}])
             assert reply["error"]["error"] == "not connected"
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
 
 
 def test_a_database_the_source_does_not_serve(peer: PeerFactory,

@@ -257,6 +257,20 @@ def test_jsonrpc2_request_gets_jsonrpc2_reply(tegadb_peer):
         assert c.request("echo", [])["error"] is None
 
 
+def test_jsonrpc2_cancel_notification_cancels_a_waiting_transaction(tegadb_peer):
+    server = tegadb_peer()
+    with server.client() as c:
+        wait = {"op": "wait", "table": "Root", "where": [], "columns": ["name"],
+                "until": "==", "rows": [{"name": "never"}], "timeout": 60000}
+        c.send({"jsonrpc": "2.0", "method": "transact", "params": ["Test", wait], "id": 20})
+        c.send({"jsonrpc": "2.0", "method": "cancel", "params": [20]})
+        reply = c.recv(timeout=5)
+        assert reply["jsonrpc"] == "2.0" and reply["id"] == 20, reply
+        assert reply["error"]["data"] == "canceled", reply
+    with server.client() as other:
+        assert other.request("tegadb_stats", [])["result"]["parked_transactions"] == 0
+
+
 ZERO_TXN = "00000000-0000-0000-0000-000000000000"
 JSONRPC2_CALLS = [
     ("get_schema", ["Test"], lambda result: result["name"] == "Test"),

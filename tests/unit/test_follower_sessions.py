@@ -27,9 +27,9 @@ ROW = "22222222-2222-2222-2222-222222222222"
 class FakeSource:
     """An OVSDB server that answers the follower's requests from a script.
 
-    Every request is kept in ``requests`` as (connection number, method,
-    params).  ``after_monitor`` bytes go out in the same write as the
-    ``monitor_cond_since`` reply.
+    Every request (and notification) is kept in ``requests`` as (connection
+    number, method, params), its id in ``ids``.  ``after_monitor`` bytes go
+    out in the same write as the ``monitor_cond_since`` reply.
     """
 
     def __init__(self, *, leader: bool = True, found: bool = True) -> None:
@@ -38,6 +38,7 @@ class FakeSource:
         self.silent = False
         self.after_monitor: list[Any] = []
         self.requests: list[tuple[int, str, Any]] = []
+        self.ids: list[Any] = []
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.remote = ""
@@ -83,7 +84,8 @@ class FakeSource:
         while data := await reader.read(65536):
             for request in framer.feed(data):
                 self.requests.append((number, request["method"], request["params"]))
-                if self.silent:
+                self.ids.append(request["id"])
+                if self.silent or request["id"] is None:
                     continue
                 out = _message({"id": request["id"], "result": self._answer(request["method"],
                                                                            request["params"]),
@@ -150,69 +152,77 @@ def monitor_since_ids(source: FakeSource) -> list[str]:
     return [params[3] for _, method, params in source.requests if method == "monitor_cond_since"]
 
 
-def test_updates_in_the_same_packet_as_the_monitor_reply_follow_start() -> None:
+Body = Callable[[FakeSource, Sink, Follower], Coroutine[Any, Any, None]]
+
+
+def follow_fake_source(body: Body, *, prepare: Callable[[FakeSource, Sink], None] | None = None,
+                       **follower_options: Any) -> None:
+    """Run ``body(source, sink, follower)`` with a Follower of one FakeSource.
+
+    ``prepare(source, sink)``, if given, runs before the Follower is made, so
+    before its first connection: what the source scripts or the sink refuses
+    is set when the first session begins.  The Follower is closed when the
+    body ends.
+    """
     async def test() -> None:
         async with FakeSource() as source:
-            source.after_monitor = [update3("a" * 8 + TXN[8:], 1), update3("b" * 8 + TXN[8:], 2)]
             sink = Sink()
-            follower = Follower([source.remote], "Test", sink)
-
-            async def body() -> None:
-                await follower.wait_connected(5)
-                await eventually(lambda: len(sink.events) == 3, "the two updates")
-                assert [e[0] for e in sink.events] == ["start", "update", "update"]
-                assert sink.events[0] == ("start", True, TXN)
-                assert sink.events[2][1] == {"T": {ROW: {"modify": {"x": 2}}}}
-                assert follower.last_id == "b" * 8 + TXN[8:]
-                assert source.methods() == ["monitor_cond", "set_db_change_aware", "get_schema",
-                                            "monitor_cond_since"]
-                assert monitor_since_ids(source) == [ZERO_UUID]
-
-            await following(follower, body)
+            if prepare is not None:
+                prepare(source, sink)
+            follower = Follower([source.remote], "Test", sink, **follower_options)
+            await following(follower, lambda: body(source, sink, follower))
 
     run(test)
+
+
+def test_updates_in_the_same_packet_as_the_monitor_reply_follow_start() -> None:
+    def prepare(source: FakeSource, sink: Sink) -> None:
+        source.after_monitor = [update3("a" * 8 + TXN[8:], 1), update3("b" * 8 + TXN[8:], 2)]
+
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await follower.wait_connected(5)
+        await eventually(lambda: len(sink.events) == 3, "the two updates")
+        assert [e[0] for e in sink.events] == ["start", "update", "update"]
+        assert sink.events[0] == ("start", True, TXN)
+        assert sink.events[2][1] == {"T": {ROW: {"modify": {"x": 2}}}}
+        assert follower.last_id == "b" * 8 + TXN[8:]
+        assert source.methods() == ["monitor_cond", "set_db_change_aware", "get_schema",
+                                    "monitor_cond_since"]
+        assert monitor_since_ids(source) == [ZERO_UUID]
+
+    follow_fake_source(body, prepare=prepare)
 
 
 def test_a_sink_that_fails_gets_everything_again_at_once() -> None:
-    async def test() -> None:
-        async with FakeSource() as source:
-            sink = Sink()
-            sink.fail_updates = 1
-            # A long back-off: the resync must not wait for it.
-            follower = Follower([source.remote], "Test", sink, backoff=(30, 30))
+    def prepare(source: FakeSource, sink: Sink) -> None:
+        sink.fail_updates = 1
 
-            async def body() -> None:
-                await follower.wait_connected(5)
-                source.notify(**_notification(update3(TXN, 1)))
-                await eventually(lambda: len(monitor_since_ids(source)) == 2, "the resync")
-                # The first session resumed from nothing; so does the second,
-                # though the follower held TXN: its copy may be damaged.
-                assert monitor_since_ids(source) == [ZERO_UUID, ZERO_UUID]
-                await eventually(lambda: follower.connected, "the second session")
-                assert [e[0] for e in sink.events] == ["start", "disconnected", "start"]
-                assert "could not apply" in str(follower.last_error)
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await follower.wait_connected(5)
+        source.notify(**_notification(update3(TXN, 1)))
+        await eventually(lambda: len(monitor_since_ids(source)) == 2, "the resync")
+        # The first session resumed from nothing; so does the second,
+        # though the follower held TXN: its copy may be damaged.
+        assert monitor_since_ids(source) == [ZERO_UUID, ZERO_UUID]
+        await eventually(lambda: follower.connected, "the second session")
+        assert [e[0] for e in sink.events] == ["start", "disconnected", "start"]
+        assert "could not apply" in str(follower.last_error)
 
-            await following(follower, body)
-
-    run(test)
+    # A long back-off: the resync must not wait for it.
+    follow_fake_source(body, prepare=prepare, backoff=(30, 30))
 
 
 def test_a_sink_that_always_fails_is_retried_with_back_off() -> None:
-    async def test() -> None:
-        async with FakeSource() as source:
-            sink = Sink()
-            sink.fail_starts = True
-            follower = Follower([source.remote], "Test", sink, backoff=(0.2, 0.4))
+    def prepare(source: FakeSource, sink: Sink) -> None:
+        sink.fail_starts = True
 
-            async def body() -> None:
-                await asyncio.sleep(1.0)
-                # At once once, then after 0.2 s, 0.4 s, 0.4 s...: not a hundred sessions.
-                assert 2 <= len(monitor_since_ids(source)) <= 5
-                assert not follower.connected and sink.events == []
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await asyncio.sleep(1.0)
+        # At once once, then after 0.2 s, 0.4 s, 0.4 s...: not a hundred sessions.
+        assert 2 <= len(monitor_since_ids(source)) <= 5
+        assert not follower.connected and sink.events == []
 
-            await following(follower, body)
-
-    run(test)
+    follow_fake_source(body, prepare=prepare, backoff=(0.2, 0.4))
 
 
 def _notification(message: dict[str, Any]) -> dict[str, Any]:
@@ -220,46 +230,32 @@ def _notification(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_monitor_canceled_refetches_the_schema_and_resyncs() -> None:
-    async def test() -> None:
-        async with FakeSource() as source:
-            sink = Sink()
-            follower = Follower([source.remote], "Test", sink, backoff=(30, 30))
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await follower.wait_connected(5)
+        source.notify("monitor_canceled", [DATA_MONITOR])
+        await eventually(lambda: len(monitor_since_ids(source)) == 2, "the resync")
+        assert source.methods(2) == ["monitor_cond", "set_db_change_aware", "get_schema",
+                                     "monitor_cond_since"]
+        assert monitor_since_ids(source)[1] == ZERO_UUID
 
-            async def body() -> None:
-                await follower.wait_connected(5)
-                source.notify("monitor_canceled", [DATA_MONITOR])
-                await eventually(lambda: len(monitor_since_ids(source)) == 2, "the resync")
-                assert source.methods(2) == ["monitor_cond", "set_db_change_aware", "get_schema",
-                                             "monitor_cond_since"]
-                assert monitor_since_ids(source)[1] == ZERO_UUID
-
-            await following(follower, body)
-
-    run(test)
+    follow_fake_source(body, backoff=(30, 30))
 
 
 def test_a_schema_change_in_the_server_row_resyncs() -> None:
-    async def test() -> None:
-        async with FakeSource() as source:
-            sink = Sink()
-            follower = Follower([source.remote], "Test", sink, backoff=(30, 30))
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await follower.wait_connected(5)
+        # The same schema in other words (spacing, key order): nothing to do.
+        same = json.dumps(SCHEMA, indent=1, sort_keys=True)
+        source.change_server_row(schema=same)
+        source.notify("echo", [])  # a request after it, to know it was read
+        await asyncio.sleep(0.2)
+        assert len(monitor_since_ids(source)) == 1
+        changed = json.dumps({**SCHEMA, "version": "2.0.0"})
+        source.change_server_row(schema=changed)
+        await eventually(lambda: len(monitor_since_ids(source)) == 2, "the resync")
+        assert monitor_since_ids(source)[1] == ZERO_UUID
 
-            async def body() -> None:
-                await follower.wait_connected(5)
-                # The same schema in other words (spacing, key order): nothing to do.
-                same = json.dumps(SCHEMA, indent=1, sort_keys=True)
-                source.change_server_row(schema=same)
-                source.notify("echo", [])  # a request after it, to know it was read
-                await asyncio.sleep(0.2)
-                assert len(monitor_since_ids(source)) == 1
-                changed = json.dumps({**SCHEMA, "version": "2.0.0"})
-                source.change_server_row(schema=changed)
-                await eventually(lambda: len(monitor_since_ids(source)) == 2, "the resync")
-                assert monitor_since_ids(source)[1] == ZERO_UUID
-
-            await following(follower, body)
-
-    run(test)
+    follow_fake_source(body, backoff=(30, 30))
 
 
 def test_leader_only_moves_on_from_a_source_that_is_not_the_leader() -> None:
@@ -286,75 +282,69 @@ def test_leader_only_moves_on_from_a_source_that_is_not_the_leader() -> None:
 
 
 def test_without_leader_only_a_follower_source_is_fine() -> None:
-    async def test() -> None:
-        async with FakeSource(leader=False) as source:
-            follower = Follower([source.remote], "Test", Sink())
+    def prepare(source: FakeSource, sink: Sink) -> None:
+        source.leader = False
 
-            async def body() -> None:
-                await follower.wait_connected(5)
-                assert follower.server_row["leader"] is False
-                assert follower.server_row["model"] == "standalone"
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await follower.wait_connected(5)
+        assert follower.server_row["leader"] is False
+        assert follower.server_row["model"] == "standalone"
 
-            await following(follower, body)
-
-    run(test)
+    follow_fake_source(body, prepare=prepare)
 
 
 def test_a_silent_source_is_left_after_a_probe() -> None:
-    async def test() -> None:
-        async with FakeSource() as source:
-            sink = Sink()
-            follower = Follower([source.remote], "Test", sink, probe_interval=0.1, backoff=(30, 30))
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await follower.wait_connected(5)
+        source.silent = True
+        await eventually(lambda: not follower.connected, "the probe to fail")
+        assert "no answer to an echo probe" in str(follower.last_error)
+        assert sink.events[-1] == ("disconnected",)
 
-            async def body() -> None:
-                await follower.wait_connected(5)
-                source.silent = True
-                await eventually(lambda: not follower.connected, "the probe to fail")
-                assert "no answer to an echo probe" in str(follower.last_error)
-                assert sink.events[-1] == ("disconnected",)
-
-            await following(follower, body)
-
-    run(test)
+    follow_fake_source(body, probe_interval=0.1, backoff=(30, 30))
 
 
 def test_notifications_not_for_the_monitors_go_to_the_callback() -> None:
-    async def test() -> None:
-        async with FakeSource() as source:
-            got: list[tuple[str, list[Any]]] = []
-            follower = Follower([source.remote], "Test", Sink(),
-                                on_notification=lambda method, params: got.append((method, params)))
+    got: list[tuple[str, list[Any]]] = []
 
-            async def body() -> None:
-                await follower.wait_connected(5)
-                source.notify("locked", ["my-lock"])
-                await eventually(lambda: got == [("locked", ["my-lock"])], "the locked notification")
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await follower.wait_connected(5)
+        source.notify("locked", ["my-lock"])
+        await eventually(lambda: got == [("locked", ["my-lock"])], "the locked notification")
 
-            await following(follower, body)
+    follow_fake_source(body, on_notification=lambda method, params: got.append((method, params)))
 
-    run(test)
+
+def test_a_request_says_where_it_went_for_a_cancel_of_it() -> None:
+    """``sent`` gets the connection and the request's id there: a ``cancel``
+    naming them reaches the source on the request's connection, for it."""
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await follower.wait_connected(5)
+        sent: list[tuple[Any, int]] = []
+        reply = await follower.request("echo", ["x"],
+                                       lambda connection, id_: sent.append((connection, id_)))
+        assert reply == ["x"]
+        [(connection, request_id)] = sent
+        await connection.notify("cancel", [request_id])
+        await eventually(lambda: source.methods()[-1] == "cancel", "the cancel")
+        echo = source.methods().index("echo")
+        assert source.requests[-1] == (source.requests[echo][0], "cancel", [source.ids[echo]])
+
+    follow_fake_source(body, probe_interval=None)
 
 
 def test_a_condition_changed_while_disconnected_asks_for_everything() -> None:
-    async def test() -> None:
-        async with FakeSource() as source:
-            sink = Sink()
-            follower = Follower([source.remote], "Test", sink, backoff=(0.2, 0.2),
-                                conditions={"T": [["x", "==", 1]]})
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        await follower.wait_connected(5)
+        source.writers[-1].close()
+        await eventually(lambda: not follower.connected, "the loss")
+        await follower.cond_change({"T": [["x", "==", 2]]})
+        await eventually(lambda: follower.connected, "the reconnection")
+        requests = [p for _, m, p in source.requests if m == "monitor_cond_since"]
+        assert requests[1][2] == {"T": [{"where": [["x", "==", 2]]}]}
+        assert requests[1][3] == ZERO_UUID  # a delta since TXN would miss rows that now match
 
-            async def body() -> None:
-                await follower.wait_connected(5)
-                source.writers[-1].close()
-                await eventually(lambda: not follower.connected, "the loss")
-                await follower.cond_change({"T": [["x", "==", 2]]})
-                await eventually(lambda: follower.connected, "the reconnection")
-                requests = [p for _, m, p in source.requests if m == "monitor_cond_since"]
-                assert requests[1][2] == {"T": [{"where": [["x", "==", 2]]}]}
-                assert requests[1][3] == ZERO_UUID  # a delta since TXN would miss rows that now match
-
-            await following(follower, body)
-
-    run(test)
+    follow_fake_source(body, backoff=(0.2, 0.2), conditions={"T": [["x", "==", 1]]})
 
 
 def test_close_cuts_a_set_up_short() -> None:
@@ -373,22 +363,15 @@ def test_close_cuts_a_set_up_short() -> None:
 
 
 def test_unreadable_notifications_end_the_session_not_the_follower() -> None:
-    async def test() -> None:
-        async with FakeSource() as source:
-            sink = Sink()
-            follower = Follower([source.remote], "Test", sink, backoff=(0.05, 0.1))
+    async def body(source: FakeSource, sink: Sink, follower: Follower) -> None:
+        for bad in ({"method": "update2", "params": [SERVER_MONITOR, {"Database": {ROW: [1]}}]},
+                    {"method": "update3", "params": [DATA_MONITOR, "id-without-updates"]}):
+            await follower.wait_connected(5)
+            sessions = len(source.writers)
+            source.notify(**bad)
+            await eventually(lambda n=sessions: len(source.writers) > n and follower.connected,
+                             f"a new session after {bad['method']}")
+            assert f"{bad['method']} notification" in str(follower.last_error)
+        assert [e[0] for e in sink.events] == ["start", "disconnected"] * 2 + ["start"]
 
-            async def body() -> None:
-                for bad in ({"method": "update2", "params": [SERVER_MONITOR, {"Database": {ROW: [1]}}]},
-                            {"method": "update3", "params": [DATA_MONITOR, "id-without-updates"]}):
-                    await follower.wait_connected(5)
-                    sessions = len(source.writers)
-                    source.notify(**bad)
-                    await eventually(lambda n=sessions: len(source.writers) > n and follower.connected,
-                                     f"a new session after {bad['method']}")
-                    assert f"{bad['method']} notification" in str(follower.last_error)
-                assert [e[0] for e in sink.events] == ["start", "disconnected"] * 2 + ["start"]
-
-            await following(follower, body)
-
-    run(test)
+    follow_fake_source(body, backoff=(0.05, 0.1))

@@ -17,9 +17,9 @@ import pytest
 
 from tegadb import native
 
-REPO = native.PACKAGE_DIR.parent
+REPO = Path(native.PACKAGE_DIR).parent
 
-needs_build = pytest.mark.skipif(not native.MANIFEST.exists(),
+needs_build = pytest.mark.skipif(not os.path.exists(native.MANIFEST),
                                  reason="no compiled core: `make native` builds it")
 
 
