@@ -658,28 +658,38 @@ sender.join()
 """
 
 
-async def w8_fairness(srv: Server, cfg: Config) -> dict[str, Any]:
-    """Round trips of one client while another pipelines cfg.w8_flood invalid requests."""
+async def probe_during(srv: Server, cfg: Config, script: str, args: list[str],
+                       operations: int, who: str) -> tuple[list[float], dict[str, Any]]:
+    """Echo round trips of one client while another, a process running
+    ``script`` (it prints a line once ready, then waits for "go"), does its
+    part; and the server's meter over that time."""
     conn = await connect(srv.sock)
     for _ in range(50):   # warm up
         await conn.call("echo", [], cfg.timeout)
-    flood = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FLOOD_CLIENT, srv.sock, str(cfg.w8_flood),
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, srv.sock, *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    assert flood.stdin is not None and flood.stdout is not None
-    await flood.stdout.readline()   # connected, requests built
+    assert other.stdin is not None and other.stdout is not None
+    await other.stdout.readline()   # connected, its input built
     meter = Meter(srv.pid).start()
-    flood.stdin.write(b"go\n")
-    waiting = asyncio.ensure_future(flood.wait())
+    other.stdin.write(b"go\n")
+    waiting = asyncio.ensure_future(other.wait())
     round_trips = []
     while not waiting.done():
         start = time.perf_counter()
         await conn.call("echo", [], cfg.timeout)
         round_trips.append(time.perf_counter() - start)
-    metrics = meter.stop(cfg.w8_flood)
+    metrics = meter.stop(operations)
     conn.close()
     if waiting.result() != 0:
-        raise BenchTimeout(f"the flooding client failed (exit status {waiting.result()})")
+        raise BenchTimeout(f"the {who} client failed (exit status {waiting.result()})")
+    return round_trips, metrics
+
+
+async def w8_fairness(srv: Server, cfg: Config) -> dict[str, Any]:
+    """Round trips of one client while another pipelines cfg.w8_flood invalid requests."""
+    round_trips, metrics = await probe_during(srv, cfg, FLOOD_CLIENT, [str(cfg.w8_flood)],
+                                              cfg.w8_flood, "flooding")
     return {"probe_p50_us": percentile(round_trips, 0.5) * 1e6,
             "probe_p99_us": percentile(round_trips, 0.99) * 1e6,
             "probe_max_us": max(round_trips) * 1e6,
@@ -709,26 +719,8 @@ while sock.recv(1 << 16):
 
 async def w10_large_message(srv: Server, cfg: Config) -> dict[str, Any]:
     """Round trips of one client while another sends a cfg.w10_mib MiB message."""
-    conn = await connect(srv.sock)
-    for _ in range(50):   # warm up
-        await conn.call("echo", [], cfg.timeout)
-    sender = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", LARGE_CLIENT, srv.sock, str(cfg.w10_mib), str(cfg.timeout),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    assert sender.stdin is not None and sender.stdout is not None
-    await sender.stdout.readline()   # connected, message built
-    meter = Meter(srv.pid).start()
-    sender.stdin.write(b"go\n")
-    waiting = asyncio.ensure_future(sender.wait())
-    round_trips = []
-    while not waiting.done():
-        start = time.perf_counter()
-        await conn.call("echo", [], cfg.timeout)
-        round_trips.append(time.perf_counter() - start)
-    metrics = meter.stop(1)
-    conn.close()
-    if waiting.result() != 0:
-        raise BenchTimeout(f"the sending client failed (exit status {waiting.result()})")
+    round_trips, metrics = await probe_during(
+        srv, cfg, LARGE_CLIENT, [str(cfg.w10_mib), str(cfg.timeout)], 1, "sending")
     return {"probe_p99_us": percentile(round_trips, 0.99) * 1e6,
             "probe_max_us": max(round_trips) * 1e6,
             "probe_round_trips": len(round_trips),
