@@ -73,7 +73,7 @@ class History:
         self._base: str | None = None
         self._entries: deque[tuple[str, Changes, int]] = deque()
         self._position: dict[str, int] = {}   # txn id -> sequence number
-        # txn id -> (writer, date in ms) for the ids in the window whose
+        # txn id -> (writer, date in ms) for the ids in _position whose
         # writer is known (what ``tegadb-client watch`` shows).
         self._origins: dict[str, tuple[str, int]] = {}
         self._next = 0                        # sequence number of the next append
@@ -99,9 +99,9 @@ class History:
                                  or self._rows > self.max_rows):
             self._drop_oldest()
 
-    def note_origin(self, txn_id: str, writer: str, date_ms: int) -> None:
-        """Who committed ``txn_id`` (appended just before), and when."""
-        if txn_id in self._position:
+    def note_origin(self, txn_id: str, writer: str | None, date_ms: int) -> None:
+        """Who committed ``txn_id`` (appended just before), and when; None: unknown."""
+        if writer is not None and txn_id in self._position:
             self._origins[txn_id] = (writer, date_ms)
 
     def origin(self, txn_id: str) -> tuple[str, int] | None:
@@ -111,10 +111,10 @@ class History:
     def _drop_oldest(self) -> None:
         txn_id, _, size = self._entries.popleft()
         self._rows -= size
-        if self._origins:
-            self._origins.pop(txn_id, None)
         if self._base is not None:
             del self._position[self._base]
+            if self._origins:
+                self._origins.pop(self._base, None)
         self._base = txn_id
 
     def reset(self, txn_id: str) -> None:

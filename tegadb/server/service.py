@@ -274,8 +274,7 @@ class DatabaseService:
             history.reset(base)
         for txn, changes, writer, date_ms in recent[-keep:]:
             history.append(txn, changes)
-            if writer is not None:
-                history.note_origin(txn, writer, date_ms)
+            history.note_origin(txn, writer, date_ms)
         service.seq = record.seq
         service.last_txn = record.txn
         return service
@@ -372,8 +371,7 @@ class DatabaseService:
         self.seq = seq
         self.last_txn = txn
         self.publish(changes, txn)
-        if writer is not None:
-            self.history.note_origin(txn, writer, date_ms)
+        self.history.note_origin(txn, writer, date_ms)
         return changes
 
     def publish(self, changes: Any, txn_id: str) -> None:
@@ -433,8 +431,7 @@ class DatabaseService:
                 self.last_txn = record.txn
                 assert entry.outcome.changes is not None
                 self._feed_monitors(entry.outcome.changes, record.txn)
-                if record.writer is not None:
-                    self.history.note_origin(record.txn, record.writer, record.date)
+                self.history.note_origin(record.txn, record.writer, record.date)
                 committed = True
             assert entry.outcome.results is not None
             if not entry.session.closed:

@@ -263,12 +263,19 @@ def test_jsonrpc2_cancel_notification_cancels_a_waiting_transaction(tegadb_peer)
         wait = {"op": "wait", "table": "Root", "where": [], "columns": ["name"],
                 "until": "==", "rows": [{"name": "never"}], "timeout": 60000}
         c.send({"jsonrpc": "2.0", "method": "transact", "params": ["Test", wait], "id": 20})
-        c.send({"jsonrpc": "2.0", "method": "cancel", "params": [20]})
-        reply = c.recv(timeout=5)
-        assert reply["jsonrpc"] == "2.0" and reply["id"] == 20, reply
-        assert reply["error"]["data"] == "canceled", reply
-    with server.client() as other:
-        assert other.request("tegadb_stats", [])["result"]["parked_transactions"] == 0
+        with server.client() as other:
+            def parked() -> int:
+                return other.request("tegadb_stats", [])["result"]["parked_transactions"]
+
+            c.send({"jsonrpc": "2.0", "method": "echo", "params": [], "id": 21})
+            assert c.recv(timeout=5)["id"] == 21   # the wait before it is parked by now
+            assert parked() == 1
+            c.send({"jsonrpc": "2.0", "method": "cancel", "params": [20]})
+            reply = c.recv(timeout=5)
+            assert reply["jsonrpc"] == "2.0" and reply["id"] == 20, reply
+            assert reply["error"]["data"] == "canceled", reply
+            # Canceled, not only answered: the connection is still open.
+            assert parked() == 0
 
 
 ZERO_TXN = "00000000-0000-0000-0000-000000000000"

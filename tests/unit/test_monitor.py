@@ -731,6 +731,28 @@ def test_history_window_by_rows_keeps_the_newest_id():
     assert history.last_txn_id == d
 
 
+def test_history_keeps_writers_only_for_the_ids_in_its_window():
+    history = History(max_transactions=2, max_rows=3)
+    ids = [new_uuid() for _ in range(5)]
+    for n, txn_id in enumerate(ids[:3]):
+        history.append(txn_id, {"T": {R1: (None, {})}})
+        history.note_origin(txn_id, f"client{n}", n)
+    # ids[0] left the entries but is the window's base: still answered.
+    assert [history.origin(t) for t in ids[:3]] == [("client0", 0), ("client1", 1),
+                                                    ("client2", 2)]
+    history.append(ids[3], {"T": {R1: (None, {})}})
+    history.note_origin(ids[3], None, 3)   # writer unknown: nothing kept
+    assert [history.origin(t) for t in ids[:4]] == [None, ("client1", 1), ("client2", 2), None]
+    # A transaction over the row budget is the base at once; what it pushed
+    # out goes, and nothing stays behind once it leaves in turn.
+    history.append(ids[4], {"T": {C1: (None, {}), C2: (None, {}), W1: (None, {}), R1: (None, {})}})
+    history.note_origin(ids[4], "big", 4)
+    assert [history.origin(t) for t in ids] == [None, None, None, None, ("big", 4)]
+    for _ in range(3):
+        history.append(new_uuid(), {"T": {R1: (None, {})}})
+    assert history.origin(ids[4]) is None
+
+
 def test_history_reset_makes_the_snapshot_id_the_base():
     history = History()
     old, snap, after = new_uuid(), new_uuid(), new_uuid()
